@@ -1,0 +1,37 @@
+-- Runs after every generated object exists.
+
+-- Snapshots per session, for psql: when, by whom, size, hash, upload state. No bodies.
+CREATE VIEW @extschema@.legacy_snapshots AS
+SELECT s.session_id,
+       s.snapshot_at,
+       s.taken_by,
+       pg_catalog.pg_size_pretty(s.bytes) AS size,
+       s.bytes,
+       (s.stats ->> 'total')::int AS documents,
+       (s.stats ->> 'categorized')::int AS categorized,
+       s.upload_state,
+       s.uploaded_at,
+       s.body IS NOT NULL AS body_in_database,
+       s.sha256,
+       s.snapshot_key,
+       s.id AS snapshot_id
+FROM legacy_backup.snapshots s
+ORDER BY s.session_id, s.snapshot_at DESC;
+COMMENT ON VIEW @extschema@.legacy_snapshots IS
+    'Snapshots per session, newest first: when, by whom, size, sha256 and upload state';
+
+COMMENT ON FUNCTION @extschema@.legacy_snapshot(text) IS
+    'Full categorization snapshot of one import session as json (deterministic, no side effects)';
+COMMENT ON FUNCTION @extschema@.legacy_snapshot_take(text, text) IS
+    'Builds and stores a snapshot, writes a CATEGORIZATION_SNAPSHOT audit row, sets last_snapshot_at; returns id, key, time, sha256, bytes, stats';
+COMMENT ON FUNCTION @extschema@.legacy_backup_attach() IS
+    'Attaches to the application tables (adds missing session columns); idempotent; reports each step';
+COMMENT ON FUNCTION @extschema@.legacy_backup_health() IS
+    'Reports whether protection is active: tables, added columns, pending uploads, preload';
+COMMENT ON FUNCTION @extschema@.legacy_backup_on_create() IS
+    'Internal: attaches at CREATE EXTENSION when the application tables exist';
+
+REVOKE ALL ON FUNCTION @extschema@.legacy_backup_on_create() FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.legacy_backup_attach() FROM PUBLIC;
+
+SELECT @extschema@.legacy_backup_on_create();

@@ -1,0 +1,65 @@
+//! The SQL API: thin `#[pg_extern]` wrappers. Each validates its arguments, checks attachment,
+//! calls the domain module and raises domain errors with their SQLSTATE.
+//!
+//! Every function pins `search_path` to `pg_catalog, <extension schema>, pg_temp`, so application
+//! tables are always those of the extension's schema, never whatever the caller's path finds.
+
+use crate::attach;
+use crate::error::OrRaise;
+use crate::ids;
+use crate::snapshot;
+use pgrx::prelude::*;
+use pgrx::datum::JsonB;
+
+/// Full categorization snapshot of one session as `json` (exact bytes, stable key order).
+/// Declared by hand because pgrx cannot return `json` from a `String`; json's on-disk form is the
+/// text itself, so no re-parse is needed.
+#[pg_extern(sql = r#"
+CREATE FUNCTION "legacy_snapshot"("session_id" TEXT) RETURNS json
+STABLE PARALLEL UNSAFE
+SET search_path TO pg_catalog, @extschema@, pg_temp
+LANGUAGE c AS 'MODULE_PATHNAME', 'legacy_snapshot_wrapper';
+"#)]
+fn legacy_snapshot(session_id: Option<&str>) -> String {
+    let session_id = ids::validate_id("session_id", session_id).or_raise();
+    attach::ensure_attached().or_raise();
+    let built = snapshot::build(&session_id).or_raise();
+    // The writer only emits valid UTF-8 (serde_json from &str inputs).
+    String::from_utf8(built.json).expect("snapshot JSON is UTF-8")
+}
+
+/// Builds, stores and records a snapshot in one transaction; returns its id, key, time and hash.
+#[pg_extern(volatile, parallel_unsafe)]
+#[search_path(pg_catalog, @extschema@, pg_temp)]
+fn legacy_snapshot_take(session_id: Option<&str>, actor_id: default!(Option<&str>, "NULL")) -> JsonB {
+    let session_id = ids::validate_id("session_id", session_id).or_raise();
+    attach::ensure_attached().or_raise();
+    let actor = snapshot::resolve_actor(actor_id).or_raise();
+    let taken = snapshot::take(&session_id, &actor).or_raise();
+    JsonB(serde_json::to_value(taken).expect("snapshot summary serializes"))
+}
+
+/// Attaches to the application's tables (idempotent) and reports each step.
+#[pg_extern(volatile, parallel_unsafe)]
+#[search_path(pg_catalog, @extschema@, pg_temp)]
+fn legacy_backup_attach(
+) -> TableIterator<'static, (name!(step, String), name!(object, String), name!(outcome, String))> {
+    let steps = attach::attach().or_raise();
+    TableIterator::new(steps.into_iter().map(|s| (s.step.to_string(), s.object, s.outcome.to_string())))
+}
+
+/// Whether protection is active: tables, columns, worker, settings.
+#[pg_extern(volatile, parallel_unsafe)]
+#[search_path(pg_catalog, @extschema@, pg_temp)]
+fn legacy_backup_health(
+) -> TableIterator<'static, (name!(check_name, String), name!(ok, bool), name!(detail, String))> {
+    let checks = attach::health().or_raise();
+    TableIterator::new(checks.into_iter().map(|c| (c.check, c.ok, c.detail)))
+}
+
+/// Run once at the end of CREATE EXTENSION (see sql/finalize.sql); not for direct use.
+#[pg_extern(volatile, parallel_unsafe)]
+#[search_path(pg_catalog, @extschema@, pg_temp)]
+fn legacy_backup_on_create() {
+    attach::attach_on_create().or_raise();
+}

@@ -1,0 +1,80 @@
+//! Validation of ids that become part of object keys, and the snapshot key naming rule.
+//! Pure Rust: tested with plain `cargo test`.
+
+use crate::error::{LbError, LbResult};
+use chrono::{DateTime, Utc};
+
+/// Longest id accepted. Application ids are 36-character UUIDs; the limit leaves room for other
+/// id schemes while keeping object keys far below S3's 1024-byte limit.
+pub const MAX_ID_LEN: usize = 128;
+
+/// Checks an id that will be embedded in an object key such as `backups/{id}/...`.
+///
+/// Only RFC 3986 unreserved characters are allowed (`A-Z a-z 0-9 - . _ ~`), and `..` nowhere,
+/// so a key built from the id can never leave its prefix and needs no percent-encoding.
+pub fn validate_id(param: &str, value: Option<&str>) -> LbResult<String> {
+    let value = value.ok_or_else(|| LbError::null_value(param))?;
+    if value.is_empty() {
+        return Err(LbError::invalid_parameter(format!("{param} must not be empty")));
+    }
+    let unsafe_key = |why: &str| {
+        LbError::invalid_parameter(format!("{param} is not a safe identifier"))
+            .detail(format!("{why}; the id becomes part of an object-storage key"))
+            .hint("Ids may contain only A-Z, a-z, 0-9, '-', '_', '.' and '~', with no '..', up to 128 characters.")
+    };
+    if value.len() > MAX_ID_LEN {
+        return Err(unsafe_key(&format!("it is {} bytes long, over the limit of {MAX_ID_LEN}", value.len())));
+    }
+    if let Some(bad) = value.chars().find(|c| !(c.is_ascii_alphanumeric() || "-._~".contains(*c))) {
+        let shown = if bad.is_control() { format!("control character U+{:04X}", bad as u32) } else { format!("character {bad:?}") };
+        return Err(unsafe_key(&format!("it contains the {shown}")));
+    }
+    if value.contains("..") {
+        return Err(unsafe_key("it contains \"..\""));
+    }
+    Ok(value.to_string())
+}
+
+/// The R2 key of a snapshot: `backups/{sessionId}/categorization-{timestamp}.json`, where the
+/// timestamp is JavaScript's `toISOString()` (UTC, milliseconds, `Z`) with ':' and '.' replaced
+/// by '-'. These are the names the application's own backups already use.
+pub fn snapshot_key(session_id: &str, at: DateTime<Utc>) -> String {
+    format!("backups/{session_id}/categorization-{}.json", at.format("%Y-%m-%dT%H-%M-%S-%3fZ"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn accepts_uuids_and_plain_ids() {
+        assert_eq!(validate_id("session_id", Some("8f2c9a4e-1b7d-4c3e-9f00-0123456789ab")).unwrap(), "8f2c9a4e-1b7d-4c3e-9f00-0123456789ab");
+        assert!(validate_id("id", Some("cuid_abc.DEF~1")).is_ok());
+    }
+
+    #[test]
+    fn rejects_null_empty_and_hostile_ids() {
+        assert_eq!(validate_id("session_id", None).unwrap_err().code, pgrx::PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED);
+        for bad in ["", "../x", "a/b", "..", "a..b", "x\u{0}y", "tab\tid", "a b", "%2F", "a\\b", "é", "x'; drop table y; --"] {
+            let err = validate_id("session_id", Some(bad)).unwrap_err();
+            assert!(matches!(err.code, pgrx::PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE), "{bad:?} accepted");
+        }
+        assert!(validate_id("id", Some(&"a".repeat(MAX_ID_LEN))).is_ok());
+        assert!(validate_id("id", Some(&"a".repeat(MAX_ID_LEN + 1))).is_err());
+    }
+
+    #[test]
+    fn control_characters_are_named_in_the_detail() {
+        let err = validate_id("session_id", Some("a\u{7}b")).unwrap_err();
+        assert!(err.detail.unwrap().contains("U+0007"));
+    }
+
+    #[test]
+    fn snapshot_key_matches_the_applications_naming() {
+        let at = Utc.with_ymd_and_hms(2025, 12, 9, 10, 20, 30).unwrap() + chrono::Duration::microseconds(123_456);
+        assert_eq!(snapshot_key("s1", at), "backups/s1/categorization-2025-12-09T10-20-30-123Z.json");
+        let whole = Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap();
+        assert_eq!(snapshot_key("s1", whole), "backups/s1/categorization-2026-01-02T03-04-05-000Z.json");
+    }
+}

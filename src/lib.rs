@@ -1,0 +1,42 @@
+//! legacy_backup: protects categorization work held in PostgreSQL rows.
+//!
+//! Rooms, by concern:
+//! - `api`: the SQL API, thin `#[pg_extern]` functions;
+//! - `attach`: attaching to the application's tables, health;
+//! - `snapshot`: building and storing snapshots (`snapshot::format` is pure Rust);
+//! - `ids`: id validation and object-key naming (pure Rust);
+//! - `error`: the error type carrying SQLSTATE, DETAIL and HINT.
+
+use pgrx::prelude::*;
+
+pub mod api;
+pub mod attach;
+pub mod error;
+pub mod guc;
+pub mod ids;
+pub mod snapshot;
+
+::pgrx::pg_module_magic!(name, version);
+
+extension_sql_file!("../sql/bootstrap.sql", name = "bootstrap", bootstrap);
+extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
+
+#[pg_guard]
+pub extern "C-unwind" fn _PG_init() {
+    guc::register();
+}
+
+#[cfg(feature = "pg_test")]
+#[pg_schema]
+mod tests;
+
+/// Required by `cargo pgrx test`: settings for the temporary test cluster.
+#[cfg(test)]
+pub mod pg_test {
+    pub fn setup(_options: Vec<&str>) {}
+
+    #[must_use]
+    pub fn postgresql_conf_options() -> Vec<&'static str> {
+        vec!["shared_preload_libraries = 'legacy_backup'"]
+    }
+}

@@ -1,0 +1,275 @@
+//! Building a session's snapshot inside the database, and storing it.
+//!
+//! The whole snapshot is read by ONE statement (a cursor), so it sees one MVCC snapshot even when
+//! the caller's transaction has already written: separate SPI queries would each take a fresh
+//! snapshot under READ COMMITTED and could contradict each other. The small tables arrive as one
+//! JSON header row; documents arrive as typed columns and are serialized by Rust, which is where
+//! the speed over `json_agg` comes from.
+
+pub mod format;
+
+use crate::error::{LbError, LbResult};
+use crate::ids;
+use format::{BuiltSnapshot, DocumentRow, SessionMeta, SnapshotWriter, Stats, Timestamp};
+use pgrx::prelude::*;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+/// Rows fetched per cursor round trip: bounds tuple memory for very large sessions.
+const FETCH_BATCH: i64 = 5000;
+
+/// Microseconds between the Unix epoch and PostgreSQL's epoch (2000-01-01).
+const PG_EPOCH_OFFSET_US: i64 = 946_684_800_000_000;
+
+const SNAPSHOT_QUERY: &str = r#"
+SELECT 0 AS kind, NULL::text COLLATE "C" AS id, NULL::text, NULL::text, NULL::text, NULL::text,
+       NULL::text, NULL::text, NULL::text, NULL::text, NULL::timestamptz, NULL::bool, NULL::text,
+       NULL::text, NULL::timestamptz,
+       json_build_object(
+         'id', s.id, 'firmId', s.firm_id, 'pstFileName', s.pst_file_name, 'status', s.status,
+         'totalDocuments', s.total_documents, 'categorizedCount', s.categorized_count,
+         'skippedCount', s.skipped_count,
+         'categories', COALESCE((
+            SELECT json_agg(json_build_object('id', c.id, 'name', c.name, 'mergedInto', c.merged_into,
+                                              'documentCount', c.document_count)
+                            ORDER BY c.id COLLATE "C")
+            FROM import_categories c WHERE c.session_id = s.id), '[]'::json),
+         'batches', COALESCE((
+            SELECT json_agg(json_build_object('id', b.id, 'monthYear', b.month_year,
+                     'assignedTo', b.assigned_to,
+                     'assignedToName', NULLIF(btrim(concat_ws(' ', u.first_name, u.last_name)), ''),
+                     'documentCount', b.document_count, 'categorizedCount', b.categorized_count,
+                     'skippedCount', b.skipped_count)
+                   ORDER BY b.month_year COLLATE "C", b.id COLLATE "C")
+            FROM document_batches b LEFT JOIN users u ON u.id = b.assigned_to
+            WHERE b.session_id = s.id), '[]'::json),
+         'visibility', pg_current_snapshot()::text,
+         'takenAtUs', (extract(epoch FROM clock_timestamp()) * 1000000)::int8
+       )
+FROM legacy_import_sessions s WHERE s.id = $1
+UNION ALL
+SELECT 1, d.id COLLATE "C", d.file_name::text, d.file_extension::text, d.storage_path,
+       d.folder_path, d.category_id, d.status::text, d.email_subject::text, d.email_sender::text,
+       d.email_date, d.is_sent, d.batch_id, d.categorized_by, d.categorized_at, NULL::json
+FROM extracted_documents d WHERE d.session_id = $1
+ORDER BY 1, 2
+"#;
+
+/// Column types the reader relies on, checked against each fetched batch.
+const EXPECTED_TYPES: [pg_sys::Oid; 16] = [
+    pg_sys::INT4OID,
+    pg_sys::TEXTOID,
+    pg_sys::TEXTOID,
+    pg_sys::TEXTOID,
+    pg_sys::TEXTOID,
+    pg_sys::TEXTOID,
+    pg_sys::TEXTOID,
+    pg_sys::TEXTOID,
+    pg_sys::TEXTOID,
+    pg_sys::TEXTOID,
+    pg_sys::TIMESTAMPTZOID,
+    pg_sys::BOOLOID,
+    pg_sys::TEXTOID,
+    pg_sys::TEXTOID,
+    pg_sys::TIMESTAMPTZOID,
+    pg_sys::JSONOID,
+];
+
+fn unknown_session(session_id: &str) -> LbError {
+    LbError::not_found(format!("import session \"{session_id}\" does not exist"))
+        .hint("Check the id against legacy_import_sessions.id.")
+}
+
+/// Builds the snapshot of one session. Read-only; the caller validated the id and attachment.
+pub fn build(session_id: &str) -> LbResult<BuiltSnapshot> {
+    Spi::connect(|client| {
+        let mut cursor = client.try_open_cursor(SNAPSHOT_QUERY, &[session_id.into()])?;
+        let mut writer: Option<SnapshotWriter> = None;
+        loop {
+            let table = cursor.fetch(FETCH_BATCH)?;
+            let fetched = table.len();
+            drop(table);
+            if fetched == 0 {
+                break;
+            }
+            // SAFETY: SPI_tuptable is the table just fetched; it stays valid until freed below,
+            // and the column types are checked before any datum is read.
+            unsafe {
+                let tt = pg_sys::SPI_tuptable;
+                read_batch(tt, fetched, session_id, &mut writer)?;
+                pg_sys::SPI_freetuptable(tt);
+            }
+        }
+        writer.map(SnapshotWriter::finish).ok_or_else(|| unknown_session(session_id))
+    })
+}
+
+/// Feeds one fetched batch to the writer, creating it from the header row.
+unsafe fn read_batch(
+    tt: *mut pg_sys::SPITupleTable,
+    rows: usize,
+    session_id: &str,
+    writer: &mut Option<SnapshotWriter>,
+) -> LbResult<()> {
+    let tupdesc = (*tt).tupdesc;
+    let natts = (*tupdesc).natts as usize;
+    if natts != EXPECTED_TYPES.len() {
+        return Err(LbError::internal(format!("snapshot query returned {natts} columns")));
+    }
+    for (i, expected) in EXPECTED_TYPES.iter().enumerate() {
+        let actual = pg_sys::SPI_gettypeid(tupdesc, (i + 1) as i32);
+        if actual != *expected {
+            return Err(LbError::internal(format!("snapshot query column {} has type oid {actual:?}", i + 1)));
+        }
+    }
+    let mut values = vec![pg_sys::Datum::from(0usize); natts];
+    let mut nulls = vec![false; natts];
+    for r in 0..rows {
+        let tuple = *(*tt).vals.add(r);
+        pg_sys::heap_deform_tuple(tuple, tupdesc, values.as_mut_ptr(), nulls.as_mut_ptr());
+        let text = |i: usize| -> Option<&str> {
+            if nulls[i] { None } else { <&str as FromDatum>::from_polymorphic_datum(values[i], false, pg_sys::TEXTOID) }
+        };
+        let ts = |i: usize| -> Option<Timestamp> { (!nulls[i]).then(|| timestamp_from_datum(values[i])) };
+        let kind = values[0].value() as i32;
+        if kind == 0 {
+            let meta_json = if nulls[15] {
+                None
+            } else {
+                <&str as FromDatum>::from_polymorphic_datum(values[15], false, pg_sys::JSONOID)
+            };
+            let meta: SessionMeta = serde_json::from_str(meta_json.unwrap_or("null"))
+                .map_err(|e| LbError::internal(format!("snapshot header is malformed: {e}")))?;
+            *writer = Some(SnapshotWriter::new(meta, 8192));
+            continue;
+        }
+        let Some(w) = writer.as_mut() else { return Err(unknown_session(session_id)) };
+        let required = |i: usize| text(i).unwrap_or("");
+        w.push_document(&DocumentRow {
+            id: required(1),
+            file_name: required(2),
+            file_extension: required(3),
+            storage_path: required(4),
+            folder_path: required(5),
+            category_id: text(6),
+            status: required(7),
+            email_subject: text(8),
+            email_sender: text(9),
+            email_date: ts(10),
+            is_sent: !nulls[11] && values[11].value() != 0,
+            batch_id: text(12),
+            categorized_by: text(13),
+            categorized_at: ts(14),
+        });
+    }
+    Ok(())
+}
+
+fn timestamp_from_datum(datum: pg_sys::Datum) -> Timestamp {
+    match datum.value() as i64 {
+        i64::MAX => Timestamp::PosInfinity,
+        i64::MIN => Timestamp::NegInfinity,
+        pg_us => Timestamp::Micros(pg_us + PG_EPOCH_OFFSET_US),
+    }
+}
+
+/// What `legacy_snapshot_take` returns to the caller.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TakenSnapshot {
+    pub snapshot_id: String,
+    pub snapshot_key: String,
+    pub snapshot_at: String,
+    pub sha256: String,
+    pub bytes: i64,
+    pub stats: Stats,
+    pub consistency_issues: usize,
+}
+
+/// Who a snapshot is attributed to: the given user, else `legacy_backup.actor`, else the
+/// database role as `pg:<role>`.
+pub fn resolve_actor(actor_id: Option<&str>) -> LbResult<String> {
+    if let Some(actor) = actor_id {
+        let actor = ids::validate_id("actor_id", Some(actor))?;
+        let exists = Spi::get_one_with_args::<bool>("SELECT EXISTS (SELECT 1 FROM users WHERE id = $1)", &[actor.as_str().into()])?
+            .unwrap_or(false);
+        if !exists {
+            return Err(LbError::not_found(format!("user \"{actor}\" does not exist"))
+                .hint("actor_id must be a users.id; pass NULL to attribute the action to legacy_backup.actor or the database role."));
+        }
+        return Ok(actor);
+    }
+    let from_setting = Spi::get_one::<String>("SELECT NULLIF(current_setting('legacy_backup.actor', true), '')")?;
+    match from_setting {
+        Some(actor) => Ok(actor),
+        None => Ok(format!("pg:{}", Spi::get_one::<String>("SELECT current_user::text")?.unwrap_or_default())),
+    }
+}
+
+/// Builds, stores and records a snapshot, all in the caller's transaction.
+pub fn take(session_id: &str, actor: &str) -> LbResult<TakenSnapshot> {
+    let built = build(session_id)?;
+    let sha256 = hex::encode(Sha256::digest(&built.json));
+    let bytes = built.json.len() as i64;
+    let stats_json = serde_json::to_string(&built.stats).expect("stats serialize");
+    let taken_at = chrono::DateTime::from_timestamp_micros(built.taken_at_us)
+        .ok_or_else(|| LbError::internal("clock out of range"))?;
+
+    Spi::connect_mut(|client| {
+        // Keys have millisecond resolution; two snapshots of one session in the same millisecond
+        // get the next free millisecond in the key (snapshot_at keeps the true time).
+        let mut key_at = taken_at;
+        let mut inserted: Option<String> = None;
+        for _ in 0..1000 {
+            let key = ids::snapshot_key(session_id, key_at);
+            let row = client.update(
+                "INSERT INTO legacy_backup.snapshots \
+                   (session_id, snapshot_key, snapshot_at, taken_by, format_version, body, sha256, bytes, stats, visibility) \
+                 VALUES ($1, $2, 'epoch'::timestamptz + $3::int8 * interval '1 microsecond', $4, $5, $6, $7, $8, $9::jsonb, $10::pg_snapshot) \
+                 ON CONFLICT (snapshot_key) DO NOTHING RETURNING id",
+                None,
+                &[
+                    session_id.into(),
+                    key.as_str().into(),
+                    built.taken_at_us.into(),
+                    actor.into(),
+                    format::FORMAT_VERSION.into(),
+                    built.json.as_slice().into(),
+                    sha256.as_str().into(),
+                    bytes.into(),
+                    stats_json.as_str().into(),
+                    built.visibility.as_str().into(),
+                ],
+            )?;
+            if let Some(id) = row.first().get_one::<String>()? {
+                inserted = Some(id);
+                break;
+            }
+            key_at += chrono::Duration::milliseconds(1);
+        }
+        let snapshot_id = inserted.ok_or_else(|| LbError::internal("no free snapshot key after 1000 attempts"))?;
+        let key = ids::snapshot_key(session_id, key_at);
+        let taken = TakenSnapshot {
+            snapshot_id,
+            snapshot_key: key,
+            snapshot_at: Timestamp::Micros(built.taken_at_us).to_rfc3339(),
+            sha256,
+            bytes,
+            stats: built.stats,
+            consistency_issues: built.inconsistencies,
+        };
+        let details = serde_json::to_string(&taken).expect("details serialize");
+        client.update(
+            "INSERT INTO legacy_import_audit_logs (id, session_id, user_id, action, details, \"timestamp\") \
+             VALUES (gen_random_uuid()::text, $1, $2, 'CATEGORIZATION_SNAPSHOT', $3::jsonb, now())",
+            None,
+            &[session_id.into(), actor.into(), details.as_str().into()],
+        )?;
+        client.update(
+            "UPDATE legacy_import_sessions SET last_snapshot_at = 'epoch'::timestamptz + $2::int8 * interval '1 microsecond', updated_at = now() WHERE id = $1",
+            None,
+            &[session_id.into(), built.taken_at_us.into()],
+        )?;
+        Ok(taken)
+    })
+}
