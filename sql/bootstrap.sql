@@ -34,4 +34,13 @@ CREATE INDEX snapshots_pending_idx ON legacy_backup.snapshots (created_at) WHERE
 COMMENT ON TABLE legacy_backup.snapshots IS
     'Categorization snapshots: exact JSON bytes, sha256, object key and upload state';
 
+-- lz4 compresses a 4 MB snapshot body several times faster than the default pglz; servers built
+-- without lz4 keep pglz.
+DO $$
+BEGIN
+    ALTER TABLE legacy_backup.snapshots ALTER COLUMN body SET COMPRESSION lz4;
+EXCEPTION WHEN feature_not_supported OR invalid_parameter_value THEN
+    NULL;
+END $$;
+
 SELECT pg_catalog.pg_extension_config_dump('legacy_backup.snapshots', '');

@@ -9,23 +9,24 @@ use crate::error::OrRaise;
 use crate::ids;
 use crate::snapshot;
 use pgrx::prelude::*;
-use pgrx::datum::JsonB;
+use pgrx::datum::{Internal, JsonB};
 
 /// Full categorization snapshot of one session as `json` (exact bytes, stable key order).
-/// Declared by hand because pgrx cannot return `json` from a `String`; json's on-disk form is the
-/// text itself, so no re-parse is needed.
+/// Declared by hand because pgrx has no zero-copy `json` return; json's on-disk form is the text
+/// itself, so the buffer the snapshot was written into is returned as is.
 #[pg_extern(sql = r#"
 CREATE FUNCTION "legacy_snapshot"("session_id" TEXT) RETURNS json
 STABLE PARALLEL UNSAFE
 SET search_path TO pg_catalog, @extschema@, pg_temp
 LANGUAGE c AS 'MODULE_PATHNAME', 'legacy_snapshot_wrapper';
 "#)]
-fn legacy_snapshot(session_id: Option<&str>) -> String {
+fn legacy_snapshot(session_id: Option<&str>) -> Internal {
     let session_id = ids::validate_id("session_id", session_id).or_raise();
     attach::ensure_attached().or_raise();
     let built = snapshot::build(&session_id).or_raise();
-    // The writer only emits valid UTF-8 (serde_json from &str inputs).
-    String::from_utf8(built.json).expect("snapshot JSON is UTF-8")
+    // `Internal` only carries the datum: the SQL above declares it json. The datum is a palloc'd
+    // varlena of UTF-8 JSON (serde_json output) in the function's memory context.
+    Internal::from(Some(pg_sys::Datum::from(built.datum)))
 }
 
 /// Builds, stores and records a snapshot in one transaction; returns its id, key, time and hash.

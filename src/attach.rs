@@ -75,15 +75,23 @@ fn detached_error(missing: &[String]) -> LbError {
 }
 
 /// Fails with a clear error unless every required table and added column is in place.
+/// One catalog query: it runs on every API call.
 pub fn ensure_attached() -> LbResult<()> {
-    let mut missing = missing_tables()?;
-    if missing.is_empty() {
-        for (column, _) in SESSION_COLUMNS {
-            if session_column_missing(column)? {
-                missing.push(format!("legacy_import_sessions.{column}"));
-            }
-        }
-    }
+    let tables: Vec<String> = REQUIRED_TABLES.iter().map(|s| s.to_string()).collect();
+    let columns: Vec<String> = SESSION_COLUMNS.iter().map(|(c, _)| c.to_string()).collect();
+    let missing = Spi::get_one_with_args::<Vec<String>>(
+        "WITH ext AS (SELECT extnamespace FROM pg_catalog.pg_extension WHERE extname = 'legacy_backup') \
+         SELECT array(SELECT t FROM unnest($1::text[]) t WHERE NOT EXISTS ( \
+                  SELECT 1 FROM pg_catalog.pg_class c, ext WHERE c.relnamespace = ext.extnamespace \
+                  AND c.relname = t AND c.relkind IN ('r', 'p')) \
+                UNION ALL \
+                SELECT 'legacy_import_sessions.' || col FROM unnest($2::text[]) col WHERE NOT EXISTS ( \
+                  SELECT 1 FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_class c ON c.oid = a.attrelid, ext \
+                  WHERE c.relnamespace = ext.extnamespace AND c.relname = 'legacy_import_sessions' \
+                  AND a.attname = col AND a.attnum > 0 AND NOT a.attisdropped))",
+        &[tables.into(), columns.into()],
+    )?
+    .unwrap_or_default();
     if missing.is_empty() { Ok(()) } else { Err(detached_error(&missing)) }
 }
 

@@ -2,13 +2,15 @@
 //! rows, the consistency report, and deterministic serialization. Pure Rust, no Postgres calls.
 //!
 //! Layout of the JSON, keys in this order:
-//! `formatVersion, sessionId, snapshotAt, firmId, pstFileName, status, stats, categories,
-//! batches, consistency, documents`. Arrays are sorted: categories and documents by id (bytewise),
-//! batches by monthYear then id. The big `documents` array comes last so the summary reads first.
+//! `formatVersion, sessionId, snapshotAt, firmId, pstFileName, status, documents, stats,
+//! categories, batches, consistency`. Arrays are sorted: categories and documents by id
+//! (bytewise), batches by monthYear then id. The summaries follow the documents because they are
+//! counted from them while streaming.
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Datelike, SecondsFormat, Timelike, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
+use std::io::Write;
 
 pub const FORMAT_VERSION: i32 = 1;
 
@@ -84,20 +86,57 @@ impl Timestamp {
     /// RFC 3339 in UTC with microseconds, e.g. `2025-12-09T10:20:30.123456Z`. Microseconds keep
     /// a restore exact; JavaScript's `Date` parses the form.
     pub fn to_rfc3339(self) -> String {
-        match self {
-            Timestamp::PosInfinity => "infinity".into(),
-            Timestamp::NegInfinity => "-infinity".into(),
-            Timestamp::Micros(us) => match DateTime::<Utc>::from_timestamp_micros(us) {
-                Some(t) => t.to_rfc3339_opts(SecondsFormat::Micros, true),
-                None => "infinity".into(),
-            },
+        let mut buf = [0u8; 32];
+        String::from_utf8_lossy(self.format_into(&mut buf)).into_owned()
+    }
+
+    /// Formats without allocating: the snapshot writes two timestamps per document, and
+    /// chrono's general formatter would allocate for each. chrono still does the calendar math.
+    pub fn format_into(self, buf: &mut [u8; 32]) -> &[u8] {
+        let us = match self {
+            Timestamp::PosInfinity => return b"infinity",
+            Timestamp::NegInfinity => return b"-infinity",
+            Timestamp::Micros(us) => us,
+        };
+        let Some(t) = DateTime::<Utc>::from_timestamp_micros(us) else { return b"infinity" };
+        let (year, frac) = (t.year(), t.timestamp_subsec_micros());
+        if !(0..=9999).contains(&year) {
+            // Outside four-digit years fall back to chrono's own (allocating) formatter.
+            let s = t.to_rfc3339_opts(SecondsFormat::Micros, true);
+            let n = s.len().min(buf.len());
+            buf[..n].copy_from_slice(&s.as_bytes()[..n]);
+            return &buf[..n];
         }
+        let mut put = |at: usize, value: u32, width: usize| {
+            let mut v = value;
+            for i in (0..width).rev() {
+                buf[at + i] = b'0' + (v % 10) as u8;
+                v /= 10;
+            }
+        };
+        put(0, year as u32, 4);
+        put(5, t.month(), 2);
+        put(8, t.day(), 2);
+        put(11, t.hour(), 2);
+        put(14, t.minute(), 2);
+        put(17, t.second(), 2);
+        put(20, frac, 6);
+        buf[4] = b'-';
+        buf[7] = b'-';
+        buf[10] = b'T';
+        buf[13] = b':';
+        buf[16] = b':';
+        buf[19] = b'.';
+        buf[26] = b'Z';
+        &buf[..27]
     }
 }
 
 impl Serialize for Timestamp {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.to_rfc3339())
+        let mut buf = [0u8; 32];
+        // Only ASCII is ever written.
+        s.serialize_str(std::str::from_utf8(self.format_into(&mut buf)).unwrap_or("infinity"))
     }
 }
 
@@ -172,45 +211,65 @@ struct BatchTally {
     skipped: i64,
 }
 
-/// Streams documents into JSON while counting, then assembles the whole snapshot.
-pub struct SnapshotWriter {
+/// Streams the snapshot into `out` in one pass while counting: the header fields known up front,
+/// then `documents`, then the summaries computed from them. One pass into one buffer matters:
+/// an 8,000-document snapshot is about 4 MB, and every extra copy of it costs page faults.
+pub struct SnapshotWriter<W: Write> {
+    out: W,
     meta: SessionMeta,
     category_index: HashMap<String, usize>,
     category_real: Vec<i64>,
     batch_index: HashMap<String, usize>,
     batch_real: Vec<BatchTally>,
     stats: Stats,
-    documents_json: Vec<u8>,
     /// Documents whose category or batch is not one of this session's: reported, never hidden.
     foreign_refs: Vec<Inconsistency>,
 }
 
-/// The finished snapshot: exact bytes plus what the caller records about them.
-pub struct BuiltSnapshot {
-    pub json: Vec<u8>,
+/// What the caller records about a finished snapshot.
+#[derive(Debug)]
+pub struct SnapshotSummary {
     pub stats: Stats,
     pub inconsistencies: usize,
     pub taken_at_us: i64,
     pub visibility: String,
-    pub session_id: String,
 }
 
-impl SnapshotWriter {
-    pub fn new(meta: SessionMeta, expected_documents: usize) -> Self {
+fn write_json<W: Write, T: Serialize + ?Sized>(out: &mut W, value: &T) {
+    serde_json::to_writer(out, value).expect("writing JSON to memory cannot fail");
+}
+
+fn write_raw<W: Write>(out: &mut W, bytes: &[u8]) {
+    out.write_all(bytes).expect("writing JSON to memory cannot fail");
+}
+
+impl<W: Write> SnapshotWriter<W> {
+    pub fn new(meta: SessionMeta, mut out: W) -> Self {
+        write_raw(&mut out, b"{\"formatVersion\":");
+        write_json(&mut out, &FORMAT_VERSION);
+        for (key, value) in [
+            ("sessionId", &meta.id),
+            ("snapshotAt", &Timestamp::Micros(meta.taken_at_us).to_rfc3339()),
+            ("firmId", &meta.firm_id),
+            ("pstFileName", &meta.pst_file_name),
+            ("status", &meta.status),
+        ] {
+            write_raw(&mut out, b",\"");
+            write_raw(&mut out, key.as_bytes());
+            write_raw(&mut out, b"\":");
+            write_json(&mut out, value);
+        }
+        write_raw(&mut out, b",\"documents\":[");
         let category_index = meta.categories.iter().enumerate().map(|(i, c)| (c.id.clone(), i)).collect();
         let batch_index = meta.batches.iter().enumerate().map(|(i, b)| (b.id.clone(), i)).collect();
-        let category_real = vec![0; meta.categories.len()];
-        let batch_real = vec![BatchTally::default(); meta.batches.len()];
-        let mut documents_json = Vec::with_capacity(expected_documents * 512 + 2);
-        documents_json.push(b'[');
         SnapshotWriter {
+            out,
+            category_real: vec![0; meta.categories.len()],
+            batch_real: vec![BatchTally::default(); meta.batches.len()],
             meta,
             category_index,
-            category_real,
             batch_index,
-            batch_real,
             stats: Stats::default(),
-            documents_json,
             foreign_refs: Vec::new(),
         }
     }
@@ -262,9 +321,9 @@ impl SnapshotWriter {
         }
 
         if self.stats.total > 1 {
-            self.documents_json.push(b',');
+            write_raw(&mut self.out, b",");
         }
-        let out = DocumentOut {
+        let doc = DocumentOut {
             id: d.id,
             file_name: d.file_name,
             file_extension: d.file_extension,
@@ -281,7 +340,7 @@ impl SnapshotWriter {
             categorized_by: d.categorized_by,
             categorized_at: d.categorized_at,
         };
-        serde_json::to_writer(&mut self.documents_json, &out).expect("writing JSON to memory cannot fail");
+        write_json(&mut self.out, &doc);
     }
 
     fn inconsistencies(&self) -> Vec<Inconsistency> {
@@ -307,8 +366,8 @@ impl SnapshotWriter {
         out
     }
 
-    pub fn finish(mut self) -> BuiltSnapshot {
-        self.documents_json.push(b']');
+    /// Closes the document and hands back the buffer with what was counted.
+    pub fn finish(mut self) -> (W, SnapshotSummary) {
         let inconsistencies = self.inconsistencies();
         let m = &self.meta;
         let categories: Vec<CategoryOut> = m
@@ -340,62 +399,23 @@ impl SnapshotWriter {
                 real_skipped_count: real.skipped,
             })
             .collect();
-
-        let mut json = Vec::with_capacity(self.documents_json.len() + 4096 + 256 * (categories.len() + batches.len()));
-        let field = |json: &mut Vec<u8>, name: &str, first: bool| {
-            if !first {
-                json.push(b',');
-            }
-            json.push(b'"');
-            json.extend_from_slice(name.as_bytes());
-            json.extend_from_slice(b"\":");
-        };
-        let put = |json: &mut Vec<u8>, v: &dyn erased::Ser| v.write(json);
-        json.push(b'{');
-        field(&mut json, "formatVersion", true);
-        put(&mut json, &FORMAT_VERSION);
-        field(&mut json, "sessionId", false);
-        put(&mut json, &m.id);
-        field(&mut json, "snapshotAt", false);
-        put(&mut json, &Timestamp::Micros(m.taken_at_us));
-        field(&mut json, "firmId", false);
-        put(&mut json, &m.firm_id);
-        field(&mut json, "pstFileName", false);
-        put(&mut json, &m.pst_file_name);
-        field(&mut json, "status", false);
-        put(&mut json, &m.status);
-        field(&mut json, "stats", false);
-        put(&mut json, &self.stats);
-        field(&mut json, "categories", false);
-        put(&mut json, &categories);
-        field(&mut json, "batches", false);
-        put(&mut json, &batches);
-        field(&mut json, "consistency", false);
-        put(&mut json, &inconsistencies);
-        field(&mut json, "documents", false);
-        json.extend_from_slice(&self.documents_json);
-        json.push(b'}');
-
-        BuiltSnapshot {
-            json,
+        let out = &mut self.out;
+        write_raw(out, b"],\"stats\":");
+        write_json(out, &self.stats);
+        write_raw(out, b",\"categories\":");
+        write_json(out, &categories);
+        write_raw(out, b",\"batches\":");
+        write_json(out, &batches);
+        write_raw(out, b",\"consistency\":");
+        write_json(out, &inconsistencies);
+        write_raw(out, b"}");
+        let summary = SnapshotSummary {
             stats: self.stats,
             inconsistencies: inconsistencies.len(),
             taken_at_us: m.taken_at_us,
             visibility: m.visibility.clone(),
-            session_id: m.id.clone(),
-        }
-    }
-}
-
-/// Lets one helper serialize values of different types in field order.
-mod erased {
-    pub trait Ser {
-        fn write(&self, out: &mut Vec<u8>);
-    }
-    impl<T: serde::Serialize + ?Sized> Ser for T {
-        fn write(&self, out: &mut Vec<u8>) {
-            serde_json::to_writer(out, self).expect("writing JSON to memory cannot fail");
-        }
+        };
+        (self.out, summary)
     }
 }
 
@@ -435,20 +455,20 @@ mod tests {
         }
     }
 
-    fn build() -> (BuiltSnapshot, serde_json::Value) {
-        let mut w = SnapshotWriter::new(meta(), 3);
+    fn build() -> (Vec<u8>, SnapshotSummary, serde_json::Value) {
+        let mut w = SnapshotWriter::new(meta(), Vec::new());
         w.push_document(&doc("d1", Some("c1"), "Categorized"));
         w.push_document(&doc("d2", Some("c1"), "Categorized"));
         w.push_document(&doc("d3", None, "Skipped"));
-        let built = w.finish();
-        let v = serde_json::from_slice(&built.json).unwrap();
-        (built, v)
+        let (json, summary) = w.finish();
+        let v = serde_json::from_slice(&json).unwrap();
+        (json, summary, v)
     }
 
     #[test]
     fn counts_come_from_the_documents() {
-        let (built, v) = build();
-        assert_eq!(built.stats, Stats { total: 3, categorized: 2, skipped: 1, uncategorized: 0 });
+        let (_, summary, v) = build();
+        assert_eq!(summary.stats, Stats { total: 3, categorized: 2, skipped: 1, uncategorized: 0 });
         assert_eq!(v["categories"][0]["realDocumentCount"], 2);
         assert_eq!(v["categories"][0]["documentCount"], 1);
         assert_eq!(v["documents"][0]["categoryName"], "Contracts");
@@ -458,7 +478,7 @@ mod tests {
 
     #[test]
     fn drifted_counters_are_reported() {
-        let (built, v) = build();
+        let (_, summary, v) = build();
         let c = v["consistency"].as_array().unwrap();
         let fields: Vec<(String, String)> =
             c.iter().map(|i| (i["entity"].as_str().unwrap().into(), i["field"].as_str().unwrap().into())).collect();
@@ -466,15 +486,16 @@ mod tests {
         assert!(fields.contains(&("batch".into(), "categorized_count".into())));
         assert!(fields.contains(&("session".into(), "skipped_count".into())));
         assert!(!fields.contains(&("session".into(), "total_documents".into())));
-        assert_eq!(built.inconsistencies, c.len());
+        assert_eq!(summary.inconsistencies, c.len());
     }
 
     #[test]
     fn header_keys_come_first_and_in_order() {
-        let (built, _) = build();
-        let text = String::from_utf8(built.json).unwrap();
-        assert!(text.starts_with(r#"{"formatVersion":1,"sessionId":"s1","snapshotAt":"2025-12-09T10:20:30.123456Z","firmId":"f1""#), "{text}");
-        assert!(text.find("\"consistency\"").unwrap() < text.find("\"documents\"").unwrap());
+        let (json, _, _) = build();
+        let text = String::from_utf8(json).unwrap();
+        assert!(text.starts_with(r#"{"formatVersion":1,"sessionId":"s1","snapshotAt":"2025-12-09T10:20:30.123456Z","firmId":"f1","pstFileName":"a.pst","status":"InProgress","documents":[{"id":"d1""#), "{text}");
+        let order: Vec<usize> = ["\"documents\"", "\"stats\"", "\"categories\"", "\"batches\"", "\"consistency\""].iter().map(|k| text.find(k).unwrap()).collect();
+        assert!(order.windows(2).all(|w| w[0] < w[1]), "{order:?}");
     }
 
     #[test]
@@ -482,21 +503,32 @@ mod tests {
         assert_eq!(Timestamp::Micros(0).to_rfc3339(), "1970-01-01T00:00:00.000000Z");
         assert_eq!(Timestamp::PosInfinity.to_rfc3339(), "infinity");
         assert_eq!(Timestamp::NegInfinity.to_rfc3339(), "-infinity");
-        let (_, v) = build();
+        let (_, _, v) = build();
         assert_eq!(v["documents"][0]["categorizedAt"], "infinity");
         assert_eq!(v["documents"][0]["fileName"], "f \"quoted\".pdf");
     }
 
     #[test]
+    fn fast_timestamp_format_agrees_with_chrono() {
+        for us in [0i64, 1, -1, 1_765_275_630_123_456, 253_402_300_799_999_999, -62_135_596_800_000_000, 951_782_400_000_000] {
+            let chrono = DateTime::<Utc>::from_timestamp_micros(us).unwrap().to_rfc3339_opts(SecondsFormat::Micros, true);
+            assert_eq!(Timestamp::Micros(us).to_rfc3339(), chrono, "{us}");
+        }
+        // Years beyond 9999 take chrono's path.
+        let far = 253_402_300_800_000_000i64;
+        assert_eq!(Timestamp::Micros(far).to_rfc3339(), DateTime::<Utc>::from_timestamp_micros(far).unwrap().to_rfc3339_opts(SecondsFormat::Micros, true));
+    }
+
+    #[test]
     fn same_input_gives_same_bytes() {
-        assert_eq!(build().0.json, build().0.json);
+        assert_eq!(build().0, build().0);
     }
 
     #[test]
     fn references_outside_the_session_are_reported() {
-        let mut w = SnapshotWriter::new(meta(), 1);
+        let mut w = SnapshotWriter::new(meta(), Vec::new());
         w.push_document(&doc("d9", Some("other-session-cat"), "Categorized"));
-        let v: serde_json::Value = serde_json::from_slice(&w.finish().json).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&w.finish().0).unwrap();
         assert!(v["consistency"].as_array().unwrap().iter().any(|i| i["field"] == "category_id_outside_session"));
         assert_eq!(v["documents"][0]["categoryName"], serde_json::Value::Null);
     }

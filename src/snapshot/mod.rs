@@ -3,20 +3,26 @@
 //! The whole snapshot is read by ONE statement (a cursor), so it sees one MVCC snapshot even when
 //! the caller's transaction has already written: separate SPI queries would each take a fresh
 //! snapshot under READ COMMITTED and could contradict each other. The small tables arrive as one
-//! JSON header row; documents arrive as typed columns and are serialized by Rust, which is where
-//! the speed over `json_agg` comes from.
+//! JSON header row; documents arrive as typed columns and are serialized by Rust straight into one
+//! palloc'd varlena, which is returned (json) or stored (bytea) without another copy. That, and a
+//! plan prepared once per backend, is where the speed over `json_agg` comes from.
 
 pub mod format;
 
 use crate::error::{LbError, LbResult};
 use crate::ids;
-use format::{BuiltSnapshot, DocumentRow, SessionMeta, SnapshotWriter, Stats, Timestamp};
+use format::{DocumentRow, SessionMeta, SnapshotSummary, SnapshotWriter, Stats, Timestamp};
+use pgrx::spi::OwnedPreparedStatement;
+use std::cell::RefCell;
 use pgrx::prelude::*;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 /// Rows fetched per cursor round trip: bounds tuple memory for very large sessions.
 const FETCH_BATCH: i64 = 5000;
+
+/// Typical serialized size of one document, for reserving the output buffer up front.
+const BYTES_PER_DOCUMENT_HINT: usize = 560;
 
 /// Microseconds between the Unix epoch and PostgreSQL's epoch (2000-01-01).
 const PG_EPOCH_OFFSET_US: i64 = 946_684_800_000_000;
@@ -80,11 +86,54 @@ fn unknown_session(session_id: &str) -> LbError {
         .hint("Check the id against legacy_import_sessions.id.")
 }
 
+thread_local! {
+    /// The snapshot statement, planned once per backend. The plan cache replans it by itself
+    /// after DDL on the tables it reads.
+    static SNAPSHOT_PLAN: RefCell<Option<OwnedPreparedStatement>> = const { RefCell::new(None) };
+}
+
+/// Largest output buffer kept between calls. Reusing it spares the page faults of a fresh
+/// multi-megabyte allocation on every snapshot; bigger ones are released after use.
+const KEEP_BUFFER_BYTES: usize = 32 * 1024 * 1024;
+
+thread_local! {
+    static OUTPUT: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A finished snapshot: a palloc'd varlena holding the JSON bytes, and what was counted.
+pub struct BuiltSnapshot {
+    pub datum: *mut pg_sys::varlena,
+    pub summary: SnapshotSummary,
+}
+
+impl BuiltSnapshot {
+    pub fn json_bytes(&self) -> &[u8] {
+        // SAFETY: datum is a 4-byte-header varlena built by VarlenaBuf and still allocated.
+        unsafe {
+            std::slice::from_raw_parts(
+                pgrx::varlena::vardata_any(self.datum).cast::<u8>(),
+                pgrx::varlena::varsize_any_exhdr(self.datum),
+            )
+        }
+    }
+}
+
 /// Builds the snapshot of one session. Read-only; the caller validated the id and attachment.
 pub fn build(session_id: &str) -> LbResult<BuiltSnapshot> {
-    Spi::connect(|client| {
-        let mut cursor = client.try_open_cursor(SNAPSHOT_QUERY, &[session_id.into()])?;
-        let mut writer: Option<SnapshotWriter> = None;
+    let mut out = OUTPUT.with(|o| std::mem::take(&mut *o.borrow_mut()));
+    out.clear();
+    let result = Spi::connect(|client| {
+        let plan_missing = SNAPSHOT_PLAN.with(|p| p.borrow().is_none());
+        if plan_missing {
+            let plan = client.prepare(SNAPSHOT_QUERY, &[pg_sys::TEXTOID.into()])?.keep();
+            SNAPSHOT_PLAN.with(|p| *p.borrow_mut() = Some(plan));
+        }
+        let mut cursor = SNAPSHOT_PLAN.with(|p| {
+            let plan = p.borrow();
+            client.try_open_cursor(plan.as_ref().expect("plan prepared above"), &[session_id.into()])
+        })?;
+        let mut writer: Option<SnapshotWriter<&mut Vec<u8>>> = None;
+        let mut buf = Some(&mut out);
         loop {
             let table = cursor.fetch(FETCH_BATCH)?;
             let fetched = table.len();
@@ -96,20 +145,37 @@ pub fn build(session_id: &str) -> LbResult<BuiltSnapshot> {
             // and the column types are checked before any datum is read.
             unsafe {
                 let tt = pg_sys::SPI_tuptable;
-                read_batch(tt, fetched, session_id, &mut writer)?;
+                read_batch(tt, fetched, session_id, &mut buf, &mut writer)?;
                 pg_sys::SPI_freetuptable(tt);
             }
         }
-        writer.map(SnapshotWriter::finish).ok_or_else(|| unknown_session(session_id))
-    })
+        writer.map(|w| w.finish().1).ok_or_else(|| unknown_session(session_id))
+    });
+    // Copy into a palloc'd varlena in the caller's memory context (we are outside SPI here):
+    // returned as json or stored as bytea without another copy.
+    let datum = result.as_ref().ok().map(|_| unsafe {
+        // SAFETY: palloc raises ERROR rather than returning NULL; the size is below 1 GB
+        // (checked by the caller's palloc limit).
+        let total = out.len() + pg_sys::VARHDRSZ;
+        let ptr = pg_sys::palloc(total).cast::<pg_sys::varlena>();
+        pgrx::varlena::set_varsize_4b(ptr, total as i32);
+        std::ptr::copy_nonoverlapping(out.as_ptr(), pgrx::varlena::vardata_any(ptr) as *mut u8, out.len());
+        ptr
+    });
+    if out.capacity() <= KEEP_BUFFER_BYTES {
+        OUTPUT.with(|o| *o.borrow_mut() = out);
+    }
+    let summary = result?;
+    Ok(BuiltSnapshot { datum: datum.expect("set when result is Ok"), summary })
 }
 
 /// Feeds one fetched batch to the writer, creating it from the header row.
-unsafe fn read_batch(
+unsafe fn read_batch<'a>(
     tt: *mut pg_sys::SPITupleTable,
     rows: usize,
     session_id: &str,
-    writer: &mut Option<SnapshotWriter>,
+    buf: &mut Option<&'a mut Vec<u8>>,
+    writer: &mut Option<SnapshotWriter<&'a mut Vec<u8>>>,
 ) -> LbResult<()> {
     let tupdesc = (*tt).tupdesc;
     let natts = (*tupdesc).natts as usize;
@@ -140,7 +206,10 @@ unsafe fn read_batch(
             };
             let meta: SessionMeta = serde_json::from_str(meta_json.unwrap_or("null"))
                 .map_err(|e| LbError::internal(format!("snapshot header is malformed: {e}")))?;
-            *writer = Some(SnapshotWriter::new(meta, 8192));
+            let out = buf.take().ok_or_else(|| LbError::internal("snapshot header row seen twice"))?;
+            // The session's own document count is only a claim, but a good size hint.
+            out.reserve(meta.total_documents.clamp(0, 1_000_000) as usize * BYTES_PER_DOCUMENT_HINT);
+            *writer = Some(SnapshotWriter::new(meta, out));
             continue;
         }
         let Some(w) = writer.as_mut() else { return Err(unknown_session(session_id)) };
@@ -209,10 +278,12 @@ pub fn resolve_actor(actor_id: Option<&str>) -> LbResult<String> {
 /// Builds, stores and records a snapshot, all in the caller's transaction.
 pub fn take(session_id: &str, actor: &str) -> LbResult<TakenSnapshot> {
     let built = build(session_id)?;
-    let sha256 = hex::encode(Sha256::digest(&built.json));
-    let bytes = built.json.len() as i64;
-    let stats_json = serde_json::to_string(&built.stats).expect("stats serialize");
-    let taken_at = chrono::DateTime::from_timestamp_micros(built.taken_at_us)
+    let json = built.json_bytes();
+    let sha256 = hex::encode(Sha256::digest(json));
+    let bytes = json.len() as i64;
+    let summary = &built.summary;
+    let stats_json = serde_json::to_string(&summary.stats).expect("stats serialize");
+    let taken_at = chrono::DateTime::from_timestamp_micros(summary.taken_at_us)
         .ok_or_else(|| LbError::internal("clock out of range"))?;
 
     Spi::connect_mut(|client| {
@@ -231,14 +302,15 @@ pub fn take(session_id: &str, actor: &str) -> LbResult<TakenSnapshot> {
                 &[
                     session_id.into(),
                     key.as_str().into(),
-                    built.taken_at_us.into(),
+                    summary.taken_at_us.into(),
                     actor.into(),
                     format::FORMAT_VERSION.into(),
-                    built.json.as_slice().into(),
+                    // SAFETY: a complete 4-byte-header varlena, valid as bytea.
+                    unsafe { pgrx::datum::DatumWithOid::new(pg_sys::Datum::from(built.datum), pg_sys::BYTEAOID) },
                     sha256.as_str().into(),
                     bytes.into(),
                     stats_json.as_str().into(),
-                    built.visibility.as_str().into(),
+                    summary.visibility.as_str().into(),
                 ],
             )?;
             if let Some(id) = row.first().get_one::<String>()? {
@@ -252,11 +324,11 @@ pub fn take(session_id: &str, actor: &str) -> LbResult<TakenSnapshot> {
         let taken = TakenSnapshot {
             snapshot_id,
             snapshot_key: key,
-            snapshot_at: Timestamp::Micros(built.taken_at_us).to_rfc3339(),
+            snapshot_at: Timestamp::Micros(summary.taken_at_us).to_rfc3339(),
             sha256,
             bytes,
-            stats: built.stats,
-            consistency_issues: built.inconsistencies,
+            stats: summary.stats,
+            consistency_issues: summary.inconsistencies,
         };
         let details = serde_json::to_string(&taken).expect("details serialize");
         client.update(
@@ -268,7 +340,7 @@ pub fn take(session_id: &str, actor: &str) -> LbResult<TakenSnapshot> {
         client.update(
             "UPDATE legacy_import_sessions SET last_snapshot_at = 'epoch'::timestamptz + $2::int8 * interval '1 microsecond', updated_at = now() WHERE id = $1",
             None,
-            &[session_id.into(), built.taken_at_us.into()],
+            &[session_id.into(), summary.taken_at_us.into()],
         )?;
         Ok(taken)
     })
