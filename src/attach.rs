@@ -130,18 +130,22 @@ pub fn attach() -> LbResult<Vec<AttachStep>> {
     Ok(steps)
 }
 
-/// Called at the end of CREATE EXTENSION: attach when the tables exist, else one NOTICE.
+/// Called at the end of CREATE EXTENSION: attach when the tables exist, else one WARNING naming
+/// every missing table. (PostgreSQL raises client_min_messages to WARNING while an extension
+/// script runs, so a NOTICE here would never reach the DBA.)
 pub fn attach_on_create() -> LbResult<()> {
     let missing = missing_tables()?;
     if missing.is_empty() {
         attach()?;
     } else {
-        pgrx::ereport!(
-            PgLogLevel::NOTICE,
-            PgSqlErrorCode::ERRCODE_SUCCESSFUL_COMPLETION,
+        pgrx::pg_sys::panic::ErrorReport::new(
+            PgSqlErrorCode::ERRCODE_WARNING,
             format!("legacy_backup installed but not attached: missing tables {}", missing.join(", ")),
-            "Run SELECT * FROM legacy_backup_attach(); once the application's tables exist (after a pg_restore this is automatic when they are restored with the added columns)."
-        );
+            "legacy_backup",
+        )
+        .set_detail("Snapshots and the other safeguards stay inactive until the tables exist.")
+        .set_hint("Create or restore the application's tables, then run SELECT * FROM legacy_backup_attach(); (a pg_restore restores the added columns with the tables, so nothing else is needed).")
+        .report(PgLogLevel::WARNING);
     }
     Ok(())
 }

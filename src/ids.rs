@@ -19,18 +19,19 @@ pub fn validate_id(param: &str, value: Option<&str>) -> LbResult<String> {
     }
     let unsafe_key = |why: &str| {
         LbError::invalid_parameter(format!("{param} is not a safe identifier"))
-            .detail(format!("{why}; the id becomes part of an object-storage key"))
-            .hint("Ids may contain only A-Z, a-z, 0-9, '-', '_', '.' and '~', with no '..', up to 128 characters.")
+            .detail(format!("It {why}."))
+            .hint("Ids become part of object-storage keys, so they may contain only A-Z, a-z, 0-9, '-', '_', '.' and '~', with no '..', up to 128 characters.")
     };
     if value.len() > MAX_ID_LEN {
-        return Err(unsafe_key(&format!("it is {} bytes long, over the limit of {MAX_ID_LEN}", value.len())));
+        return Err(unsafe_key(&format!("is {} bytes long, over the limit of {MAX_ID_LEN}", value.len())));
     }
     if let Some(bad) = value.chars().find(|c| !(c.is_ascii_alphanumeric() || "-._~".contains(*c))) {
-        let shown = if bad.is_control() { format!("control character U+{:04X}", bad as u32) } else { format!("character {bad:?}") };
-        return Err(unsafe_key(&format!("it contains the {shown}")));
+        let code = bad as u32;
+        let shown = if bad.is_control() { format!("control character U+{code:04X}") } else { format!("character \"{bad}\" (U+{code:04X})") };
+        return Err(unsafe_key(&format!("contains the {shown}")));
     }
     if value.contains("..") {
-        return Err(unsafe_key("it contains \"..\""));
+        return Err(unsafe_key("contains \"..\""));
     }
     Ok(value.to_string())
 }

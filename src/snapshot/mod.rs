@@ -313,8 +313,8 @@ pub fn take(session_id: &str, actor: &str) -> LbResult<TakenSnapshot> {
                     summary.visibility.as_str().into(),
                 ],
             )?;
-            if let Some(id) = row.first().get_one::<String>()? {
-                inserted = Some(id);
+            if !row.is_empty() {
+                inserted = row.first().get_one::<String>()?;
                 break;
             }
             key_at += chrono::Duration::milliseconds(1);
