@@ -26,9 +26,12 @@ pub extern "C-unwind" fn _PG_init() {
     guc::register();
 }
 
+// In-database tests live in src/pg_tests.rs; `#[pg_schema]` needs an inline module.
 #[cfg(feature = "pg_test")]
 #[pg_schema]
-mod tests;
+mod tests {
+    include!("pg_tests.rs");
+}
 
 /// Required by `cargo pgrx test`: settings for the temporary test cluster.
 #[cfg(test)]

@@ -1,1 +1,0 @@
-//! In-database tests (`cargo pgrx test`). Each runs in a transaction that is rolled back.
