@@ -4,8 +4,8 @@
 //! Layout of the JSON, keys in this order:
 //! `formatVersion, sessionId, snapshotAt, firmId, pstFileName, status, documents, stats,
 //! categories, batches, consistency`. Arrays are sorted: categories and documents by id
-//! (bytewise), batches by monthYear then id. The summaries follow the documents because they are
-//! counted from them while streaming.
+//! (bytewise), batches by monthYear then id. The header fields known up front come first, the
+//! summaries counted from the documents last.
 
 use chrono::{DateTime, Datelike, SecondsFormat, Timelike, Utc};
 use serde::{Deserialize, Serialize};
@@ -211,17 +211,23 @@ struct BatchTally {
     skipped: i64,
 }
 
-/// Streams the snapshot into `out` in one pass while counting: the header fields known up front,
-/// then `documents`, then the summaries computed from them. One pass into one buffer matters:
-/// an 8,000-document snapshot is about 4 MB, and every extra copy of it costs page faults.
-pub struct SnapshotWriter<W: Write> {
-    out: W,
+/// Builds the snapshot while counting. Documents arrive in any order: each is serialized at once
+/// into a staging buffer, and only a small index is sorted by id at the end, which is cheaper
+/// than having the database sort whole rows. `Finished` then writes header, documents in id
+/// order, and summaries into one output buffer of exactly the right size.
+pub struct SnapshotWriter<'s> {
     meta: SessionMeta,
     category_index: HashMap<String, usize>,
     category_real: Vec<i64>,
     batch_index: HashMap<String, usize>,
     batch_real: Vec<BatchTally>,
     stats: Stats,
+    /// Serialized documents, back to back, in arrival order.
+    staged: &'s mut Vec<u8>,
+    /// Document ids, back to back (the sort key).
+    ids: Vec<u8>,
+    /// (id range in `ids`, JSON range in `staged`) per document.
+    index: Vec<(u32, u32, u32, u32)>,
     /// Documents whose category or batch is not one of this session's: reported, never hidden.
     foreign_refs: Vec<Inconsistency>,
 }
@@ -235,6 +241,16 @@ pub struct SnapshotSummary {
     pub visibility: String,
 }
 
+/// A snapshot ready to be written out: `len()` bytes, written by `write_to`.
+pub struct Finished<'s> {
+    head: Vec<u8>,
+    staged: &'s [u8],
+    /// JSON ranges in `staged`, sorted by document id.
+    order: Vec<(u32, u32)>,
+    tail: Vec<u8>,
+    pub summary: SnapshotSummary,
+}
+
 fn write_json<W: Write, T: Serialize + ?Sized>(out: &mut W, value: &T) {
     serde_json::to_writer(out, value).expect("writing JSON to memory cannot fail");
 }
@@ -243,38 +259,28 @@ fn write_raw<W: Write>(out: &mut W, bytes: &[u8]) {
     out.write_all(bytes).expect("writing JSON to memory cannot fail");
 }
 
-impl<W: Write> SnapshotWriter<W> {
-    pub fn new(meta: SessionMeta, mut out: W) -> Self {
-        write_raw(&mut out, b"{\"formatVersion\":");
-        write_json(&mut out, &FORMAT_VERSION);
-        for (key, value) in [
-            ("sessionId", &meta.id),
-            ("snapshotAt", &Timestamp::Micros(meta.taken_at_us).to_rfc3339()),
-            ("firmId", &meta.firm_id),
-            ("pstFileName", &meta.pst_file_name),
-            ("status", &meta.status),
-        ] {
-            write_raw(&mut out, b",\"");
-            write_raw(&mut out, key.as_bytes());
-            write_raw(&mut out, b"\":");
-            write_json(&mut out, value);
-        }
-        write_raw(&mut out, b",\"documents\":[");
+impl<'s> SnapshotWriter<'s> {
+    /// `staged` is a scratch buffer the caller may reuse between snapshots; it is cleared here.
+    pub fn new(meta: SessionMeta, staged: &'s mut Vec<u8>) -> Self {
+        staged.clear();
+        let expected = meta.total_documents.clamp(0, 1_000_000) as usize;
         let category_index = meta.categories.iter().enumerate().map(|(i, c)| (c.id.clone(), i)).collect();
         let batch_index = meta.batches.iter().enumerate().map(|(i, b)| (b.id.clone(), i)).collect();
         SnapshotWriter {
-            out,
             category_real: vec![0; meta.categories.len()],
             batch_real: vec![BatchTally::default(); meta.batches.len()],
             meta,
             category_index,
             batch_index,
             stats: Stats::default(),
+            staged,
+            ids: Vec::with_capacity(expected * 40),
+            index: Vec::with_capacity(expected),
             foreign_refs: Vec::new(),
         }
     }
 
-    /// Adds one document. Documents must arrive sorted by id.
+    /// Adds one document, in any order.
     pub fn push_document(&mut self, d: &DocumentRow<'_>) {
         self.stats.total += 1;
         let (categorized, skipped) = match d.status {
@@ -320,9 +326,6 @@ impl<W: Write> SnapshotWriter<W> {
             }
         }
 
-        if self.stats.total > 1 {
-            write_raw(&mut self.out, b",");
-        }
         let doc = DocumentOut {
             id: d.id,
             file_name: d.file_name,
@@ -340,7 +343,11 @@ impl<W: Write> SnapshotWriter<W> {
             categorized_by: d.categorized_by,
             categorized_at: d.categorized_at,
         };
-        write_json(&mut self.out, &doc);
+        let id_start = self.ids.len() as u32;
+        self.ids.extend_from_slice(d.id.as_bytes());
+        let json_start = self.staged.len() as u32;
+        write_json(&mut *self.staged, &doc);
+        self.index.push((id_start, self.ids.len() as u32, json_start, self.staged.len() as u32));
     }
 
     fn inconsistencies(&self) -> Vec<Inconsistency> {
@@ -362,14 +369,37 @@ impl<W: Write> SnapshotWriter<W> {
             check("batch", &b.id, "categorized_count", b.categorized_count, real.categorized);
             check("batch", &b.id, "skipped_count", b.skipped_count, real.skipped);
         }
-        out.extend(self.foreign_refs.iter().cloned());
+        let mut foreign = self.foreign_refs.clone();
+        foreign.sort_by(|a, b| a.id.as_bytes().cmp(b.id.as_bytes()).then(a.field.cmp(b.field)));
+        out.extend(foreign);
         out
     }
 
-    /// Closes the document and hands back the buffer with what was counted.
-    pub fn finish(mut self) -> (W, SnapshotSummary) {
-        let inconsistencies = self.inconsistencies();
+    /// Sorts documents by id (bytewise) and serializes the header and summaries.
+    pub fn finish(mut self) -> Finished<'s> {
+        let ids = &self.ids;
+        self.index.sort_unstable_by(|a, b| ids[a.0 as usize..a.1 as usize].cmp(&ids[b.0 as usize..b.1 as usize]));
+        let order = self.index.iter().map(|e| (e.2, e.3)).collect();
+
         let m = &self.meta;
+        let mut head = Vec::with_capacity(512);
+        write_raw(&mut head, b"{\"formatVersion\":");
+        write_json(&mut head, &FORMAT_VERSION);
+        for (key, value) in [
+            ("sessionId", &m.id),
+            ("snapshotAt", &Timestamp::Micros(m.taken_at_us).to_rfc3339()),
+            ("firmId", &m.firm_id),
+            ("pstFileName", &m.pst_file_name),
+            ("status", &m.status),
+        ] {
+            write_raw(&mut head, b",\"");
+            write_raw(&mut head, key.as_bytes());
+            write_raw(&mut head, b"\":");
+            write_json(&mut head, value);
+        }
+        write_raw(&mut head, b",\"documents\":[");
+
+        let inconsistencies = self.inconsistencies();
         let categories: Vec<CategoryOut> = m
             .categories
             .iter()
@@ -399,23 +429,61 @@ impl<W: Write> SnapshotWriter<W> {
                 real_skipped_count: real.skipped,
             })
             .collect();
-        let out = &mut self.out;
-        write_raw(out, b"],\"stats\":");
-        write_json(out, &self.stats);
-        write_raw(out, b",\"categories\":");
-        write_json(out, &categories);
-        write_raw(out, b",\"batches\":");
-        write_json(out, &batches);
-        write_raw(out, b",\"consistency\":");
-        write_json(out, &inconsistencies);
-        write_raw(out, b"}");
+        let mut tail = Vec::with_capacity(1024 + 300 * (categories.len() + batches.len()));
+        write_raw(&mut tail, b"],\"stats\":");
+        write_json(&mut tail, &self.stats);
+        write_raw(&mut tail, b",\"categories\":");
+        write_json(&mut tail, &categories);
+        write_raw(&mut tail, b",\"batches\":");
+        write_json(&mut tail, &batches);
+        write_raw(&mut tail, b",\"consistency\":");
+        write_json(&mut tail, &inconsistencies);
+        write_raw(&mut tail, b"}");
+
         let summary = SnapshotSummary {
             stats: self.stats,
             inconsistencies: inconsistencies.len(),
             taken_at_us: m.taken_at_us,
             visibility: m.visibility.clone(),
         };
-        (self.out, summary)
+        Finished { head, staged: self.staged, order, tail, summary }
+    }
+}
+
+impl Finished<'_> {
+    /// Exact size of the snapshot in bytes.
+    pub fn len(&self) -> usize {
+        let commas = self.order.len().saturating_sub(1);
+        self.head.len() + self.staged.len() + commas + self.tail.len()
+    }
+
+    /// Never true: even an empty session's snapshot has its header.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// Writes the snapshot into `out`, which must be exactly `len()` bytes.
+    pub fn write_to(&self, out: &mut [u8]) {
+        assert_eq!(out.len(), self.len(), "output buffer has the wrong size");
+        let mut at = 0;
+        let mut put = |bytes: &[u8]| {
+            out[at..at + bytes.len()].copy_from_slice(bytes);
+            at += bytes.len();
+        };
+        put(&self.head);
+        for (i, &(start, end)) in self.order.iter().enumerate() {
+            if i > 0 {
+                put(b",");
+            }
+            put(&self.staged[start as usize..end as usize]);
+        }
+        put(&self.tail);
+    }
+
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut out = vec![0; self.len()];
+        self.write_to(&mut out);
+        out
     }
 }
 
@@ -456,13 +524,16 @@ mod tests {
     }
 
     fn build() -> (Vec<u8>, SnapshotSummary, serde_json::Value) {
-        let mut w = SnapshotWriter::new(meta(), Vec::new());
+        let mut staged = Vec::new();
+        let mut w = SnapshotWriter::new(meta(), &mut staged);
+        // Out of order on purpose: the writer sorts by id.
+        w.push_document(&doc("d3", None, "Skipped"));
         w.push_document(&doc("d1", Some("c1"), "Categorized"));
         w.push_document(&doc("d2", Some("c1"), "Categorized"));
-        w.push_document(&doc("d3", None, "Skipped"));
-        let (json, summary) = w.finish();
+        let finished = w.finish();
+        let json = finished.to_vec();
         let v = serde_json::from_slice(&json).unwrap();
-        (json, summary, v)
+        (json, finished.summary, v)
     }
 
     #[test]
@@ -520,15 +591,28 @@ mod tests {
     }
 
     #[test]
+    fn documents_are_sorted_bytewise_and_empty_sessions_work() {
+        let (_, _, v) = build();
+        let ids: Vec<&str> = v["documents"].as_array().unwrap().iter().map(|d| d["id"].as_str().unwrap()).collect();
+        assert_eq!(ids, ["d1", "d2", "d3"]);
+        let mut staged = vec![1, 2, 3];
+        let finished = SnapshotWriter::new(meta(), &mut staged).finish();
+        let v: serde_json::Value = serde_json::from_slice(&finished.to_vec()).unwrap();
+        assert_eq!(v["documents"], serde_json::json!([]));
+        assert_eq!(v["stats"]["total"], 0);
+    }
+
+    #[test]
     fn same_input_gives_same_bytes() {
         assert_eq!(build().0, build().0);
     }
 
     #[test]
     fn references_outside_the_session_are_reported() {
-        let mut w = SnapshotWriter::new(meta(), Vec::new());
+        let mut staged = Vec::new();
+        let mut w = SnapshotWriter::new(meta(), &mut staged);
         w.push_document(&doc("d9", Some("other-session-cat"), "Categorized"));
-        let v: serde_json::Value = serde_json::from_slice(&w.finish().0).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&w.finish().to_vec()).unwrap();
         assert!(v["consistency"].as_array().unwrap().iter().any(|i| i["field"] == "category_id_outside_session"));
         assert_eq!(v["documents"][0]["categoryName"], serde_json::Value::Null);
     }

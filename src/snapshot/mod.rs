@@ -4,15 +4,14 @@
 //! the caller's transaction has already written: separate SPI queries would each take a fresh
 //! snapshot under READ COMMITTED and could contradict each other. The small tables arrive as one
 //! JSON header row; documents arrive as typed columns and are serialized by Rust straight into one
-//! palloc'd varlena, which is returned (json) or stored (bytea) without another copy. That, and a
-//! plan prepared once per backend, is where the speed over `json_agg` comes from.
+//! palloc'd varlena, which is returned (json) or stored (bytea) without another copy. That is where
+//! the speed over `json_agg` comes from.
 
 pub mod format;
 
 use crate::error::{LbError, LbResult};
 use crate::ids;
 use format::{DocumentRow, SessionMeta, SnapshotSummary, SnapshotWriter, Stats, Timestamp};
-use pgrx::spi::OwnedPreparedStatement;
 use std::cell::RefCell;
 use pgrx::prelude::*;
 use serde::Serialize;
@@ -28,7 +27,7 @@ const BYTES_PER_DOCUMENT_HINT: usize = 560;
 const PG_EPOCH_OFFSET_US: i64 = 946_684_800_000_000;
 
 const SNAPSHOT_QUERY: &str = r#"
-SELECT 0 AS kind, NULL::text COLLATE "C" AS id, NULL::text, NULL::text, NULL::text, NULL::text,
+SELECT 0 AS kind, NULL::text AS id, NULL::text, NULL::text, NULL::text, NULL::text,
        NULL::text, NULL::text, NULL::text, NULL::text, NULL::timestamptz, NULL::bool, NULL::text,
        NULL::text, NULL::timestamptz,
        json_build_object(
@@ -54,11 +53,10 @@ SELECT 0 AS kind, NULL::text COLLATE "C" AS id, NULL::text, NULL::text, NULL::te
        )
 FROM legacy_import_sessions s WHERE s.id = $1
 UNION ALL
-SELECT 1, d.id COLLATE "C", d.file_name::text, d.file_extension::text, d.storage_path,
+SELECT 1, d.id, d.file_name::text, d.file_extension::text, d.storage_path,
        d.folder_path, d.category_id, d.status::text, d.email_subject::text, d.email_sender::text,
        d.email_date, d.is_sent, d.batch_id, d.categorized_by, d.categorized_at, NULL::json
 FROM extracted_documents d WHERE d.session_id = $1
-ORDER BY 1, 2
 "#;
 
 /// Column types the reader relies on, checked against each fetched batch.
@@ -86,18 +84,15 @@ fn unknown_session(session_id: &str) -> LbError {
         .hint("Check the id against legacy_import_sessions.id.")
 }
 
-thread_local! {
-    /// The snapshot statement, planned once per backend. The plan cache replans it by itself
-    /// after DDL on the tables it reads.
-    static SNAPSHOT_PLAN: RefCell<Option<OwnedPreparedStatement>> = const { RefCell::new(None) };
-}
-
-/// Largest output buffer kept between calls. Reusing it spares the page faults of a fresh
+/// Largest staging buffer kept between calls. Reusing it spares the page faults of a fresh
 /// multi-megabyte allocation on every snapshot; bigger ones are released after use.
 const KEEP_BUFFER_BYTES: usize = 32 * 1024 * 1024;
 
+/// A snapshot is one bytea/json value: PostgreSQL's 1 GB limit, less the varlena header.
+const MAX_SNAPSHOT_BYTES: usize = 0x3fff_ffff - pg_sys::VARHDRSZ;
+
 thread_local! {
-    static OUTPUT: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    static STAGED: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
 /// A finished snapshot: a palloc'd varlena holding the JSON bytes, and what was counted.
@@ -120,20 +115,13 @@ impl BuiltSnapshot {
 
 /// Builds the snapshot of one session. Read-only; the caller validated the id and attachment.
 pub fn build(session_id: &str) -> LbResult<BuiltSnapshot> {
-    let mut out = OUTPUT.with(|o| std::mem::take(&mut *o.borrow_mut()));
-    out.clear();
+    let mut staged = STAGED.with(|o| std::mem::take(&mut *o.borrow_mut()));
     let result = Spi::connect(|client| {
-        let plan_missing = SNAPSHOT_PLAN.with(|p| p.borrow().is_none());
-        if plan_missing {
-            let plan = client.prepare(SNAPSHOT_QUERY, &[pg_sys::TEXTOID.into()])?.keep();
-            SNAPSHOT_PLAN.with(|p| *p.borrow_mut() = Some(plan));
-        }
-        let mut cursor = SNAPSHOT_PLAN.with(|p| {
-            let plan = p.borrow();
-            client.try_open_cursor(plan.as_ref().expect("plan prepared above"), &[session_id.into()])
-        })?;
-        let mut writer: Option<SnapshotWriter<&mut Vec<u8>>> = None;
-        let mut buf = Some(&mut out);
+        // Planned on every call, for this session id: a cached generic plan would guess the
+        // size of "documents of some session" and can pick a scan of every session's rows.
+        let mut cursor = client.try_open_cursor(SNAPSHOT_QUERY, &[session_id.into()])?;
+        let mut writer: Option<SnapshotWriter> = None;
+        let mut scratch = Some(&mut staged);
         loop {
             let table = cursor.fetch(FETCH_BATCH)?;
             let fetched = table.len();
@@ -145,37 +133,44 @@ pub fn build(session_id: &str) -> LbResult<BuiltSnapshot> {
             // and the column types are checked before any datum is read.
             unsafe {
                 let tt = pg_sys::SPI_tuptable;
-                read_batch(tt, fetched, session_id, &mut buf, &mut writer)?;
+                read_batch(tt, fetched, &mut scratch, &mut writer)?;
                 pg_sys::SPI_freetuptable(tt);
             }
         }
-        writer.map(|w| w.finish().1).ok_or_else(|| unknown_session(session_id))
+        let finished = writer.ok_or_else(|| unknown_session(session_id))?.finish();
+        let len = finished.len();
+        if len > MAX_SNAPSHOT_BYTES {
+            return Err(LbError::new(
+                pgrx::PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+                format!("snapshot of session \"{session_id}\" would be {len} bytes"),
+            )
+            .detail("A snapshot is stored as one value, and PostgreSQL values are limited to 1 GB.")
+            .hint("See the README's section on limits."));
+        }
+        // SAFETY: SPI_palloc allocates in the caller's memory context, so the datum outlives SPI;
+        // it raises ERROR rather than returning NULL. write_to fills exactly `len` bytes.
+        let datum = unsafe {
+            let total = len + pg_sys::VARHDRSZ;
+            let ptr = pg_sys::SPI_palloc(total).cast::<pg_sys::varlena>();
+            pgrx::varlena::set_varsize_4b(ptr, total as i32);
+            let body = std::slice::from_raw_parts_mut(pgrx::varlena::vardata_any(ptr) as *mut u8, len);
+            finished.write_to(body);
+            ptr
+        };
+        Ok(BuiltSnapshot { datum, summary: finished.summary })
     });
-    // Copy into a palloc'd varlena in the caller's memory context (we are outside SPI here):
-    // returned as json or stored as bytea without another copy.
-    let datum = result.as_ref().ok().map(|_| unsafe {
-        // SAFETY: palloc raises ERROR rather than returning NULL; the size is below 1 GB
-        // (checked by the caller's palloc limit).
-        let total = out.len() + pg_sys::VARHDRSZ;
-        let ptr = pg_sys::palloc(total).cast::<pg_sys::varlena>();
-        pgrx::varlena::set_varsize_4b(ptr, total as i32);
-        std::ptr::copy_nonoverlapping(out.as_ptr(), pgrx::varlena::vardata_any(ptr) as *mut u8, out.len());
-        ptr
-    });
-    if out.capacity() <= KEEP_BUFFER_BYTES {
-        OUTPUT.with(|o| *o.borrow_mut() = out);
+    if staged.capacity() <= KEEP_BUFFER_BYTES {
+        STAGED.with(|o| *o.borrow_mut() = staged);
     }
-    let summary = result?;
-    Ok(BuiltSnapshot { datum: datum.expect("set when result is Ok"), summary })
+    result
 }
 
 /// Feeds one fetched batch to the writer, creating it from the header row.
 unsafe fn read_batch<'a>(
     tt: *mut pg_sys::SPITupleTable,
     rows: usize,
-    session_id: &str,
-    buf: &mut Option<&'a mut Vec<u8>>,
-    writer: &mut Option<SnapshotWriter<&'a mut Vec<u8>>>,
+    scratch: &mut Option<&'a mut Vec<u8>>,
+    writer: &mut Option<SnapshotWriter<'a>>,
 ) -> LbResult<()> {
     let tupdesc = (*tt).tupdesc;
     let natts = (*tupdesc).natts as usize;
@@ -206,13 +201,16 @@ unsafe fn read_batch<'a>(
             };
             let meta: SessionMeta = serde_json::from_str(meta_json.unwrap_or("null"))
                 .map_err(|e| LbError::internal(format!("snapshot header is malformed: {e}")))?;
-            let out = buf.take().ok_or_else(|| LbError::internal("snapshot header row seen twice"))?;
+            let staged = scratch.take().ok_or_else(|| LbError::internal("snapshot header row seen twice"))?;
             // The session's own document count is only a claim, but a good size hint.
-            out.reserve(meta.total_documents.clamp(0, 1_000_000) as usize * BYTES_PER_DOCUMENT_HINT);
-            *writer = Some(SnapshotWriter::new(meta, out));
+            staged.reserve(meta.total_documents.clamp(0, 1_000_000) as usize * BYTES_PER_DOCUMENT_HINT);
+            *writer = Some(SnapshotWriter::new(meta, staged));
             continue;
         }
-        let Some(w) = writer.as_mut() else { return Err(unknown_session(session_id)) };
+        // The header row is the first branch of a non-parallel UNION ALL, so it comes first.
+        let Some(w) = writer.as_mut() else {
+            return Err(LbError::internal("snapshot rows arrived before the session header"));
+        };
         let required = |i: usize| text(i).unwrap_or("");
         w.push_document(&DocumentRow {
             id: required(1),

@@ -1,0 +1,38 @@
+# Shared helpers for integration tests: a real cluster (legacy_backup preloaded) per test file.
+# Sourced by tests/integration/t_*.sh; each test file exits non-zero on the first failed check.
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+TEST_NAME=$(basename "$0" .sh)
+CLUSTER=$ROOT/.tmp/integration/$TEST_NAME
+PORT=${PORT:-$((54400 + RANDOM % 200))}
+BIN=$(pg_config --bindir)
+
+start_cluster() {
+  bash "$ROOT/scripts/pgcluster.sh" stop "$CLUSTER"
+  rm -rf "$CLUSTER"
+  bash "$ROOT/scripts/pgcluster.sh" start "$CLUSTER" "$PORT" "$@"
+  trap 'bash "$ROOT/scripts/pgcluster.sh" stop "$CLUSTER"' EXIT
+}
+
+# psql against database $1, quiet, tuples only, stop on error.
+q() {
+  local db=$1; shift
+  "$BIN/psql" -X -q -At -v ON_ERROR_STOP=1 -h "$CLUSTER/sock" -p "$PORT" -U postgres -d "$db" "$@"
+}
+
+# Loads the application's schema and one seeded session into database $1.
+load_app() {
+  local db=$1 sid=$2 docs=$3
+  q "$db" -f "$ROOT/tests/fixtures/app_schema.sql"
+  q "$db" -v sid="$sid" -v docs="$docs" -f "$ROOT/tests/fixtures/seed.sql"
+}
+
+check() {
+  local what=$1 expected=$2 actual=$3
+  if [ "$expected" = "$actual" ]; then
+    echo "  ok: $what"
+  else
+    echo "  FAILED: $what: expected [$expected], got [$actual]"
+    exit 1
+  fi
+}

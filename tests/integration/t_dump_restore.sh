@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# pg_dump of a database using legacy_backup, pg_restore into an empty database: the extension
+# comes back attached, with its snapshots (exact bytes) and the application's added columns.
+source "$(dirname "$0")/lib.sh"
+start_cluster
+cd "$CLUSTER"
+
+q postgres -c "CREATE DATABASE src"
+load_app src dump-s1 500
+q src -c "CREATE EXTENSION legacy_backup"
+q src -c "SELECT legacy_snapshot_take('dump-s1', 'u-partner')" >/dev/null
+q src -c "UPDATE extracted_documents SET status = 'Skipped', category_id = NULL, updated_at = now() WHERE id = 'dump-s1-doc-000001'"
+q src -c "SELECT legacy_snapshot_take('dump-s1')" >/dev/null
+
+runuser -u postgres -- "$BIN/pg_dump" -h "$CLUSTER/sock" -p "$PORT" -U postgres -Fc -f "$CLUSTER/src.dump" src
+q postgres -c "CREATE DATABASE dst"
+runuser -u postgres -- "$BIN/pg_restore" -h "$CLUSTER/sock" -p "$PORT" -U postgres --exit-on-error -d dst "$CLUSTER/src.dump" 2>"$CLUSTER/restore.log" \
+  || { cat "$CLUSTER/restore.log"; exit 1; }
+
+fingerprint="SELECT string_agg(id || ':' || sha256 || ':' || encode(sha256(body), 'hex') || ':' || upload_state || ':' || taken_by || ':' || snapshot_key, ',' ORDER BY snapshot_at) FROM legacy_backup.snapshots"
+check "two snapshots restored" 2 "$(q dst -c 'SELECT count(*) FROM legacy_backup.snapshots')"
+check "snapshot rows and bodies identical" "$(q src -c "$fingerprint")" "$(q dst -c "$fingerprint")"
+check "restored extension is attached" "" "$(q dst -c "SELECT check_name FROM legacy_backup_health() WHERE NOT ok")"
+check "last_snapshot_at restored" "$(q src -c 'SELECT last_snapshot_at FROM legacy_import_sessions')" "$(q dst -c 'SELECT last_snapshot_at FROM legacy_import_sessions')"
+same="SELECT md5((legacy_snapshot('dump-s1')::jsonb - 'snapshotAt')::text)"
+check "live snapshot identical after restore" "$(q src -c "$same")" "$(q dst -c "$same")"
+check "new snapshot after restore" "t" "$(q dst -c "SELECT legacy_snapshot_take('dump-s1') ? 'snapshotId'")"
+check "audit rows carried" "3" "$(q dst -c "SELECT count(*) FROM legacy_import_audit_logs WHERE action = 'CATEGORIZATION_SNAPSHOT'")"
