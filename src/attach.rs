@@ -5,6 +5,8 @@
 use crate::error::{LbError, LbResult};
 use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode;
+use std::cell::Cell;
+use std::ffi::CString;
 
 /// Application tables the extension reads or writes, in the extension's schema.
 pub const REQUIRED_TABLES: &[&str] = &[
@@ -21,48 +23,74 @@ pub const REQUIRED_TABLES: &[&str] = &[
 pub const SESSION_COLUMNS: &[(&str, &str)] =
     &[("last_snapshot_at", "timestamptz(6)"), ("cleanup_scheduled_at", "timestamptz(6)")];
 
-/// The schema the extension was created in; application tables are looked up there.
-pub fn extension_schema() -> LbResult<String> {
-    Spi::get_one::<String>(
-        "SELECT n.nspname::text FROM pg_catalog.pg_extension e \
-         JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'legacy_backup'",
+thread_local! {
+    /// (extension oid, its namespace oid), refreshed whenever the extension's oid changes.
+    static EXTENSION_NAMESPACE: Cell<(pg_sys::Oid, pg_sys::Oid)> =
+        const { Cell::new((pg_sys::InvalidOid, pg_sys::InvalidOid)) };
+}
+
+/// The namespace the extension was created in: application tables are looked up there.
+/// Catalog lookups, not SPI: this runs on every API call.
+fn extension_namespace() -> LbResult<pg_sys::Oid> {
+    // SAFETY: a catalog lookup by name; missing_ok = true returns InvalidOid instead of raising.
+    let ext = unsafe { pg_sys::get_extension_oid(c"legacy_backup".as_ptr(), true) };
+    if ext == pg_sys::InvalidOid {
+        return Err(LbError::internal("extension legacy_backup is not installed in this database"));
+    }
+    let (cached_ext, cached_nsp) = EXTENSION_NAMESPACE.with(Cell::get);
+    if cached_ext == ext {
+        return Ok(cached_nsp);
+    }
+    let nsp = Spi::get_one::<pg_sys::Oid>(
+        "SELECT extnamespace FROM pg_catalog.pg_extension WHERE extname = 'legacy_backup'",
     )?
-    .ok_or_else(|| LbError::internal("extension legacy_backup is not installed in this database"))
+    .ok_or_else(|| LbError::internal("extension legacy_backup has no schema"))?;
+    EXTENSION_NAMESPACE.with(|c| c.set((ext, nsp)));
+    Ok(nsp)
+}
+
+/// The schema the extension was created in, by name (for messages).
+pub fn extension_schema() -> LbResult<String> {
+    let nsp = extension_namespace()?;
+    // SAFETY: get_namespace_name returns a palloc'd copy, or NULL for a vanished namespace.
+    let name = unsafe { pg_sys::get_namespace_name(nsp) };
+    if name.is_null() {
+        return Err(LbError::internal("the extension's schema no longer exists"));
+    }
+    // SAFETY: a valid NUL-terminated string from the catalog.
+    Ok(unsafe { std::ffi::CStr::from_ptr(name) }.to_string_lossy().into_owned())
+}
+
+/// The oid of an ordinary or partitioned table in the extension's schema, if it exists.
+fn app_table(nsp: pg_sys::Oid, name: &str) -> Option<pg_sys::Oid> {
+    let cname = CString::new(name).expect("table names have no NUL");
+    // SAFETY: syscache lookups by name and oid; both return InvalidOid / '\0' when absent.
+    unsafe {
+        let relid = pg_sys::get_relname_relid(cname.as_ptr(), nsp);
+        let kind = if relid == pg_sys::InvalidOid { 0 } else { pg_sys::get_rel_relkind(relid) as u8 };
+        (kind == pg_sys::RELKIND_RELATION || kind == pg_sys::RELKIND_PARTITIONED_TABLE).then_some(relid)
+    }
+}
+
+fn has_column(relid: pg_sys::Oid, column: &str) -> bool {
+    let cname = CString::new(column).expect("column names have no NUL");
+    // SAFETY: syscache lookup; InvalidAttrNumber (0) when the column is absent or dropped.
+    unsafe { pg_sys::get_attnum(relid, cname.as_ptr()) != pg_sys::InvalidAttrNumber as i16 }
 }
 
 /// Required tables that do not exist (as ordinary or partitioned tables) in the extension schema.
 pub fn missing_tables() -> LbResult<Vec<String>> {
-    let names: Vec<String> = REQUIRED_TABLES.iter().map(|s| s.to_string()).collect();
-    Spi::connect(|client| {
-        let rows = client.select(
-            "SELECT t.name FROM unnest($1::text[]) WITH ORDINALITY AS t(name, ord) \
-             WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_class c \
-                 JOIN pg_catalog.pg_extension e ON e.extname = 'legacy_backup' \
-                 WHERE c.relnamespace = e.extnamespace AND c.relname = t.name AND c.relkind IN ('r', 'p')) \
-             ORDER BY t.ord",
-            None,
-            &[names.into()],
-        )?;
-        let mut missing = Vec::new();
-        for row in rows {
-            if let Some(name) = row.get::<String>(1)? {
-                missing.push(name);
-            }
-        }
-        Ok(missing)
-    })
+    let nsp = extension_namespace()?;
+    Ok(REQUIRED_TABLES.iter().filter(|t| app_table(nsp, t).is_none()).map(|t| t.to_string()).collect())
 }
 
-fn session_column_missing(column: &str) -> LbResult<bool> {
-    Ok(!Spi::get_one_with_args::<bool>(
-        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a \
-             JOIN pg_catalog.pg_class c ON c.oid = a.attrelid \
-             JOIN pg_catalog.pg_extension e ON e.extname = 'legacy_backup' \
-             WHERE c.relnamespace = e.extnamespace AND c.relname = 'legacy_import_sessions' \
-               AND a.attname = $1 AND a.attnum > 0 AND NOT a.attisdropped)",
-        &[column.into()],
-    )?
-    .unwrap_or(false))
+/// `legacy_import_sessions` columns the extension uses that are missing (empty if the table is).
+fn missing_session_columns() -> LbResult<Vec<&'static str>> {
+    let nsp = extension_namespace()?;
+    Ok(match app_table(nsp, "legacy_import_sessions") {
+        Some(relid) => SESSION_COLUMNS.iter().map(|(c, _)| *c).filter(|c| !has_column(relid, c)).collect(),
+        None => Vec::new(),
+    })
 }
 
 fn detached_error(missing: &[String]) -> LbError {
@@ -75,23 +103,9 @@ fn detached_error(missing: &[String]) -> LbError {
 }
 
 /// Fails with a clear error unless every required table and added column is in place.
-/// One catalog query: it runs on every API call.
 pub fn ensure_attached() -> LbResult<()> {
-    let tables: Vec<String> = REQUIRED_TABLES.iter().map(|s| s.to_string()).collect();
-    let columns: Vec<String> = SESSION_COLUMNS.iter().map(|(c, _)| c.to_string()).collect();
-    let missing = Spi::get_one_with_args::<Vec<String>>(
-        "WITH ext AS (SELECT extnamespace FROM pg_catalog.pg_extension WHERE extname = 'legacy_backup') \
-         SELECT array(SELECT t FROM unnest($1::text[]) t WHERE NOT EXISTS ( \
-                  SELECT 1 FROM pg_catalog.pg_class c, ext WHERE c.relnamespace = ext.extnamespace \
-                  AND c.relname = t AND c.relkind IN ('r', 'p')) \
-                UNION ALL \
-                SELECT 'legacy_import_sessions.' || col FROM unnest($2::text[]) col WHERE NOT EXISTS ( \
-                  SELECT 1 FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_class c ON c.oid = a.attrelid, ext \
-                  WHERE c.relnamespace = ext.extnamespace AND c.relname = 'legacy_import_sessions' \
-                  AND a.attname = col AND a.attnum > 0 AND NOT a.attisdropped))",
-        &[tables.into(), columns.into()],
-    )?
-    .unwrap_or_default();
+    let mut missing = missing_tables()?;
+    missing.extend(missing_session_columns()?.iter().map(|c| format!("legacy_import_sessions.{c}")));
     if missing.is_empty() { Ok(()) } else { Err(detached_error(&missing)) }
 }
 
@@ -118,7 +132,7 @@ pub fn attach() -> LbResult<Vec<AttachStep>> {
         steps.push(AttachStep { step: "table", object: table.to_string(), outcome: "present" });
     }
     for (column, ty) in SESSION_COLUMNS {
-        let outcome = if session_column_missing(column)? {
+        let outcome = if missing_session_columns()?.contains(column) {
             // Names come from constants above, never from input.
             Spi::run(&format!("ALTER TABLE legacy_import_sessions ADD COLUMN IF NOT EXISTS {column} {ty}"))?;
             "added"
@@ -170,8 +184,9 @@ pub fn health() -> LbResult<Vec<HealthCheck>> {
         });
     }
     if !missing.iter().any(|m| m == "legacy_import_sessions") {
+        let missing_columns = missing_session_columns()?;
         for (column, _) in SESSION_COLUMNS {
-            let present = !session_column_missing(column)?;
+            let present = !missing_columns.contains(column);
             checks.push(HealthCheck {
                 check: format!("column legacy_import_sessions.{column}"),
                 ok: present,
