@@ -5,19 +5,27 @@
 #   scripts/pgcluster.sh start DIR PORT [extra postgresql.conf lines...]
 #   scripts/pgcluster.sh stop DIR
 #   scripts/pgcluster.sh psql DIR PORT [psql args...]
+#   scripts/pgcluster.sh prepare-dir DIR      (a directory the postgres user owns and can reach)
 set -euo pipefail
 BIN=$(pg_config --bindir)
 as_pg() { runuser -u postgres -- "$@"; }
 
-cmd=${1:?usage: pgcluster.sh start|stop|psql DIR [PORT]}
+prepare_dir() {
+  mkdir -p "$1"
+  chown postgres:postgres "$1"
+  # The postgres user must be able to reach the directory through its parents.
+  local d; d=$(dirname "$1"); while [ "$d" != / ]; do chmod o+x "$d" 2>/dev/null || true; d=$(dirname "$d"); done
+}
+
+cmd=${1:?usage: pgcluster.sh start|stop|psql|prepare-dir DIR [PORT]}
 dir=$(realpath -m "${2:?cluster directory}")
 case "$cmd" in
+  prepare-dir)
+    prepare_dir "$dir"
+    ;;
   start)
     port=${3:?port}; shift 3
-    mkdir -p "$dir"
-    chown postgres:postgres "$dir"
-    # The postgres user must be able to reach the directory.
-    d=$(dirname "$dir"); while [ "$d" != / ]; do chmod o+x "$d" 2>/dev/null || true; d=$(dirname "$d"); done
+    prepare_dir "$dir"
     if [ ! -f "$dir/data/PG_VERSION" ]; then
       as_pg "$BIN/initdb" -D "$dir/data" -U postgres -A trust -E UTF8 --locale=C.UTF-8 >"$dir/initdb.log" 2>&1 \
         || { cat "$dir/initdb.log"; exit 1; }
