@@ -26,8 +26,10 @@ FULL JOIN json_to_recordset(pg_temp.handwritten_snapshot('b8k')->'documents') b(
   USING (id)
 WHERE a."categoryId" IS DISTINCT FROM b."categoryId" OR a.status IS DISTINCT FROM b.status
    OR a."categoryName" IS DISTINCT FROM b."categoryName";
+\o /dev/null
 SELECT pg_temp.run_bench('b8k', $R8);
 SELECT pg_temp.run_bench('b100k', $R100);
+\o
 \echo
 \echo 'Median milliseconds per variant:'
 SELECT session, variant, count(*) AS rounds, round(percentile_cont(0.5) WITHIN GROUP (ORDER BY ms)::numeric, 2) AS median_ms,
