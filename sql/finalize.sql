@@ -31,6 +31,9 @@ COMMENT ON FUNCTION @extschema@.legacy_backup_health() IS
 COMMENT ON FUNCTION @extschema@.legacy_backup_on_create() IS
     'Internal: attaches at CREATE EXTENSION when the application tables exist';
 
+COMMENT ON FUNCTION @extschema@.legacy_undo_last_categorization(text, text) IS
+    'Reverts the actor''s most recent change (or of one document); a bulk change is undone as a whole transaction; within legacy_backup.undo_window';
+
 REVOKE ALL ON FUNCTION @extschema@.legacy_backup_on_create() FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.legacy_backup_attach() FROM PUBLIC;
 

@@ -5,6 +5,7 @@
 //! tables are always those of the extension's schema, never whatever the caller's path finds.
 
 use crate::attach;
+use crate::audit;
 use crate::error::OrRaise;
 use crate::ids;
 use crate::snapshot;
@@ -63,4 +64,16 @@ fn legacy_backup_health(
 #[search_path(pg_catalog, @extschema@, pg_temp)]
 fn legacy_backup_on_create() {
     attach::attach_on_create().or_raise();
+}
+
+/// Reverts the actor's most recent change (to one document, or the whole transaction when it was
+/// a bulk change). SECURITY DEFINER so it can mark its own changes as source `undo`.
+#[pg_extern(volatile, parallel_unsafe, security_definer)]
+#[search_path(pg_catalog, @extschema@, pg_temp)]
+fn legacy_undo_last_categorization(actor_id: Option<&str>, document_id: default!(Option<&str>, "NULL")) -> JsonB {
+    let actor = ids::validate_id("actor_id", actor_id).or_raise();
+    let document = document_id.map(|d| ids::validate_id("document_id", Some(d))).transpose().or_raise();
+    attach::ensure_attached().or_raise();
+    let result = audit::undo_last(&actor, document.as_deref()).or_raise();
+    JsonB(serde_json::to_value(result).expect("undo result serializes"))
 }

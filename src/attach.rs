@@ -109,6 +109,67 @@ pub fn ensure_attached() -> LbResult<()> {
     if missing.is_empty() { Ok(()) } else { Err(detached_error(&missing)) }
 }
 
+/// Triggers the extension keeps on application tables: (name, timing and event, table, transition
+/// tables and level, function). Ordinary triggers, so pg_dump carries them with the tables.
+pub const TRIGGERS: &[(&str, &str, &str, &str, &str)] = &[
+    (
+        "legacy_backup_log_update",
+        "AFTER UPDATE",
+        "extracted_documents",
+        "REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT",
+        "legacy_backup_log_update",
+    ),
+    (
+        "legacy_backup_log_insert",
+        "AFTER INSERT",
+        "extracted_documents",
+        "REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT",
+        "legacy_backup_log_insert",
+    ),
+    (
+        "legacy_backup_log_delete",
+        "AFTER DELETE",
+        "extracted_documents",
+        "REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT",
+        "legacy_backup_log_delete",
+    ),
+];
+
+/// None when the trigger does not exist; Some(enabled) when it does.
+fn trigger_state(table: &str, name: &str) -> LbResult<Option<bool>> {
+    let nsp = extension_namespace()?;
+    let Some(relid) = app_table(nsp, table) else { return Ok(None) };
+    // (Spi::get_one errors on zero rows, so the query always returns one.)
+    Ok(Spi::get_one_with_args::<bool>(
+        "SELECT (SELECT tgenabled <> 'D' FROM pg_catalog.pg_trigger WHERE tgrelid = $1 AND tgname = $2)",
+        &[relid.into(), name.into()],
+    )?)
+}
+
+fn trigger_exists(table: &str, name: &str) -> LbResult<bool> {
+    Ok(trigger_state(table, name)? == Some(true))
+}
+
+/// Records the current state of every document that has no history yet, so the audit trail is
+/// complete from the moment the extension attached. Returns how many documents it recorded.
+fn record_baseline() -> LbResult<i64> {
+    Ok(Spi::get_one::<i64>(
+        "WITH inserted AS ( \
+           INSERT INTO category_assignment_logs \
+             (session_id, document_id, new_category_id, new_status, new_categorized_by, new_categorized_at, \
+              changed_by, attribution, changed_at, source) \
+           SELECT d.session_id, d.id, d.category_id, d.status::text, d.categorized_by, d.categorized_at, \
+                  coalesce(d.categorized_by, 'pg:' || current_user), \
+                  CASE WHEN d.categorized_by IS NOT NULL THEN 'categorized_by' ELSE 'db_user' END, \
+                  clock_timestamp(), 'baseline' \
+           FROM extracted_documents d \
+           WHERE NOT EXISTS (SELECT 1 FROM category_assignment_logs l WHERE l.document_id = d.id) \
+           RETURNING 1) \
+         SELECT count(*) FROM inserted",
+    )?
+    .unwrap_or(0))
+}
+
 /// One step of attaching, as reported to the DBA.
 pub struct AttachStep {
     pub step: &'static str,
@@ -140,6 +201,30 @@ pub fn attach() -> LbResult<Vec<AttachStep>> {
             "present"
         };
         steps.push(AttachStep { step: "column", object: format!("legacy_import_sessions.{column}"), outcome });
+    }
+    for (name, event, table, level, function) in TRIGGERS {
+        // Attaching always leaves the trigger enabled: a disabled one is what lost history looks like.
+        let outcome = match trigger_state(table, name)? {
+            Some(true) => "present",
+            Some(false) => {
+                Spi::run(&format!("ALTER TABLE {table} ENABLE TRIGGER {name}"))?;
+                "enabled"
+            }
+            None => {
+                Spi::run(&format!("CREATE TRIGGER {name} {event} ON {table} {level} EXECUTE FUNCTION {function}()"))?;
+                "created"
+            }
+        };
+        steps.push(AttachStep { step: "trigger", object: format!("{table}.{name}"), outcome });
+    }
+    let recorded = record_baseline()?;
+    steps.push(AttachStep {
+        step: "baseline",
+        object: "category_assignment_logs".into(),
+        outcome: if recorded == 0 { "complete" } else { "recorded" },
+    });
+    if recorded > 0 {
+        steps.last_mut().expect("just pushed").object = format!("category_assignment_logs ({recorded} documents)");
     }
     Ok(steps)
 }
@@ -191,6 +276,16 @@ pub fn health() -> LbResult<Vec<HealthCheck>> {
                 check: format!("column legacy_import_sessions.{column}"),
                 ok: present,
                 detail: if present { "present".into() } else { "missing: run legacy_backup_attach()".into() },
+            });
+        }
+    }
+    if missing.is_empty() {
+        for (name, _, table, _, _) in TRIGGERS {
+            let present = trigger_exists(table, name)?;
+            checks.push(HealthCheck {
+                check: format!("trigger {table}.{name}"),
+                ok: present,
+                detail: if present { "enabled".into() } else { "missing or disabled: run legacy_backup_attach()".into() },
             });
         }
     }

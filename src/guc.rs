@@ -1,11 +1,89 @@
 //! Settings (GUCs). Each one is documented in the README's settings table.
+//!
+//! Durations are strings in PostgreSQL's own interval notation (`'1s'`, `'7 days'`), checked when
+//! set: a value that is not an interval, or is out of its range, is refused with a clear message.
 
 use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
-use std::ffi::CString;
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+use std::ffi::{CStr, CString};
 
 /// `legacy_backup.actor`: the application user (users.id) behind the current transaction.
 /// The application sets it with `SET LOCAL legacy_backup.actor = '<user id>'`.
 pub static ACTOR: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+
+/// Where a change comes from, as recorded in the audit trail. Superuser-only, so the application
+/// cannot pass its own changes off as undo or restore; the extension's functions set it locally.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PostgresGucEnum)]
+pub enum ChangeSource {
+    #[name = c"app"]
+    App,
+    #[name = c"undo"]
+    Undo,
+    #[name = c"restore"]
+    Restore,
+    #[name = c"baseline"]
+    Baseline,
+}
+
+pub static CHANGE_SOURCE: GucSetting<ChangeSource> = GucSetting::<ChangeSource>::new(ChangeSource::App);
+
+/// `legacy_backup.undo_window`: how far back `legacy_undo_last_categorization` may reach.
+pub static UNDO_WINDOW: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"24 hours"));
+
+const SECOND_US: i64 = 1_000_000;
+const DAY_US: i64 = 86_400 * SECOND_US;
+
+/// Approximate length of an interval in microseconds (a month counts 30 days).
+fn interval_micros(iv: &pg_sys::Interval) -> i128 {
+    iv.time as i128 + iv.day as i128 * DAY_US as i128 + iv.month as i128 * 30 * DAY_US as i128
+}
+
+/// Parses text with PostgreSQL's interval input function; None if it is not an interval.
+fn parse_interval(text: &CStr) -> Option<pg_sys::Interval> {
+    let text = text.to_owned();
+    PgTryBuilder::new(move || unsafe {
+        // SAFETY: interval_in takes (cstring, oid, typmod) and returns a palloc'd Interval.
+        let datum = pgrx::direct_function_call_as_datum(
+            pg_sys::interval_in,
+            &[text.as_c_str().into_datum(), pg_sys::InvalidOid.into_datum(), (-1i32).into_datum()],
+        )?;
+        Some(*datum.cast_mut_ptr::<pg_sys::Interval>())
+    })
+    .catch_others(|_| None)
+    .execute()
+}
+
+/// Checks a duration setting against [min, max]; sets the GUC error detail when it fails.
+fn check_duration(newval: *mut *mut std::ffi::c_char, min_us: i64, max_us: i64, range: &str) -> bool {
+    // SAFETY: GUC passes a valid pointer to a NUL-terminated string (or NULL for no value).
+    let text = unsafe { if newval.is_null() || (*newval).is_null() { return false } else { CStr::from_ptr(*newval) } };
+    let problem = match parse_interval(text) {
+        None => Some(format!("\"{}\" is not an interval; use PostgreSQL's notation, e.g. '30s' or '7 days'", text.to_string_lossy())),
+        Some(iv) => {
+            let us = interval_micros(&iv);
+            (us < min_us as i128 || us > max_us as i128).then(|| format!("it must be between {range}"))
+        }
+    };
+    match problem {
+        None => true,
+        Some(detail) => {
+            let detail = CString::new(detail).unwrap_or_default();
+            // SAFETY: GUC reports this palloc'd string with its "invalid value" error.
+            unsafe { pg_sys::GUC_check_errdetail_string = pg_sys::pstrdup(detail.as_ptr()) };
+            false
+        }
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn check_undo_window(
+    newval: *mut *mut std::ffi::c_char,
+    _extra: *mut *mut std::ffi::c_void,
+    _source: pg_sys::GucSource::Type,
+) -> bool {
+    check_duration(newval, SECOND_US, 366 * DAY_US, "1 second and 366 days")
+}
 
 pub fn register() {
     GucRegistry::define_string_guc(
@@ -16,4 +94,26 @@ pub fn register() {
         GucContext::Userset,
         GucFlags::default(),
     );
+    GucRegistry::define_enum_guc(
+        c"legacy_backup.change_source",
+        c"Source recorded in the audit trail for changes in this transaction.",
+        c"Set internally by undo and restore; superuser only.",
+        &CHANGE_SOURCE,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    // SAFETY: the hook is a valid check hook for a string GUC.
+    unsafe {
+        GucRegistry::define_string_guc_with_hooks(
+            c"legacy_backup.undo_window",
+            c"How far back legacy_undo_last_categorization may undo (an interval).",
+            c"PostgreSQL interval notation, from 1 second to 366 days. Default 24 hours.",
+            &UNDO_WINDOW,
+            GucContext::Suset,
+            GucFlags::default(),
+            Some(check_undo_window),
+            None,
+            None,
+        );
+    }
 }

@@ -2,7 +2,8 @@
 //!
 //! Rooms, by concern:
 //! - `api`: the SQL API, thin `#[pg_extern]` functions;
-//! - `attach`: attaching to the application's tables, health;
+//! - `attach`: attaching to the application's tables (columns, triggers, baseline), health;
+//! - `audit`: undo, driven by the audit trail (the log and its triggers are in sql/audit.sql);
 //! - `snapshot`: building and storing snapshots (`snapshot::format` is pure Rust);
 //! - `ids`: id validation and object-key naming (pure Rust);
 //! - `error`: the error type carrying SQLSTATE, DETAIL and HINT.
@@ -11,6 +12,7 @@ use pgrx::prelude::*;
 
 pub mod api;
 pub mod attach;
+pub mod audit;
 pub mod error;
 pub mod guc;
 pub mod ids;
@@ -19,6 +21,7 @@ pub mod snapshot;
 ::pgrx::pg_module_magic!(name, version);
 
 extension_sql_file!("../sql/bootstrap.sql", name = "bootstrap", bootstrap);
+extension_sql_file!("../sql/audit.sql", name = "audit", requires = ["bootstrap"]);
 extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
 
 #[pg_guard]

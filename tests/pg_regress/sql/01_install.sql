@@ -58,8 +58,13 @@ ORDER BY p.proname;
 -- The snapshots table is registered for pg_dump.
 SELECT unnest(extconfig)::regclass FROM pg_extension WHERE extname = 'legacy_backup';
 
--- DROP EXTENSION never drops an application table or column.
+-- DROP EXTENSION never drops an application table or column. Its triggers on the application's
+-- tables depend on it, so a plain DROP is refused and CASCADE removes only those triggers.
+\set VERBOSITY terse
 DROP EXTENSION legacy_backup;
+DROP EXTENSION legacy_backup CASCADE;
+\set VERBOSITY default
+SELECT count(*) AS triggers_left FROM pg_trigger WHERE tgname LIKE 'legacy_backup%';
 SELECT count(*) AS app_tables FROM pg_tables WHERE schemaname = 'public'
   AND tablename IN ('legacy_import_sessions', 'extracted_documents', 'import_categories',
                     'document_batches', 'legacy_import_audit_logs', 'users');
