@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # pg_dump of a database using legacy_backup, pg_restore into an empty database: the extension
-# comes back attached, with its snapshots (exact bytes) and the application's added columns.
+# comes back attached, with its snapshots (exact bytes), its audit trail (and the trail's id
+# sequence), its triggers and the application's added columns.
 source "$(dirname "$0")/lib.sh"
 start_cluster
 cd "$CLUSTER"
@@ -25,4 +26,10 @@ check "last_snapshot_at restored" "$(q src -c 'SELECT last_snapshot_at FROM lega
 same="SELECT md5((legacy_snapshot('dump-s1')::jsonb - 'snapshotAt')::text)"
 check "live snapshot identical after restore" "$(q src -c "$same")" "$(q dst -c "$same")"
 check "new snapshot after restore" "t" "$(q dst -c "SELECT legacy_snapshot_take('dump-s1') ? 'snapshotId'")"
+log="SELECT string_agg(id || ':' || document_id || ':' || coalesce(new_category_id, '-') || ':' || source || ':' || changed_by, ',' ORDER BY id) FROM category_assignment_logs"
+check "audit trail identical" "$(q src -c "$log")" "$(q dst -c "$log")"
+check "audit trail not empty" t "$(q dst -c "SELECT count(*) > 500 FROM category_assignment_logs")"
+q dst -c "UPDATE extracted_documents SET status = 'Skipped', category_id = NULL, updated_at = now() WHERE id = 'dump-s1-doc-000002'"
+check "triggers work after restore, ids continue" t \
+  "$(q dst -c "SELECT max(id) > (SELECT max(id) FROM category_assignment_logs WHERE document_id <> 'dump-s1-doc-000002') FROM category_assignment_logs WHERE document_id = 'dump-s1-doc-000002'")"
 check "audit rows carried" "3" "$(q dst -c "SELECT count(*) FROM legacy_import_audit_logs WHERE action = 'CATEGORIZATION_SNAPSHOT'")"
