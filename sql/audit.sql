@@ -22,11 +22,14 @@ CREATE TABLE @extschema@.category_assignment_logs (
     txid               xid8 NOT NULL DEFAULT pg_current_xact_id(),
     undone_by          bigint          -- set when an undo reverted this change: the undo's own row
 );
-CREATE INDEX category_assignment_logs_document_idx ON @extschema@.category_assignment_logs (document_id, changed_at, id);
-CREATE INDEX category_assignment_logs_session_idx ON @extschema@.category_assignment_logs (session_id, changed_at, id);
-CREATE INDEX category_assignment_logs_actor_idx ON @extschema@.category_assignment_logs (changed_by, changed_at DESC, id DESC);
-CREATE INDEX category_assignment_logs_txid_idx ON @extschema@.category_assignment_logs (txid);
-
+-- Two indexes only, because every logged change pays for each index it has (a bulk merge logs
+-- thousands of rows in one statement): a B-tree by session then document, for everything asked
+-- per session or document, and a BRIN by time, nearly free to maintain, for "recent changes"
+-- (undo within its window, activity since a moment).
+CREATE INDEX category_assignment_logs_session_document_idx
+    ON @extschema@.category_assignment_logs (session_id, document_id, changed_at, id);
+CREATE INDEX category_assignment_logs_changed_at_brin
+    ON @extschema@.category_assignment_logs USING brin (changed_at);
 COMMENT ON TABLE @extschema@.category_assignment_logs IS
     'legacy_backup audit trail: every change of a document''s category or status, who (and how that was known), when, and in which transaction';
 COMMENT ON COLUMN @extschema@.category_assignment_logs.attribution IS
@@ -120,17 +123,29 @@ COMMENT ON FUNCTION @extschema@.legacy_backup_log_delete() IS 'Trigger: logs del
 CREATE FUNCTION @extschema@.legacy_document_history(document_id text)
 RETURNS SETOF @extschema@.category_assignment_logs
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, @extschema@, pg_temp AS $$
+DECLARE
+    session text;
 BEGIN
     IF document_id IS NULL OR document_id = '' THEN
         RAISE EXCEPTION 'document_id must not be NULL or empty' USING ERRCODE = '22004';
     END IF;
-    IF NOT EXISTS (SELECT 1 FROM category_assignment_logs l WHERE l.document_id = $1)
-       AND to_regclass('extracted_documents') IS NOT NULL
-       AND NOT EXISTS (SELECT 1 FROM extracted_documents d WHERE d.id = $1) THEN
+    -- The document's session leads the index; a deleted document's session is found in the log
+    -- (a scan, on that rare path only).
+    session := (SELECT d.session_id FROM extracted_documents d WHERE d.id = $1);
+    IF session IS NULL THEN
+        session := (SELECT l.session_id FROM category_assignment_logs l WHERE l.document_id = $1 LIMIT 1);
+    END IF;
+    IF session IS NULL THEN
         RAISE EXCEPTION 'document "%" is unknown', document_id USING ERRCODE = 'P0002',
             HINT = 'It is neither in extracted_documents nor in the audit trail.';
     END IF;
-    RETURN QUERY SELECT * FROM category_assignment_logs l WHERE l.document_id = $1 ORDER BY l.changed_at, l.id;
+    RETURN QUERY
+    SELECT l.* FROM category_assignment_logs l
+    WHERE l.session_id = coalesce(
+              (SELECT d.session_id FROM extracted_documents d WHERE d.id = $1),
+              (SELECT l2.session_id FROM category_assignment_logs l2 WHERE l2.document_id = $1 LIMIT 1))
+      AND l.document_id = $1
+    ORDER BY l.changed_at, l.id;
 END $$;
 COMMENT ON FUNCTION @extschema@.legacy_document_history(text) IS
     'Every logged change of one document, oldest first';
@@ -171,7 +186,7 @@ BEGIN
         SELECT d.id, d.category_id, d.status::text, NULL, NULL
         FROM extracted_documents d
         WHERE d.session_id = $1 AND d.created_at <= $2
-          AND NOT EXISTS (SELECT 1 FROM category_assignment_logs l WHERE l.document_id = d.id)
+          AND NOT EXISTS (SELECT 1 FROM category_assignment_logs l WHERE l.session_id = $1 AND l.document_id = d.id)
     )
     SELECT s.document_id, s.category_id, s.status, s.changed_by, s.changed_at
     FROM state s WHERE s.status IS NOT NULL

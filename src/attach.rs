@@ -163,7 +163,8 @@ fn record_baseline() -> LbResult<i64> {
                   CASE WHEN d.categorized_by IS NOT NULL THEN 'categorized_by' ELSE 'db_user' END, \
                   clock_timestamp(), 'baseline' \
            FROM extracted_documents d \
-           WHERE NOT EXISTS (SELECT 1 FROM category_assignment_logs l WHERE l.document_id = d.id) \
+           WHERE NOT EXISTS (SELECT 1 FROM category_assignment_logs l \
+                             WHERE l.session_id = d.session_id AND l.document_id = d.id) \
            RETURNING 1) \
          SELECT count(*) FROM inserted",
     )?

@@ -79,12 +79,12 @@ pub fn undo_last(actor: &str, document: Option<&str>) -> LbResult<UndoResult> {
             &[actor.into()],
         )?;
 
+        // Within the window, found through the BRIN index on changed_at.
         let target = client.update(
-            "SELECT l.id, l.txid::text, l.session_id, \
-                    l.changed_at >= now() - current_setting('legacy_backup.undo_window')::interval, \
-                    (now() - l.changed_at)::text, current_setting('legacy_backup.undo_window') \
+            "SELECT l.id, l.txid::text, l.session_id \
              FROM category_assignment_logs l \
-             WHERE l.changed_by = $1 AND l.source IN ('app', 'restore') AND l.undone_by IS NULL \
+             WHERE l.changed_at >= now() - current_setting('legacy_backup.undo_window')::interval \
+               AND l.changed_by = $1 AND l.source IN ('app', 'restore') AND l.undone_by IS NULL \
                AND l.old_status IS NOT NULL AND l.new_status IS NOT NULL \
                AND ($2::text IS NULL OR l.document_id = $2) \
              ORDER BY l.changed_at DESC, l.id DESC LIMIT 1",
@@ -92,6 +92,26 @@ pub fn undo_last(actor: &str, document: Option<&str>) -> LbResult<UndoResult> {
             &[actor.into(), document.into()],
         )?;
         if target.is_empty() {
+            // Tell "too old" from "nothing at all" (a scan of older history: the refusal path only).
+            let older = client.update(
+                "SELECT (now() - max(l.changed_at))::text, current_setting('legacy_backup.undo_window') \
+                 FROM category_assignment_logs l \
+                 WHERE l.changed_by = $1 AND l.source IN ('app', 'restore') AND l.undone_by IS NULL \
+                   AND l.old_status IS NOT NULL AND l.new_status IS NOT NULL \
+                   AND ($2::text IS NULL OR l.document_id = $2)",
+                None,
+                &[actor.into(), document.into()],
+            )?;
+            let row = older.first();
+            if let Some(age) = row.get::<String>(1)? {
+                let window: String = row.get(2)?.unwrap_or_default();
+                return Err(refused(
+                    PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+                    format!("the most recent change by \"{actor}\" is outside the undo window"),
+                )
+                .detail(format!("It was made {age} ago; legacy_backup.undo_window is {window}."))
+                .hint("Restore from a snapshot instead, or ask a superuser to widen legacy_backup.undo_window."));
+            }
             let scope = document.map(|d| format!(" to document \"{d}\"")).unwrap_or_default();
             return Err(refused(
                 PgSqlErrorCode::ERRCODE_NO_DATA_FOUND,
@@ -103,17 +123,6 @@ pub fn undo_last(actor: &str, document: Option<&str>) -> LbResult<UndoResult> {
         let target_id: i64 = row.get(1)?.unwrap_or_default();
         let txid: String = row.get(2)?.unwrap_or_default();
         let session_id: String = row.get(3)?.unwrap_or_default();
-        let in_window: bool = row.get(4)?.unwrap_or(false);
-        if !in_window {
-            let age: String = row.get(5)?.unwrap_or_default();
-            let window: String = row.get(6)?.unwrap_or_default();
-            return Err(refused(
-                PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-                format!("the most recent change by \"{actor}\" is outside the undo window"),
-            )
-            .detail(format!("It was made {age} ago; legacy_backup.undo_window is {window}."))
-            .hint("Restore from a snapshot instead (legacy_restore_snapshot), or ask a superuser to widen legacy_backup.undo_window."));
-        }
 
         let changes = load_changes(client, actor, target_id, &txid, document.is_some())?;
         let plan = plan_documents(&changes);
@@ -215,7 +224,8 @@ fn load_changes(
          FROM category_assignment_logs l \
          WHERE CASE WHEN $4 THEN l.id = $2 \
                     ELSE l.txid = $3::xid8 AND l.changed_by = $1 AND l.source IN ('app', 'restore') \
-                         AND l.undone_by IS NULL AND l.old_status IS NOT NULL AND l.new_status IS NOT NULL END \
+                         AND l.undone_by IS NULL AND l.old_status IS NOT NULL AND l.new_status IS NOT NULL \
+                         AND l.changed_at >= now() - current_setting('legacy_backup.undo_window')::interval END \
          ORDER BY l.id",
         None,
         &[actor.into(), target_id.into(), txid.into(), single.into()],
@@ -273,8 +283,9 @@ fn check_documents(client: &mut SpiClient<'_>, plan: &BTreeMap<String, DocumentU
     )?;
     let later = client.update(
         "SELECT l.document_id, l.changed_by, to_char(l.changed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US \"UTC\"') \
-         FROM category_assignment_logs l \
-         JOIN unnest($1::text[], $2::int8[]) AS p(doc, last_id) ON l.document_id = p.doc AND l.id > p.last_id \
+         FROM unnest($1::text[], $2::int8[]) AS p(doc, last_id) \
+         JOIN extracted_documents d ON d.id = p.doc \
+         JOIN category_assignment_logs l ON l.session_id = d.session_id AND l.document_id = p.doc AND l.id > p.last_id \
          WHERE l.source <> 'undo' AND l.undone_by IS NULL \
          ORDER BY l.id LIMIT 1",
         None,

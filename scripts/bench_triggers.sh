@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# Audit-trigger overhead, side by side in one run, interleaved A/B/C:
+#  1. the application's categorize transaction under pgbench (2 clients, 8,000-document session):
+#     no trigger / legacy_backup's triggers / a hand-written PL/pgSQL row trigger;
+#  2. a bulk merge moving ~5,000 documents in one UPDATE (rolled back each time):
+#     no trigger / legacy_backup's triggers / a hand-written PL/pgSQL statement trigger.
+# Usage: scripts/bench_triggers.sh [rounds=3] [seconds_per_pgbench_run=10] [merge_repeats=5]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROUNDS=${1:-3}; SECS=${2:-10}; REPEATS=${3:-5}
+DIR=.tmp/bench-triggers; PORT=54342
+[ "${SKIP_INSTALL:-}" = 1 ] || bash scripts/install.sh >/dev/null
+bash scripts/pgcluster.sh stop "$DIR"; rm -rf "$DIR"
+bash scripts/pgcluster.sh start "$DIR" "$PORT" "shared_buffers = 512MB" "synchronous_commit = off"
+trap 'bash scripts/pgcluster.sh stop "$DIR"' EXIT
+P() { PGOPTIONS="-c client_min_messages=warning" bash scripts/pgcluster.sh psql "$DIR" "$PORT" -q -v ON_ERROR_STOP=1 "$@"; }
+P -c "CREATE DATABASE bench"
+P -d bench -f tests/fixtures/app_schema.sql
+P -d bench -v sid=bt -v docs=8000 -f tests/fixtures/seed.sql
+# 10,000 documents over 4 categories: a merge of two of them moves about 5,000.
+P -d bench -v sid=bm -v docs=10000 -v cats=4 -f tests/fixtures/seed.sql
+P -d bench -c "UPDATE extracted_documents SET category_id = 'bm-cat-00' || (1 + abs(hashtext(id)) % 4), status = 'Categorized' WHERE session_id = 'bm'"
+P -d bench -c "CREATE EXTENSION legacy_backup" -f scripts/bench_triggers.sql -c "VACUUM ANALYZE"
+echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(pg_config --version), $(date -u +%F)"
+
+# The application's categorize transaction: the document, then the counters.
+cat >"$DIR/categorize.sql" <<'SQL'
+\set d random(1, 8000)
+\set c random(1, 40)
+BEGIN;
+SET LOCAL legacy_backup.actor = 'u-paralegal';
+SELECT coalesce(substring(category_id from '[0-9]+$')::int, 0) AS oldc, (status = 'Categorized')::int AS wascat, (status = 'Skipped')::int AS wasskip FROM extracted_documents WHERE id = 'bt-doc-' || lpad(:d::text, 6, '0') FOR UPDATE \gset
+UPDATE extracted_documents SET status = 'Categorized', category_id = 'bt-cat-' || lpad(:c::text, 3, '0'), categorized_by = 'u-paralegal', categorized_at = now(), updated_at = now() WHERE id = 'bt-doc-' || lpad(:d::text, 6, '0');
+UPDATE import_categories SET document_count = document_count + CASE WHEN id = 'bt-cat-' || lpad(:c::text, 3, '0') THEN 1 ELSE -1 END, updated_at = now() WHERE id IN ('bt-cat-' || lpad(:c::text, 3, '0'), 'bt-cat-' || lpad(:oldc::text, 3, '0'));
+UPDATE document_batches SET categorized_count = categorized_count + 1 - :wascat, skipped_count = skipped_count - :wasskip, updated_at = now() WHERE id = (SELECT batch_id FROM extracted_documents WHERE id = 'bt-doc-' || lpad(:d::text, 6, '0'));
+UPDATE legacy_import_sessions SET categorized_count = categorized_count + 1 - :wascat, skipped_count = skipped_count - :wasskip, updated_at = now() WHERE id = 'bt';
+COMMIT;
+SQL
+
+results=$DIR/results.tsv; : >"$results"
+variants=(none extension plpgsql_row)
+for round in $(seq 1 "$ROUNDS"); do
+  for k in 0 1 2; do
+    v=${variants[$(( (round + k) % 3 ))]}
+    P -d bench -c "SELECT bench_use('$v')" >/dev/null
+    tps=$(runuser -u postgres -- "$(pg_config --bindir)/pgbench" -n -h "$PWD/$DIR/sock" -p "$PORT" -U postgres \
+            -c 2 -j 2 -T "$SECS" -M prepared -f "$DIR/categorize.sql" bench 2>&1 | awk '/^tps/ {print $3; exit}')
+    printf 'categorize\t%s\t%s\t%s\n' "$round" "$v" "$tps" >>"$results"
+  done
+done
+
+P -d bench -At -F "$(printf '\t')" <<SQL >>"$results"
+DO \$\$
+DECLARE v text; r int; k int; i int; ms float8[];
+BEGIN
+    CREATE TEMP TABLE merge_runs (round int, variant text, ms float8);
+    FOR r IN 1..$ROUNDS LOOP
+        FOR k IN 0..2 LOOP
+            v := (ARRAY['none', 'extension', 'plpgsql_statement'])[1 + (r + k) % 3];
+            PERFORM bench_use(v);
+            PERFORM bench_merge_ms('bm');            -- warm-up
+            ms := '{}';
+            FOR i IN 1..$REPEATS LOOP ms := ms || bench_merge_ms('bm'); END LOOP;
+            INSERT INTO merge_runs SELECT r, v, percentile_cont(0.5) WITHIN GROUP (ORDER BY x) FROM unnest(ms) x;
+        END LOOP;
+    END LOOP;
+END \$\$;
+SELECT 'merge', m.round, m.variant, round(m.ms::numeric, 2) FROM merge_runs m ORDER BY m.round, m.variant;
+SQL
+P -d bench -c "SELECT bench_use('extension')" >/dev/null
+P -d bench -c "SELECT count(*) AS documents_moved_per_merge FROM extracted_documents WHERE session_id = 'bm' AND category_id IN ('bm-cat-002', 'bm-cat-003')"
+
+P -d bench <<SQL
+CREATE TEMP TABLE r (bench text, round int, variant text, value float8);
+\copy r FROM '$results'
+\echo 'Categorize transaction, TPS per run (2 clients, ${SECS}s each):'
+SELECT variant, string_agg(round(value)::text, ', ' ORDER BY round) AS tps_per_round,
+       round(percentile_cont(0.5) WITHIN GROUP (ORDER BY value)::numeric) AS median_tps
+FROM r WHERE bench = 'categorize' GROUP BY variant ORDER BY median_tps DESC;
+\echo 'Bulk merge, ms per round (median of $REPEATS):'
+SELECT variant, string_agg(round(value::numeric, 1)::text, ', ' ORDER BY round) AS ms_per_round,
+       round(percentile_cont(0.5) WITHIN GROUP (ORDER BY value)::numeric, 2) AS median_ms
+FROM r WHERE bench = 'merge' GROUP BY variant ORDER BY median_ms;
+\echo 'Median of per-round ratios (targets: extension/none TPS >= 0.95 and >= plpgsql_row; merge extension/none <= 1.25 and <= plpgsql_statement):'
+SELECT 'categorize' AS bench,
+       round(percentile_cont(0.5) WITHIN GROUP (ORDER BY ext / none)::numeric, 3) AS "extension / none",
+       round(percentile_cont(0.5) WITHIN GROUP (ORDER BY ext / hand)::numeric, 3) AS "extension / hand-written"
+FROM (SELECT round, max(value) FILTER (WHERE variant = 'none') AS none, max(value) FILTER (WHERE variant = 'extension') AS ext,
+             max(value) FILTER (WHERE variant = 'plpgsql_row') AS hand FROM r WHERE bench = 'categorize' GROUP BY round) x
+UNION ALL
+SELECT 'merge (time)',
+       round(percentile_cont(0.5) WITHIN GROUP (ORDER BY ext / none)::numeric, 3),
+       round(percentile_cont(0.5) WITHIN GROUP (ORDER BY ext / hand)::numeric, 3)
+FROM (SELECT round, max(value) FILTER (WHERE variant = 'none') AS none, max(value) FILTER (WHERE variant = 'extension') AS ext,
+             max(value) FILTER (WHERE variant = 'plpgsql_statement') AS hand FROM r WHERE bench = 'merge' GROUP BY round) x;
+SQL
