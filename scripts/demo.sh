@@ -18,6 +18,8 @@ P -q -c "DROP DATABASE IF EXISTS legacy_demo" -c "CREATE DATABASE legacy_demo"
 echo "Loading the application's schema and one import session of 8,000 documents..."
 P -q -d legacy_demo -f tests/fixtures/app_schema.sql
 P -q -d legacy_demo -v sid=demo-session -v docs=8000 -v cats=40 -v months=24 -f tests/fixtures/seed.sql
+# The application's write paths (categorize, skip, merge), as the demo replays them.
+P -q -d legacy_demo -f tests/fixtures/app_workload.sql
 P -d legacy_demo -f scripts/demo.sql
 echo
 echo "The demo cluster is still running. Explore it with:"

@@ -28,3 +28,33 @@ SELECT id, last_snapshot_at FROM legacy_import_sessions;
 SELECT legacy_snapshot_take('../other-session');
 \set ON_ERROR_STOP on
 SELECT count(*) AS snapshots_stored FROM legacy_snapshots;
+
+\echo '== Audit trail: an assistant categorizes a document (the application sets legacy_backup.actor)'
+BEGIN;
+SELECT set_config('legacy_backup.actor', 'u-paralegal', true);
+SELECT app_categorize('demo-session-doc-007777', 'demo-session-cat-005', 'u-paralegal');
+COMMIT;
+SELECT changed_at, old_category_id, new_category_id, old_status, new_status, changed_by, attribution, source
+FROM legacy_document_history('demo-session-doc-007777');
+
+\echo '== A partner merges two categories into one: one UPDATE, every moved document logged'
+BEGIN;
+SELECT set_config('legacy_backup.actor', 'u-partner', true);
+SELECT app_merge('demo-session', 'demo-session-cat-010', ARRAY['demo-session-cat-011', 'demo-session-cat-012'], 'u-partner') AS documents_moved;
+COMMIT;
+SELECT changed_by, name, source, documents, changes FROM legacy_session_activity('demo-session');
+
+\echo '== The merge was a mistake: undo restores every document it moved, and the counters'
+SELECT r->'bulk' AS bulk, r->'undoneChanges' AS undone_changes
+FROM (SELECT legacy_undo_last_categorization('u-partner') AS r) x;
+SELECT id, document_count, merged_into FROM import_categories
+WHERE id IN ('demo-session-cat-010', 'demo-session-cat-011', 'demo-session-cat-012') ORDER BY id;
+SELECT changed_by, name, source, documents, changes FROM legacy_session_activity('demo-session');
+
+\echo '== The session as it was before the merge, rebuilt from the log, equals the first snapshot'
+SELECT count(*) AS documents_differing_from_first_snapshot
+FROM (SELECT d->>'id' AS id, d->>'categoryId' AS category_id, d->>'status' AS status
+      FROM json_array_elements((SELECT convert_from(body, 'UTF8')::json->'documents' FROM legacy_backup.snapshots ORDER BY snapshot_at LIMIT 1)) d) s
+FULL JOIN legacy_categorization_at('demo-session', (SELECT snapshot_at FROM legacy_backup.snapshots ORDER BY snapshot_at LIMIT 1)) a
+  ON a.document_id = s.id
+WHERE s.id IS NULL OR a.document_id IS NULL OR s.category_id IS DISTINCT FROM a.category_id OR s.status IS DISTINCT FROM a.status;
