@@ -34,6 +34,13 @@ COMMENT ON FUNCTION @extschema@.legacy_backup_on_create() IS
 COMMENT ON FUNCTION @extschema@.legacy_undo_last_categorization(text, text) IS
     'Reverts the actor''s most recent change (or of one document); a bulk change is undone as a whole transaction; within legacy_backup.undo_window';
 
+COMMENT ON FUNCTION @extschema@.legacy_export_readiness(text) IS
+    'Whether a session may be exported now (ready, code, message, snapshot age, changes since, upload and cleanup state); the same verdict as the export trigger';
+COMMENT ON FUNCTION @extschema@.legacy_backup_export_verdict(text) IS
+    'Internal: the export trigger''s verdict';
+COMMENT ON FUNCTION @extschema@.legacy_postpone_cleanup(text, text, timestamptz) IS
+    'Moves a session''s scheduled cleanup later (active partners only); audited';
+
 REVOKE ALL ON FUNCTION @extschema@.legacy_backup_on_create() FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.legacy_backup_attach() FROM PUBLIC;
 

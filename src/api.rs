@@ -6,6 +6,7 @@
 
 use crate::attach;
 use crate::audit;
+use crate::gate;
 use crate::error::OrRaise;
 use crate::ids;
 use crate::snapshot;
@@ -76,4 +77,38 @@ fn legacy_undo_last_categorization(actor_id: Option<&str>, document_id: default!
     attach::ensure_attached().or_raise();
     let result = audit::undo_last(&actor, document.as_deref()).or_raise();
     JsonB(serde_json::to_value(result).expect("undo result serializes"))
+}
+
+/// Whether a session may be exported now, for the application's UI: the same verdict as the
+/// export trigger. SECURITY DEFINER: it reads the extension's snapshot table.
+#[pg_extern(stable, parallel_unsafe, security_definer)]
+#[search_path(pg_catalog, @extschema@, pg_temp)]
+fn legacy_export_readiness(session_id: Option<&str>) -> JsonB {
+    let session_id = ids::validate_id("session_id", session_id).or_raise();
+    attach::ensure_attached().or_raise();
+    let readiness = gate::verdict(&session_id, true).or_raise();
+    JsonB(serde_json::to_value(readiness).expect("readiness serializes"))
+}
+
+/// The export trigger's verdict (no ALREADY_EXPORTED: the guarded row still holds the old status).
+#[pg_extern(stable, parallel_unsafe, security_definer)]
+#[search_path(pg_catalog, @extschema@, pg_temp)]
+fn legacy_backup_export_verdict(session_id: &str) -> JsonB {
+    let readiness = gate::verdict(session_id, false).or_raise();
+    JsonB(serde_json::to_value(readiness).expect("readiness serializes"))
+}
+
+/// Moves a session's scheduled cleanup later. Active partners only.
+#[pg_extern(volatile, parallel_unsafe)]
+#[search_path(pg_catalog, @extschema@, pg_temp)]
+fn legacy_postpone_cleanup(
+    session_id: Option<&str>,
+    actor_id: Option<&str>,
+    until: Option<pgrx::datum::TimestampWithTimeZone>,
+) -> JsonB {
+    let session_id = ids::validate_id("session_id", session_id).or_raise();
+    let actor = ids::validate_id("actor_id", actor_id).or_raise();
+    let until = until.ok_or_else(|| crate::error::LbError::null_value("until")).or_raise();
+    attach::ensure_attached().or_raise();
+    JsonB(gate::postpone_cleanup(&session_id, &actor, until).or_raise())
 }

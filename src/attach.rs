@@ -133,6 +133,20 @@ pub const TRIGGERS: &[(&str, &str, &str, &str, &str)] = &[
         "REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT",
         "legacy_backup_log_delete",
     ),
+    (
+        "legacy_backup_export_gate",
+        "BEFORE UPDATE OF status, cleaned_up_at",
+        "legacy_import_sessions",
+        "FOR EACH ROW WHEN (OLD.status IS DISTINCT FROM NEW.status OR OLD.cleaned_up_at IS DISTINCT FROM NEW.cleaned_up_at)",
+        "legacy_backup_export_gate",
+    ),
+    (
+        "legacy_backup_export_gate_insert",
+        "BEFORE INSERT",
+        "legacy_import_sessions",
+        "FOR EACH ROW WHEN (NEW.status = 'Exported')",
+        "legacy_backup_export_gate",
+    ),
 ];
 
 /// None when the trigger does not exist; Some(enabled) when it does.

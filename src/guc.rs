@@ -31,6 +31,16 @@ pub static CHANGE_SOURCE: GucSetting<ChangeSource> = GucSetting::<ChangeSource>:
 /// `legacy_backup.undo_window`: how far back `legacy_undo_last_categorization` may reach.
 pub static UNDO_WINDOW: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"24 hours"));
 
+/// `legacy_backup.max_snapshot_age`: the newest snapshot must be younger than this to export.
+pub static MAX_SNAPSHOT_AGE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"1 hour"));
+
+/// `legacy_backup.cleanup_delay`: how long after export the R2 cleanup is scheduled.
+pub static CLEANUP_DELAY: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"7 days"));
+
+/// `legacy_backup.skip_snapshot_check`: export without a fresh snapshot; honoured only for
+/// superusers and members of legacy_backup_admin, and always audited.
+pub static SKIP_SNAPSHOT_CHECK: GucSetting<bool> = GucSetting::<bool>::new(false);
+
 const SECOND_US: i64 = 1_000_000;
 const DAY_US: i64 = 86_400 * SECOND_US;
 
@@ -85,6 +95,24 @@ unsafe extern "C-unwind" fn check_undo_window(
     check_duration(newval, SECOND_US, 366 * DAY_US, "1 second and 366 days")
 }
 
+#[pg_guard]
+unsafe extern "C-unwind" fn check_max_snapshot_age(
+    newval: *mut *mut std::ffi::c_char,
+    _extra: *mut *mut std::ffi::c_void,
+    _source: pg_sys::GucSource::Type,
+) -> bool {
+    check_duration(newval, SECOND_US, 30 * DAY_US, "1 second and 30 days")
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn check_cleanup_delay(
+    newval: *mut *mut std::ffi::c_char,
+    _extra: *mut *mut std::ffi::c_void,
+    _source: pg_sys::GucSource::Type,
+) -> bool {
+    check_duration(newval, 0, 3660 * DAY_US, "0 seconds and 3660 days")
+}
+
 pub fn register() {
     GucRegistry::define_string_guc(
         c"legacy_backup.actor",
@@ -115,5 +143,35 @@ pub fn register() {
             None,
             None,
         );
+        GucRegistry::define_string_guc_with_hooks(
+            c"legacy_backup.max_snapshot_age",
+            c"How old the newest snapshot may be for a session to be exported (an interval).",
+            c"PostgreSQL interval notation, from 1 second to 30 days. Default 1 hour.",
+            &MAX_SNAPSHOT_AGE,
+            GucContext::Suset,
+            GucFlags::default(),
+            Some(check_max_snapshot_age),
+            None,
+            None,
+        );
+        GucRegistry::define_string_guc_with_hooks(
+            c"legacy_backup.cleanup_delay",
+            c"How long after export the cleanup of a session's files is scheduled (an interval).",
+            c"PostgreSQL interval notation, from 0 seconds to 3660 days. Default 7 days.",
+            &CLEANUP_DELAY,
+            GucContext::Suset,
+            GucFlags::default(),
+            Some(check_cleanup_delay),
+            None,
+            None,
+        );
     }
+    GucRegistry::define_bool_guc(
+        c"legacy_backup.skip_snapshot_check",
+        c"Export without a fresh snapshot (superusers and legacy_backup_admin members only; audited).",
+        c"Meant for SET LOCAL in the exporting transaction.",
+        &SKIP_SNAPSHOT_CHECK,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
 }

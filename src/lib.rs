@@ -4,6 +4,7 @@
 //! - `api`: the SQL API, thin `#[pg_extern]` functions;
 //! - `attach`: attaching to the application's tables (columns, triggers, baseline), health;
 //! - `audit`: undo, driven by the audit trail (the log and its triggers are in sql/audit.sql);
+//! - `gate`: the export gate's verdict and cleanup postponement (the trigger is in sql/gate.sql);
 //! - `snapshot`: building and storing snapshots (`snapshot::format` is pure Rust);
 //! - `ids`: id validation and object-key naming (pure Rust);
 //! - `error`: the error type carrying SQLSTATE, DETAIL and HINT.
@@ -14,6 +15,7 @@ pub mod api;
 pub mod attach;
 pub mod audit;
 pub mod error;
+pub mod gate;
 pub mod guc;
 pub mod ids;
 pub mod snapshot;
@@ -22,6 +24,7 @@ pub mod snapshot;
 
 extension_sql_file!("../sql/bootstrap.sql", name = "bootstrap", bootstrap);
 extension_sql_file!("../sql/audit.sql", name = "audit", requires = ["bootstrap"]);
+extension_sql_file!("../sql/gate.sql", name = "gate", requires = ["bootstrap"]);
 extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
 
 #[pg_guard]

@@ -1,0 +1,243 @@
+//! The export gate: whether a session may be marked `Exported`, decided in one place for both
+//! the trigger on `legacy_import_sessions` (sql/gate.sql) and `legacy_export_readiness`, so the two
+//! always agree. Also the partner-only postponement of a scheduled cleanup.
+//!
+//! Verdict, in order: no snapshot -> SNAPSHOT_REQUIRED; newest snapshot older than
+//! `legacy_backup.max_snapshot_age` -> SNAPSHOT_STALE; categorization changed after it ->
+//! SNAPSHOT_OUTDATED; else READY. "Changed after it" is exact when the audit trail is active: a
+//! logged change is in the snapshot exactly when its transaction is visible in the MVCC snapshot
+//! stored with it (plus, for the caller's own transaction, when it came before the snapshot).
+//! Without the audit trigger, documents whose categorized_at or updated_at is later than the
+//! snapshot count as changes (conservative: any later update counts).
+
+use crate::error::{LbError, LbResult};
+use crate::ids;
+use pgrx::prelude::*;
+use pgrx::PgSqlErrorCode;
+use serde::Serialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Code {
+    Ready,
+    SnapshotRequired,
+    SnapshotStale,
+    SnapshotOutdated,
+    AlreadyExported,
+}
+
+/// What the application's UI and the trigger get. Field names are the UI's (camelCase).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Readiness {
+    pub ready: bool,
+    pub code: Code,
+    pub message: String,
+    pub hint: Option<String>,
+    pub session_id: String,
+    pub snapshot_id: Option<String>,
+    pub snapshot_key: Option<String>,
+    pub last_snapshot_at: Option<String>,
+    pub snapshot_age_minutes: Option<f64>,
+    pub changes_since_snapshot: Option<i64>,
+    pub audit_log_active: bool,
+    pub snapshot_uploaded: bool,
+    pub cleanup_scheduled_at: Option<String>,
+    pub cleaned_up_at: Option<String>,
+    pub exported_at: Option<String>,
+}
+
+const VERDICT_QUERY: &str = r#"
+WITH snap AS (
+    SELECT id, snapshot_key, snapshot_at, visibility, upload_state = 'uploaded' AS uploaded
+    FROM legacy_backup.snapshots WHERE session_id = $1
+    ORDER BY snapshot_at DESC, created_at DESC LIMIT 1
+), audit AS (
+    SELECT EXISTS (
+        SELECT 1 FROM pg_catalog.pg_trigger t
+        JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid
+        JOIN pg_catalog.pg_extension e ON e.extname = 'legacy_backup' AND c.relnamespace = e.extnamespace
+        WHERE c.relname = 'extracted_documents' AND t.tgname = 'legacy_backup_log_update' AND t.tgenabled <> 'D'
+    ) AS active
+)
+SELECT s.status::text, to_char(s.cleanup_scheduled_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+       to_char(s.cleaned_up_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+       to_char(s.exported_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+       snap.id, snap.snapshot_key,
+       to_char(snap.snapshot_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+       coalesce(snap.uploaded, false),
+       round((extract(epoch FROM now() - snap.snapshot_at) / 60)::numeric, 1)::float8,
+       (now() - snap.snapshot_at) > current_setting('legacy_backup.max_snapshot_age')::interval,
+       CASE WHEN snap.id IS NULL THEN NULL
+            WHEN audit.active THEN (
+                SELECT count(*) FROM category_assignment_logs l
+                WHERE l.session_id = $1 AND l.source <> 'baseline'
+                  AND l.txid >= pg_snapshot_xmin(snap.visibility)
+                  AND (NOT pg_visible_in_snapshot(l.txid, snap.visibility)
+                       OR (l.txid = pg_current_xact_id_if_assigned() AND l.changed_at > snap.snapshot_at)))
+            ELSE (
+                SELECT count(*) FROM extracted_documents d
+                WHERE d.session_id = $1 AND (d.categorized_at > snap.snapshot_at OR d.updated_at > snap.snapshot_at))
+       END,
+       audit.active,
+       current_setting('legacy_backup.max_snapshot_age'),
+       s.id IS NOT NULL
+FROM audit LEFT JOIN snap ON true
+LEFT JOIN legacy_import_sessions s ON s.id = $1
+"#;
+
+/// The gate's verdict. With `include_status`, a session already `Exported` reports
+/// ALREADY_EXPORTED (the UI's question); the trigger asks without it, since the row it guards
+/// still holds the old status.
+pub fn verdict(session_id: &str, include_status: bool) -> LbResult<Readiness> {
+    Spi::connect(|client| {
+        let rows = client.select(VERDICT_QUERY, None, &[session_id.into()])?;
+        let row = rows.first();
+        let status: Option<String> = row.get(1)?;
+        let session_exists: bool = row.get(14)?.unwrap_or(false);
+        if include_status && !session_exists {
+            return Err(LbError::not_found(format!("import session \"{session_id}\" does not exist"))
+                .hint("Check the id against legacy_import_sessions.id."));
+        }
+        let snapshot_id: Option<String> = row.get(5)?;
+        let age: Option<f64> = row.get(9)?;
+        let stale: bool = row.get(10)?.unwrap_or(false);
+        let changes: Option<i64> = row.get(11)?;
+        let max_age: String = row.get(13)?.unwrap_or_default();
+        let take = format!("Take a snapshot first: SELECT legacy_snapshot_take('{session_id}');");
+        let age_text = age.map(|a| format!("{a} minutes")).unwrap_or_default();
+        let (code, message, hint) = if include_status && status.as_deref() == Some("Exported") {
+            (Code::AlreadyExported, format!("session \"{session_id}\" is already exported"), None)
+        } else if snapshot_id.is_none() {
+            (
+                Code::SnapshotRequired,
+                format!("export of session \"{session_id}\" refused: it has no categorization snapshot"),
+                Some(take),
+            )
+        } else if stale {
+            (
+                Code::SnapshotStale,
+                format!(
+                    "export of session \"{session_id}\" refused: its newest snapshot is {age_text} old, older than legacy_backup.max_snapshot_age ({max_age})"
+                ),
+                Some(take),
+            )
+        } else if changes.unwrap_or(0) > 0 {
+            (
+                Code::SnapshotOutdated,
+                format!(
+                    "export of session \"{session_id}\" refused: categorization changed {} time(s) since its newest snapshot ({age_text} old)",
+                    changes.unwrap_or(0)
+                ),
+                Some(take),
+            )
+        } else {
+            (
+                Code::Ready,
+                format!("session \"{session_id}\" may be exported: its newest snapshot ({age_text} old) holds the current categorization"),
+                None,
+            )
+        };
+        Ok(Readiness {
+            ready: code == Code::Ready,
+            code,
+            message,
+            hint,
+            session_id: session_id.to_string(),
+            snapshot_id,
+            snapshot_key: row.get(6)?,
+            last_snapshot_at: row.get(7)?,
+            snapshot_age_minutes: age,
+            changes_since_snapshot: changes,
+            audit_log_active: row.get(12)?.unwrap_or(false),
+            snapshot_uploaded: row.get(8)?.unwrap_or(false),
+            cleanup_scheduled_at: row.get(2)?,
+            cleaned_up_at: row.get(3)?,
+            exported_at: row.get(4)?,
+        })
+    })
+}
+
+/// Latest cleanup date a partner may set: far enough for a legal hold, bounded against typos.
+const MAX_POSTPONE: &str = "10 years";
+
+/// Moves a scheduled cleanup later. Only an active partner; only an exported session that is not
+/// cleaned up; only later than the current schedule.
+pub fn postpone_cleanup(session_id: &str, actor_id: &str, until: pgrx::datum::TimestampWithTimeZone) -> LbResult<serde_json::Value> {
+    require_partner(actor_id)?;
+    Spi::connect_mut(|client| {
+        let rows = client.update(
+            "SELECT status::text, cleanup_scheduled_at, cleaned_up_at IS NOT NULL, \
+                    $2 > now(), $2 <= now() + $3::interval, \
+                    $2 > coalesce(cleanup_scheduled_at, '-infinity'), isfinite($2) \
+             FROM legacy_import_sessions WHERE id = $1 FOR UPDATE",
+            None,
+            &[session_id.into(), until.into(), MAX_POSTPONE.into()],
+        )?;
+        if rows.is_empty() {
+            return Err(LbError::not_found(format!("import session \"{session_id}\" does not exist")));
+        }
+        let row = rows.first();
+        let status: String = row.get(1)?.unwrap_or_default();
+        let scheduled: Option<pgrx::datum::TimestampWithTimeZone> = row.get(2)?;
+        let cleaned: bool = row.get(3)?.unwrap_or(false);
+        let finite: bool = row.get(7)?.unwrap_or(false);
+        let in_future: bool = row.get(4)?.unwrap_or(false);
+        let bounded: bool = row.get(5)?.unwrap_or(false);
+        let later: bool = row.get(6)?.unwrap_or(false);
+        let state = |msg: String| LbError::new(PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE, msg);
+        if status != "Exported" {
+            return Err(state(format!("session \"{session_id}\" is not exported (status {status}): no cleanup is scheduled")));
+        }
+        if cleaned {
+            return Err(state(format!("session \"{session_id}\" is already cleaned up")));
+        }
+        if !finite || !in_future || !bounded {
+            return Err(LbError::invalid_parameter(format!(
+                "until must be a moment in the future, at most {MAX_POSTPONE} from now"
+            )));
+        }
+        if !later {
+            return Err(LbError::invalid_parameter("until must be later than the current scheduled cleanup")
+                .hint("Postponing only extends the recovery window; it never brings a cleanup forward."));
+        }
+        client.update(
+            "UPDATE legacy_import_sessions SET cleanup_scheduled_at = $2, updated_at = now() WHERE id = $1",
+            None,
+            &[session_id.into(), until.into()],
+        )?;
+        let details = serde_json::json!({
+            "previousCleanupScheduledAt": scheduled.map(|t| t.to_string()),
+            "cleanupScheduledAt": until.to_string(),
+        });
+        client.update(
+            "INSERT INTO legacy_import_audit_logs (id, session_id, user_id, action, details, \"timestamp\") \
+             VALUES (gen_random_uuid()::text, $1, $2, 'CLEANUP_POSTPONED', $3::jsonb, now())",
+            None,
+            &[session_id.into(), actor_id.into(), details.to_string().as_str().into()],
+        )?;
+        Ok(serde_json::json!({
+            "sessionId": session_id,
+            "actorId": actor_id,
+            "previousCleanupScheduledAt": details["previousCleanupScheduledAt"],
+            "cleanupScheduledAt": details["cleanupScheduledAt"],
+        }))
+    })
+}
+
+/// The actor must be a user with role Partner and status Active.
+pub fn require_partner(actor_id: &str) -> LbResult<()> {
+    let actor = ids::validate_id("actor_id", Some(actor_id))?;
+    let role = Spi::get_one_with_args::<String>(
+        "SELECT (SELECT role::text || '/' || status::text FROM users WHERE id = $1)",
+        &[actor.as_str().into()],
+    )?;
+    match role.as_deref() {
+        None => Err(LbError::not_found(format!("user \"{actor}\" does not exist"))),
+        Some("Partner/Active") => Ok(()),
+        Some(other) => Err(LbError::new(
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            format!("only an active partner may do this; user \"{actor}\" is {}", other.replace('/', ", ")),
+        )),
+    }
+}
