@@ -58,3 +58,19 @@ FROM (SELECT d->>'id' AS id, d->>'categoryId' AS category_id, d->>'status' AS st
 FULL JOIN legacy_categorization_at('demo-session', (SELECT snapshot_at FROM legacy_backup.snapshots ORDER BY snapshot_at LIMIT 1)) a
   ON a.document_id = s.id
 WHERE s.id IS NULL OR a.document_id IS NULL OR s.category_id IS DISTINCT FROM a.category_id OR s.status IS DISTINCT FROM a.status;
+
+\echo '== Export gate: the categorization changed since the snapshot, so the export is refused'
+SELECT r->>'code' AS code, r->>'message' AS message FROM (SELECT legacy_export_readiness('demo-session') AS r) x;
+\set ON_ERROR_STOP off
+UPDATE legacy_import_sessions SET status = 'Exported', updated_at = now() WHERE id = 'demo-session';
+\set ON_ERROR_STOP on
+\echo '== A fresh snapshot, then the export goes through and the cleanup is scheduled, not done'
+SELECT legacy_snapshot_take('demo-session', 'u-partner')->>'snapshotKey' AS snapshot_key;
+SELECT r->>'code' AS code, r->>'message' AS message FROM (SELECT legacy_export_readiness('demo-session') AS r) x;
+BEGIN;
+SELECT set_config('legacy_backup.actor', 'u-partner', true);
+UPDATE legacy_import_sessions SET status = 'Exported', updated_at = now() WHERE id = 'demo-session';
+COMMIT;
+SELECT status, exported_at, cleanup_scheduled_at, cleaned_up_at FROM legacy_import_sessions WHERE id = 'demo-session';
+SELECT action, user_id, details->>'snapshotKey' AS relied_on, details->>'cleanupScheduledAt' AS cleanup_at
+FROM legacy_import_audit_logs WHERE action = 'EXPORT_SNAPSHOT_VERIFIED';
