@@ -19,6 +19,7 @@ pub mod gate;
 pub mod guc;
 pub mod ids;
 pub mod snapshot;
+pub mod storage;
 
 ::pgrx::pg_module_magic!(name, version);
 
