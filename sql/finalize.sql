@@ -20,6 +20,15 @@ ORDER BY s.session_id, s.snapshot_at DESC;
 COMMENT ON VIEW @extschema@.legacy_snapshots IS
     'Snapshots per session, newest first: when, by whom, size, sha256 and upload state';
 
+-- The worker's jobs, for psql. No snapshot bodies, no settings, no secrets.
+CREATE VIEW @extschema@.legacy_backup_jobs AS
+SELECT j.id, j.kind, j.session_id, j.state, j.attempts, j.next_attempt_at, j.last_error,
+       j.progress, j.snapshot_id, j.requested_by, j.created_at, j.started_at, j.finished_at
+FROM legacy_backup.jobs j
+ORDER BY j.id DESC;
+COMMENT ON VIEW @extschema@.legacy_backup_jobs IS
+    'Background jobs (upload, cleanup, prune), newest first: state, attempts, next attempt, last error, progress';
+
 COMMENT ON FUNCTION @extschema@.legacy_snapshot(text) IS
     'Full categorization snapshot of one import session as json (deterministic, no side effects)';
 COMMENT ON FUNCTION @extschema@.legacy_snapshot_take(text, text) IS

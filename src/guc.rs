@@ -41,6 +41,20 @@ pub static CLEANUP_DELAY: GucSetting<Option<CString>> = GucSetting::<Option<CStr
 /// superusers and members of legacy_backup_admin, and always audited.
 pub static SKIP_SNAPSHOT_CHECK: GucSetting<bool> = GucSetting::<bool>::new(false);
 
+pub static DATABASE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"postgres"));
+pub static NAPTIME: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"10s"));
+pub static MAX_ATTEMPTS: GucSetting<i32> = GucSetting::<i32>::new(10);
+pub static SNAPSHOT_RETENTION: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"30 days"));
+pub static HTTP_TIMEOUT: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"60s"));
+pub static R2_ENDPOINT: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+pub static R2_ACCOUNT_ID: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+pub static R2_BUCKET: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+pub static R2_REGION: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+pub static R2_ACCESS_KEY_ID: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+/// Never shown to non-superusers: not in SHOW ALL, not in pg_settings, not readable by SHOW.
+pub static R2_SECRET_ACCESS_KEY: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+pub static R2_CREDENTIALS_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+
 const SECOND_US: i64 = 1_000_000;
 const DAY_US: i64 = 86_400 * SECOND_US;
 
@@ -86,31 +100,40 @@ fn check_duration(newval: *mut *mut std::ffi::c_char, min_us: i64, max_us: i64, 
     }
 }
 
-#[pg_guard]
-unsafe extern "C-unwind" fn check_undo_window(
-    newval: *mut *mut std::ffi::c_char,
-    _extra: *mut *mut std::ffi::c_void,
-    _source: pg_sys::GucSource::Type,
-) -> bool {
-    check_duration(newval, SECOND_US, 366 * DAY_US, "1 second and 366 days")
+/// One GUC check hook per duration setting: a hook cannot know which setting it checks.
+macro_rules! duration_check_hook {
+    ($name:ident, $min:expr, $max:expr, $range:expr) => {
+        #[pg_guard]
+        unsafe extern "C-unwind" fn $name(
+            newval: *mut *mut std::ffi::c_char,
+            _extra: *mut *mut std::ffi::c_void,
+            _source: pg_sys::GucSource::Type,
+        ) -> bool {
+            check_duration(newval, $min, $max, $range)
+        }
+    };
 }
 
-#[pg_guard]
-unsafe extern "C-unwind" fn check_max_snapshot_age(
-    newval: *mut *mut std::ffi::c_char,
-    _extra: *mut *mut std::ffi::c_void,
-    _source: pg_sys::GucSource::Type,
-) -> bool {
-    check_duration(newval, SECOND_US, 30 * DAY_US, "1 second and 30 days")
+duration_check_hook!(check_undo_window, SECOND_US, 366 * DAY_US, "1 second and 366 days");
+duration_check_hook!(check_max_snapshot_age, SECOND_US, 30 * DAY_US, "1 second and 30 days");
+duration_check_hook!(check_cleanup_delay, 0, 3660 * DAY_US, "0 seconds and 3660 days");
+duration_check_hook!(check_naptime, SECOND_US, 3600 * SECOND_US, "1 second and 1 hour");
+duration_check_hook!(check_retention, 3600 * SECOND_US, 3660 * DAY_US, "1 hour and 3660 days");
+duration_check_hook!(check_http_timeout, SECOND_US, 3600 * SECOND_US, "1 second and 1 hour");
+
+/// The current value of a duration setting (already validated by its check hook).
+pub fn duration(setting: &GucSetting<Option<CString>>) -> std::time::Duration {
+    let us = setting
+        .get()
+        .and_then(|text| parse_interval(&text))
+        .map(|iv| interval_micros(&iv).clamp(0, i64::MAX as i128) as u64)
+        .unwrap_or(0);
+    std::time::Duration::from_micros(us)
 }
 
-#[pg_guard]
-unsafe extern "C-unwind" fn check_cleanup_delay(
-    newval: *mut *mut std::ffi::c_char,
-    _extra: *mut *mut std::ffi::c_void,
-    _source: pg_sys::GucSource::Type,
-) -> bool {
-    check_duration(newval, 0, 3660 * DAY_US, "0 seconds and 3660 days")
+/// A string setting's value, empty when unset.
+pub fn text(setting: &GucSetting<Option<CString>>) -> String {
+    setting.get().map(|v| v.to_string_lossy().into_owned()).unwrap_or_default()
 }
 
 pub fn register() {
@@ -166,6 +189,52 @@ pub fn register() {
             None,
         );
     }
+    // SAFETY: each hook is a valid check hook for a string GUC.
+    unsafe {
+        for (name, short, setting, hook) in [
+            (c"legacy_backup.naptime", c"How often the worker wakes without being woken (an interval, 1s to 1h; default 10s).", &NAPTIME, check_naptime as unsafe extern "C-unwind" fn(_, _, _) -> bool),
+            (c"legacy_backup.snapshot_retention", c"How long bodies of uploaded snapshots stay in the database (an interval; default 30 days). The newest per session is always kept.", &SNAPSHOT_RETENTION, check_retention),
+            (c"legacy_backup.http_timeout", c"Total time allowed for one object-storage request (an interval; default 60s).", &HTTP_TIMEOUT, check_http_timeout),
+        ] {
+            GucRegistry::define_string_guc_with_hooks(name, short, c"", setting, GucContext::Sighup, GucFlags::default(), Some(hook), None, None);
+        }
+    }
+    GucRegistry::define_string_guc(
+        c"legacy_backup.database",
+        c"Database the background worker connects to (default postgres).",
+        c"",
+        &DATABASE,
+        GucContext::Postmaster,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"legacy_backup.max_attempts",
+        c"Attempts per background job before it is marked failed (default 10).",
+        c"",
+        &MAX_ATTEMPTS,
+        1,
+        100,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    for (name, short, setting) in [
+        (c"legacy_backup.r2_endpoint", c"Object-storage endpoint, e.g. https://<account>.r2.cloudflarestorage.com.", &R2_ENDPOINT),
+        (c"legacy_backup.r2_account_id", c"Cloudflare account id; the R2 endpoint is derived from it when r2_endpoint is empty.", &R2_ACCOUNT_ID),
+        (c"legacy_backup.r2_bucket", c"Bucket name (default legacy-import).", &R2_BUCKET),
+        (c"legacy_backup.r2_region", c"Signing region (default auto).", &R2_REGION),
+        (c"legacy_backup.r2_access_key_id", c"Access key id for object storage.", &R2_ACCESS_KEY_ID),
+        (c"legacy_backup.r2_credentials_file", c"File with R2_* credentials (mode 0600), used for what the settings leave empty.", &R2_CREDENTIALS_FILE),
+    ] {
+        GucRegistry::define_string_guc(name, short, c"", setting, GucContext::Sighup, GucFlags::default());
+    }
+    GucRegistry::define_string_guc(
+        c"legacy_backup.r2_secret_access_key",
+        c"Secret access key for object storage (superuser only; hidden).",
+        c"",
+        &R2_SECRET_ACCESS_KEY,
+        GucContext::Sighup,
+        GucFlags::NO_SHOW_ALL | GucFlags::SUPERUSER_ONLY,
+    );
     GucRegistry::define_bool_guc(
         c"legacy_backup.skip_snapshot_check",
         c"Export without a fresh snapshot (superusers and legacy_backup_admin members only; audited).",

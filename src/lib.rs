@@ -7,6 +7,8 @@
 //! - `gate`: the export gate's verdict and cleanup postponement (the trigger is in sql/gate.sql);
 //! - `snapshot`: building and storing snapshots (`snapshot::format` is pure Rust);
 //! - `ids`: id validation and object-key naming (pure Rust);
+//! - `storage`: the object-storage (R2/S3) client (pure Rust);
+//! - `worker`: the background worker and its jobs (upload, cleanup, prune);
 //! - `error`: the error type carrying SQLSTATE, DETAIL and HINT.
 
 use pgrx::prelude::*;
@@ -20,6 +22,7 @@ pub mod guc;
 pub mod ids;
 pub mod snapshot;
 pub mod storage;
+pub mod worker;
 
 ::pgrx::pg_module_magic!(name, version);
 
@@ -31,6 +34,7 @@ extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     guc::register();
+    worker::init();
 }
 
 // In-database tests live in src/pg_tests.rs; `#[pg_schema]` needs an inline module.

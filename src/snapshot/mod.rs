@@ -335,6 +335,13 @@ pub fn take(session_id: &str, actor: &str) -> LbResult<TakenSnapshot> {
             None,
             &[session_id.into(), actor.into(), details.as_str().into()],
         )?;
+        // Queued in the same transaction; the worker is woken when it commits.
+        client.update(
+            "INSERT INTO legacy_backup.jobs (kind, session_id, snapshot_id, requested_by) VALUES ('upload', $1, $2, $3)",
+            None,
+            &[session_id.into(), taken.snapshot_id.as_str().into(), actor.into()],
+        )?;
+        crate::worker::wake_at_commit();
         client.update(
             "UPDATE legacy_import_sessions SET last_snapshot_at = 'epoch'::timestamptz + $2::int8 * interval '1 microsecond', updated_at = now() WHERE id = $1",
             None,

@@ -7,11 +7,16 @@ CLUSTER=$ROOT/.tmp/integration/$TEST_NAME
 PORT=${PORT:-$((54400 + RANDOM % 200))}
 BIN=$(pg_config --bindir)
 
+# Cleanups run at exit, whatever started them (cluster, S3 server).
+CLEANUPS=()
+on_exit() { local c; for c in "${CLEANUPS[@]}"; do eval "$c" || true; done; }
+trap on_exit EXIT
+
 start_cluster() {
   bash "$ROOT/scripts/pgcluster.sh" stop "$CLUSTER"
   rm -rf "$CLUSTER"
   bash "$ROOT/scripts/pgcluster.sh" start "$CLUSTER" "$PORT" "$@"
-  trap 'bash "$ROOT/scripts/pgcluster.sh" stop "$CLUSTER"' EXIT
+  CLEANUPS+=('bash "$ROOT/scripts/pgcluster.sh" stop "$CLUSTER"')
 }
 
 # psql against database $1, quiet, tuples only, stop on error.

@@ -4,14 +4,16 @@ S3_ACCESS_KEY=lbtestaccess
 S3_SECRET_KEY=lbtestsecret-do-not-use-elsewhere
 S3_PORT=${S3_PORT:-$((55000 + RANDOM % 500))}
 S3_DIR=$ROOT/.tmp/integration/${TEST_NAME}-s3
+rm -rf "$S3_DIR"
 
 start_s3() {
-  rm -rf "$S3_DIR"; mkdir -p "$S3_DIR/data/legacy-import"
+  # Keeps the data folder when restarted within a test (the "server down" cases).
+  mkdir -p "$S3_DIR/data/legacy-import"
   command -v s3s-fs >/dev/null || { echo "s3s-fs missing: run scripts/setup.sh"; exit 1; }
   RUST_LOG=warn s3s-fs --host 127.0.0.1 --port "$S3_PORT" --access-key "$S3_ACCESS_KEY" \
     --secret-key "$S3_SECRET_KEY" "$S3_DIR/data" >"$S3_DIR/s3s.log" 2>&1 &
   S3_PID=$!
-  trap 'kill $S3_PID 2>/dev/null; bash "$ROOT/scripts/pgcluster.sh" stop "$CLUSTER"' EXIT
+  CLEANUPS+=('kill "$S3_PID" 2>/dev/null')
   for _ in $(seq 1 50); do
     (exec 3<>"/dev/tcp/127.0.0.1/$S3_PORT") 2>/dev/null && return 0
     sleep 0.1

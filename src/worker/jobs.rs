@@ -1,0 +1,478 @@
+//! The worker's jobs: upload, cleanup, prune. Each runs as: claim (short transaction), work
+//! (HTTP, no transaction), finish (short transaction). A crash between the two leaves the job
+//! `running`; the next worker start turns it back into `retrying`, so everything resumes.
+
+use super::settings::{self, Sources};
+use super::{shutdown_requested, with_signals_blocked};
+use crate::guc;
+use crate::ids;
+use crate::storage::{md5_hex, Client, StorageError};
+use pgrx::bgworkers::BackgroundWorker;
+use pgrx::prelude::*;
+use pgrx::spi::SpiClient;
+use serde_json::json;
+
+/// Credited in the application's audit log for what the worker does.
+const WORKER_ACTOR: &str = "legacy_backup:worker";
+
+/// Longest wait between attempts of a failing job.
+const MAX_RETRY_DELAY_SECS: i64 = 600;
+
+struct Job {
+    id: i64,
+    kind: String,
+    session_id: Option<String>,
+    snapshot_id: Option<String>,
+    attempts: i32,
+}
+
+/// Why a job did not finish, and whether to try again later.
+struct JobError {
+    message: String,
+    retryable: bool,
+}
+
+impl JobError {
+    fn permanent(message: impl Into<String>) -> Self {
+        JobError { message: message.into(), retryable: false }
+    }
+    fn transient(message: impl Into<String>) -> Self {
+        JobError { message: message.into(), retryable: true }
+    }
+}
+
+impl From<StorageError> for JobError {
+    fn from(e: StorageError) -> Self {
+        JobError { retryable: e.is_retryable(), message: e.to_string() }
+    }
+}
+
+pub struct Runner {
+    client: Option<Result<Client, String>>,
+    schema: Option<String>,
+}
+
+/// Runs `f` in its own transaction with the extension's schema on the search_path. Returns None
+/// when the extension is not installed in this database (the worker then idles).
+fn in_transaction<R>(f: impl FnOnce(&mut SpiClient<'_>) -> R + std::panic::UnwindSafe + std::panic::RefUnwindSafe) -> Option<R> {
+    let result = BackgroundWorker::transaction(|| {
+        Spi::connect_mut(|client| {
+            let schema: Option<String> = client
+                .update(
+                    "SELECT quote_ident(n.nspname) FROM pg_catalog.pg_extension e \
+                     JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'legacy_backup'",
+                    None,
+                    &[],
+                )
+                .ok()
+                .and_then(|t| if t.is_empty() { None } else { t.first().get::<String>(1).ok().flatten() });
+            let schema = schema?;
+            client
+                .update(
+                    "SELECT set_config('search_path', $1, true)",
+                    None,
+                    &[format!("pg_catalog, {schema}, pg_temp").as_str().into()],
+                )
+                .expect("setting search_path cannot fail");
+            Some(f(client))
+        })
+    });
+    // SAFETY: reports this process's table statistics, so autovacuum sees the worker's churn.
+    unsafe { pg_sys::pgstat_report_stat(false) };
+    result
+}
+
+fn first_i64(client: &mut SpiClient<'_>, sql: &str) -> i64 {
+    client.update(sql, None, &[]).ok().and_then(|t| t.first().get::<i64>(1).ok().flatten()).unwrap_or(0)
+}
+
+impl Runner {
+    pub fn new() -> Self {
+        Runner { client: None, schema: None }
+    }
+
+    /// Settings changed (SIGHUP): rebuild the storage client on next use.
+    pub fn reload(&mut self) {
+        self.client = None;
+    }
+
+    fn client(&mut self) -> Result<&Client, JobError> {
+        if self.client.is_none() {
+            let mut sources = Sources {
+                gucs: [
+                    ("endpoint", guc::text(&guc::R2_ENDPOINT)),
+                    ("account_id", guc::text(&guc::R2_ACCOUNT_ID)),
+                    ("bucket", guc::text(&guc::R2_BUCKET)),
+                    ("region", guc::text(&guc::R2_REGION)),
+                    ("access_key_id", guc::text(&guc::R2_ACCESS_KEY_ID)),
+                    ("secret_access_key", guc::text(&guc::R2_SECRET_ACCESS_KEY)),
+                ]
+                .into_iter()
+                .collect(),
+                file: Default::default(),
+                env: settings::environment(),
+            };
+            let file = guc::text(&guc::R2_CREDENTIALS_FILE);
+            let built = (|| {
+                if !file.is_empty() {
+                    sources.file = settings::read_credentials_file(&file)?;
+                }
+                let config = sources.resolve(guc::duration(&guc::HTTP_TIMEOUT), 3)?;
+                with_signals_blocked(|| Client::new(config)).map_err(|e| e.to_string())
+            })();
+            self.client = Some(built);
+        }
+        match self.client.as_ref().expect("just set") {
+            Ok(client) => Ok(client),
+            // Configuration can be fixed without requeueing anything: retry later.
+            Err(message) => Err(JobError::transient(message.clone())),
+        }
+    }
+
+    /// Jobs left `running` by a crash go back to the queue.
+    pub fn recover_interrupted(&mut self) {
+        let recovered = in_transaction(|client| {
+            first_i64(
+                client,
+                "WITH r AS (UPDATE legacy_backup.jobs SET state = 'retrying', next_attempt_at = now(), \
+                        last_error = 'interrupted: the worker stopped while running this job' \
+                      WHERE state = 'running' RETURNING 1) SELECT count(*) FROM r",
+            )
+        });
+        if let Some(n) = recovered.filter(|n| *n > 0) {
+            log!("legacy_backup worker: requeued {n} interrupted job(s)");
+        }
+    }
+
+    /// Schedules due work and runs due jobs until none is left. Returns whether to look again at once.
+    pub fn run_once(&mut self) -> bool {
+        let scheduled = in_transaction(|client| {
+            schedule(client);
+        });
+        if scheduled.is_none() {
+            if self.schema.is_none() {
+                return false; // extension not installed here: idle
+            }
+            self.schema = None;
+            return false;
+        }
+        self.schema = Some(String::new());
+        let mut ran = 0;
+        while !shutdown_requested() {
+            let Some(Some(job)) = in_transaction(claim) else { break };
+            let outcome = self.run(&job);
+            in_transaction(|client| finish(client, &job, outcome));
+            ran += 1;
+            if ran >= 100 {
+                return true; // let the loop check its latch and signals
+            }
+        }
+        false
+    }
+
+    fn run(&mut self, job: &Job) -> Result<serde_json::Value, JobError> {
+        match job.kind.as_str() {
+            "upload" => self.upload(job),
+            "cleanup" => self.cleanup(job),
+            "prune" => prune(),
+            other => Err(JobError::permanent(format!("unknown job kind {other}"))),
+        }
+    }
+
+    /// PUT the stored bytes, then HEAD: size and ETag (the MD5) must match before it counts.
+    fn upload(&mut self, job: &Job) -> Result<serde_json::Value, JobError> {
+        let snapshot_id = job.snapshot_id.clone().ok_or_else(|| JobError::permanent("upload job without a snapshot"))?;
+        let row = in_transaction(|client| -> Result<(String, Option<Vec<u8>>, String), JobError> {
+            let t = client
+                .update(
+                    "SELECT snapshot_key, body, sha256 FROM legacy_backup.snapshots WHERE id = $1",
+                    None,
+                    &[snapshot_id.as_str().into()],
+                )
+                .map_err(|e| JobError::transient(e.to_string()))?;
+            if t.is_empty() {
+                return Err(JobError::permanent(format!("snapshot {snapshot_id} no longer exists")));
+            }
+            let r = t.first();
+            Ok((r.get(1).ok().flatten().unwrap_or_default(), r.get::<Vec<u8>>(2).ok().flatten(), r.get(3).ok().flatten().unwrap_or_default()))
+        })
+        .ok_or_else(|| JobError::transient("extension not installed"))??;
+        let (key, body, sha256) = row;
+        let body = body.ok_or_else(|| JobError::permanent("the snapshot's body was pruned before it was uploaded"))?;
+        let client = self.client()?;
+        let etag = client.put_object(&key, &body)?;
+        let expected = md5_hex(&body);
+        let info = client.head_object(&key)?.ok_or_else(|| JobError::transient(format!("{key} is missing right after upload")))?;
+        if info.size != body.len() as u64 || info.etag != expected || (!etag.is_empty() && etag != expected) {
+            return Err(JobError::transient(format!(
+                "verification of {key} failed: stored {} bytes, ETag {}; expected {} bytes, MD5 {expected}",
+                info.size,
+                info.etag,
+                body.len()
+            )));
+        }
+        Ok(json!({"snapshotKey": key, "etag": expected, "bytes": body.len(), "sha256": sha256}))
+    }
+
+    /// Deletes everything under `pst/{id}/` and `documents/{id}/`, only for an exported session
+    /// whose newest uploaded snapshot is verified in R2 now, then confirms nothing is left.
+    fn cleanup(&mut self, job: &Job) -> Result<serde_json::Value, JobError> {
+        let session_id = job.session_id.clone().ok_or_else(|| JobError::permanent("cleanup job without a session"))?;
+        ids::validate_id("session_id", Some(&session_id)).map_err(|e| JobError::permanent(e.message))?;
+        let guard = in_transaction(|client| cleanup_guard(client, &session_id)).ok_or_else(|| JobError::transient("extension not installed"))??;
+        let (snapshot_key, snapshot_bytes, snapshot_etag) = guard;
+        let client = self.client()?;
+        let info = client.head_object(&snapshot_key)?;
+        match info {
+            Some(i) if i.size == snapshot_bytes as u64 && i.etag == snapshot_etag => {}
+            Some(i) => {
+                return Err(JobError::permanent(format!(
+                    "refusing cleanup: snapshot {snapshot_key} in object storage is {} bytes with ETag {}, not the {snapshot_bytes} bytes / {snapshot_etag} uploaded",
+                    i.size, i.etag
+                )))
+            }
+            None => return Err(JobError::transient(format!("refusing cleanup: snapshot {snapshot_key} is not in object storage"))),
+        }
+        let prefixes = [format!("pst/{session_id}/"), format!("documents/{session_id}/")];
+        let mut deleted_total: i64 = 0;
+        let mut first_keys: Vec<String> = Vec::new();
+        for prefix in &prefixes {
+            let objects = client.list_all(prefix, |_| {})?;
+            let keys: Vec<String> = objects.into_iter().map(|o| o.key).collect();
+            for batch in keys.chunks(crate::storage::MAX_KEYS_PER_REQUEST) {
+                if shutdown_requested() {
+                    return Err(JobError::transient(format!("interrupted by shutdown after {deleted_total} objects; will resume")));
+                }
+                let outcome = client.delete_batch(batch)?;
+                deleted_total += outcome.deleted.len() as i64;
+                for k in outcome.deleted.iter() {
+                    if first_keys.len() < 10 {
+                        first_keys.push(k.clone());
+                    }
+                }
+                let progress = json!({"deleted": deleted_total, "prefix": prefix});
+                in_transaction(|c| {
+                    let _ = c.update(
+                        "UPDATE legacy_backup.jobs SET progress = progress || $2::jsonb WHERE id = $1",
+                        None,
+                        &[job.id.into(), progress.to_string().as_str().into()],
+                    );
+                });
+                if let Some((key, why)) = outcome.failed.first() {
+                    return Err(JobError::transient(format!("{} object(s) could not be deleted, e.g. {key}: {why}", outcome.failed.len())));
+                }
+            }
+        }
+        let mut left = 0;
+        for prefix in &prefixes {
+            left += client.list_all(prefix, |_| {})?.len();
+        }
+        if left > 0 {
+            return Err(JobError::transient(format!("{left} object(s) still listed after deleting; will retry")));
+        }
+        Ok(json!({"deleted": deleted_total, "firstKeys": first_keys, "snapshotKey": snapshot_key, "prefixes": prefixes}))
+    }
+}
+
+/// The cleanup guards, checked in the database: exported, due, not cleaned, a snapshot uploaded.
+/// Returns the newest uploaded snapshot's key, size and ETag.
+fn cleanup_guard(client: &mut SpiClient<'_>, session_id: &str) -> Result<(String, i64, String), JobError> {
+    let t = client
+        .update(
+            "SELECT s.status::text, s.cleanup_scheduled_at <= now(), s.cleaned_up_at IS NOT NULL, \
+                    (SELECT snapshot_key FROM legacy_backup.snapshots WHERE session_id = s.id AND upload_state = 'uploaded' ORDER BY snapshot_at DESC LIMIT 1), \
+                    (SELECT bytes FROM legacy_backup.snapshots WHERE session_id = s.id AND upload_state = 'uploaded' ORDER BY snapshot_at DESC LIMIT 1), \
+                    (SELECT etag FROM legacy_backup.snapshots WHERE session_id = s.id AND upload_state = 'uploaded' ORDER BY snapshot_at DESC LIMIT 1) \
+             FROM legacy_import_sessions s WHERE s.id = $1",
+            None,
+            &[session_id.into()],
+        )
+        .map_err(|e| JobError::transient(e.to_string()))?;
+    if t.is_empty() {
+        return Err(JobError::permanent(format!("session {session_id} no longer exists")));
+    }
+    let r = t.first();
+    let status: String = r.get(1).ok().flatten().unwrap_or_default();
+    if status != "Exported" {
+        return Err(JobError::permanent(format!("refusing cleanup: session is {status}, not Exported")));
+    }
+    if r.get::<bool>(3).ok().flatten().unwrap_or(false) {
+        return Err(JobError::permanent("session is already cleaned up"));
+    }
+    if !r.get::<bool>(2).ok().flatten().unwrap_or(false) {
+        return Err(JobError::permanent("refusing cleanup: its scheduled time has not come (postponed?)"));
+    }
+    let key: Option<String> = r.get(4).ok().flatten();
+    let key = key.ok_or_else(|| JobError::transient("refusing cleanup: no snapshot of this session is uploaded yet"))?;
+    Ok((key, r.get(5).ok().flatten().unwrap_or(0), r.get(6).ok().flatten().unwrap_or_default()))
+}
+
+/// Drops bodies of uploaded snapshots older than the retention; never the newest uploaded one of
+/// a session. Metadata stays.
+fn prune() -> Result<serde_json::Value, JobError> {
+    let retention = guc::text(&guc::SNAPSHOT_RETENTION);
+    let pruned = in_transaction(|client| {
+        client
+            .update(
+                "WITH p AS (UPDATE legacy_backup.snapshots s SET body = NULL, pruned_at = now() \
+                   WHERE s.body IS NOT NULL AND s.upload_state = 'uploaded' AND s.snapshot_at < now() - $1::interval \
+                     AND s.id <> (SELECT n.id FROM legacy_backup.snapshots n WHERE n.session_id = s.session_id \
+                                  AND n.upload_state = 'uploaded' ORDER BY n.snapshot_at DESC LIMIT 1) \
+                   RETURNING 1) SELECT count(*) FROM p",
+                None,
+                &[retention.as_str().into()],
+            )
+            .ok()
+            .and_then(|t| t.first().get::<i64>(1).ok().flatten())
+            .unwrap_or(0)
+    })
+    .unwrap_or(0);
+    Ok(json!({"pruned": pruned, "retention": retention}))
+}
+
+/// Queues what is due: uploads of pending snapshots without a job (e.g. after a restore),
+/// cleanups of due sessions, and a prune at most hourly.
+fn schedule(client: &mut SpiClient<'_>) {
+    let statements = [
+        "INSERT INTO legacy_backup.jobs (kind, session_id, snapshot_id, requested_by) \
+         SELECT 'upload', s.session_id, s.id, 'worker' FROM legacy_backup.snapshots s \
+         WHERE s.upload_state = 'pending' AND s.body IS NOT NULL \
+           AND NOT EXISTS (SELECT 1 FROM legacy_backup.jobs j WHERE j.kind = 'upload' AND j.snapshot_id = s.id \
+                           AND j.state IN ('queued', 'running', 'retrying', 'failed')) \
+         ON CONFLICT DO NOTHING",
+        "INSERT INTO legacy_backup.jobs (kind, session_id, requested_by) \
+         SELECT 'cleanup', s.id, 'schedule' FROM legacy_import_sessions s \
+         WHERE s.status = 'Exported' AND s.cleanup_scheduled_at <= now() AND s.cleaned_up_at IS NULL \
+           AND EXISTS (SELECT 1 FROM legacy_backup.snapshots n WHERE n.session_id = s.id AND n.upload_state = 'uploaded') \
+           AND NOT EXISTS (SELECT 1 FROM legacy_backup.jobs j WHERE j.kind = 'cleanup' AND j.session_id = s.id \
+                           AND (j.state IN ('queued', 'running', 'retrying') \
+                                OR (j.state = 'failed' AND j.finished_at > now() - interval '1 hour'))) \
+         ON CONFLICT DO NOTHING",
+        "INSERT INTO legacy_backup.jobs (kind, requested_by) SELECT 'prune', 'schedule' \
+         WHERE NOT EXISTS (SELECT 1 FROM legacy_backup.jobs WHERE kind = 'prune' AND created_at > now() - interval '1 hour')",
+    ];
+    for sql in statements {
+        if let Err(e) = client.update(sql, None, &[]) {
+            warning!("legacy_backup worker: scheduling failed: {e}");
+        }
+    }
+}
+
+fn claim(client: &mut SpiClient<'_>) -> Option<Job> {
+    let t = client
+        .update(
+            "UPDATE legacy_backup.jobs SET state = 'running', attempts = attempts + 1, started_at = now(), finished_at = NULL \
+             WHERE id = (SELECT id FROM legacy_backup.jobs WHERE state IN ('queued', 'retrying') AND next_attempt_at <= now() \
+                         ORDER BY next_attempt_at, id FOR UPDATE SKIP LOCKED LIMIT 1) \
+             RETURNING id, kind, session_id, snapshot_id, attempts",
+            None,
+            &[],
+        )
+        .ok()?;
+    if t.is_empty() {
+        return None;
+    }
+    let r = t.first();
+    Some(Job {
+        id: r.get(1).ok().flatten()?,
+        kind: r.get(2).ok().flatten()?,
+        session_id: r.get(3).ok().flatten(),
+        snapshot_id: r.get(4).ok().flatten(),
+        attempts: r.get(5).ok().flatten().unwrap_or(1),
+    })
+}
+
+/// Records the outcome, with the side effects that make it count (uploaded_at, cleaned_up_at,
+/// audit rows). A cleanup is marked done only if the session is still exported and not cleaned.
+fn finish(client: &mut SpiClient<'_>, job: &Job, outcome: Result<serde_json::Value, JobError>) {
+    let result = match outcome {
+        Ok(details) => record_success(client, job, &details),
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(details) => {
+            let _ = client.update(
+                "UPDATE legacy_backup.jobs SET state = 'succeeded', finished_at = now(), last_error = NULL, \
+                        progress = progress || $2::jsonb WHERE id = $1",
+                None,
+                &[job.id.into(), details.to_string().as_str().into()],
+            );
+        }
+        Err(e) => {
+            let max_attempts = guc::MAX_ATTEMPTS.get();
+            let give_up = !e.retryable || job.attempts >= max_attempts;
+            let delay = (1i64 << job.attempts.clamp(0, 20)).min(MAX_RETRY_DELAY_SECS);
+            let _ = client.update(
+                "UPDATE legacy_backup.jobs SET state = CASE WHEN $3 THEN 'failed' ELSE 'retrying' END, \
+                        finished_at = CASE WHEN $3 THEN now() END, last_error = $2, \
+                        next_attempt_at = now() + make_interval(secs => $4) WHERE id = $1",
+                None,
+                &[job.id.into(), e.message.as_str().into(), give_up.into(), (delay as f64).into()],
+            );
+            if give_up && job.kind == "upload" {
+                let _ = client.update(
+                    "UPDATE legacy_backup.snapshots SET upload_state = 'failed' WHERE id = $1 AND upload_state = 'pending'",
+                    None,
+                    &[job.snapshot_id.as_deref().into()],
+                );
+            }
+            if give_up {
+                warning!("legacy_backup worker: {} job {} failed: {}", job.kind, job.id, e.message);
+            }
+        }
+    }
+}
+
+fn record_success(client: &mut SpiClient<'_>, job: &Job, details: &serde_json::Value) -> Result<serde_json::Value, JobError> {
+    let sql_err = |e: pgrx::spi::SpiError| JobError::transient(e.to_string());
+    match job.kind.as_str() {
+        "upload" => {
+            let t = client
+                .update(
+                    "UPDATE legacy_backup.snapshots SET upload_state = 'uploaded', uploaded_at = now(), etag = $2 \
+                     WHERE id = $1 RETURNING session_id",
+                    None,
+                    &[job.snapshot_id.as_deref().into(), details["etag"].as_str().into()],
+                )
+                .map_err(sql_err)?;
+            let session: Option<String> = if t.is_empty() { None } else { t.first().get(1).ok().flatten() };
+            let mut audit = details.clone();
+            audit["snapshotId"] = json!(job.snapshot_id);
+            client
+                .update(
+                    "INSERT INTO legacy_import_audit_logs (id, session_id, user_id, action, details, \"timestamp\") \
+                     VALUES (gen_random_uuid()::text, $1, $2, 'SNAPSHOT_UPLOADED', $3::jsonb, now())",
+                    None,
+                    &[session.as_deref().unwrap_or_default().into(), WORKER_ACTOR.into(), audit.to_string().as_str().into()],
+                )
+                .map_err(sql_err)?;
+            Ok(details.clone())
+        }
+        "cleanup" => {
+            let t = client
+                .update(
+                    "UPDATE legacy_import_sessions SET cleaned_up_at = now(), updated_at = now() \
+                     WHERE id = $1 AND status = 'Exported' AND cleaned_up_at IS NULL RETURNING id",
+                    None,
+                    &[job.session_id.as_deref().into()],
+                )
+                .map_err(sql_err)?;
+            if t.is_empty() {
+                return Err(JobError::permanent("session changed during cleanup (re-opened or already cleaned); not marked"));
+            }
+            let mut audit = details.clone();
+            audit["triggeredManually"] = json!(false);
+            audit["jobId"] = json!(job.id);
+            client
+                .update(
+                    "INSERT INTO legacy_import_audit_logs (id, session_id, user_id, action, details, \"timestamp\") \
+                     VALUES (gen_random_uuid()::text, $1, $2, 'R2_CLEANUP_COMPLETED', $3::jsonb, now())",
+                    None,
+                    &[job.session_id.as_deref().into(), WORKER_ACTOR.into(), audit.to_string().as_str().into()],
+                )
+                .map_err(sql_err)?;
+            Ok(details.clone())
+        }
+        _ => Ok(details.clone()),
+    }
+}

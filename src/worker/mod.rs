@@ -1,0 +1,124 @@
+//! The background worker: uploads snapshots to R2 and runs the delayed cleanup. It is the only
+//! code that ever deletes a session's files.
+//!
+//! - Registered in `_PG_init` when the library is in `shared_preload_libraries`; starts once
+//!   recovery has finished, so on a standby it never runs; restarts 5 s after a crash.
+//! - Woken at COMMIT of a transaction that queued work (its latch is set from a commit
+//!   callback), and every `legacy_backup.naptime`.
+//! - Claims jobs with `FOR UPDATE SKIP LOCKED` in short transactions; never holds a transaction
+//!   open across an HTTP call.
+//! - Answers SIGTERM between requests (also mid-cleanup, leaving the job to resume), reloads its
+//!   settings on SIGHUP.
+
+pub mod jobs;
+pub mod settings;
+
+use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, SignalWakeFlags};
+use pgrx::prelude::*;
+use pgrx::{pg_shmem_init, PgAtomic};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::time::Duration;
+
+/// The worker's pgprocno + 1 (0: no worker running), so any backend can set its latch.
+pub static WORKER_PROCNO: PgAtomic<AtomicI32> = unsafe { PgAtomic::new(c"legacy_backup_worker_procno") };
+
+/// Whether shared memory was set up, i.e. the library was preloaded (inherited by every backend).
+static SHMEM_READY: AtomicBool = AtomicBool::new(false);
+
+pub const WORKER_TYPE: &str = "legacy_backup worker";
+
+/// Called from `_PG_init`.
+pub fn init() {
+    // SAFETY: reading a postmaster-set global during library load.
+    if !unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
+        return;
+    }
+    pg_shmem_init!(WORKER_PROCNO);
+    SHMEM_READY.store(true, Ordering::Relaxed);
+    BackgroundWorkerBuilder::new(WORKER_TYPE)
+        .set_type(WORKER_TYPE)
+        .set_library("legacy_backup")
+        .set_function("legacy_backup_worker_main")
+        .enable_spi_access()
+        .set_start_time(BgWorkerStartTime::RecoveryFinished)
+        .set_restart_time(Some(Duration::from_secs(5)))
+        .load();
+}
+
+/// Whether the worker can exist in this server (the library was preloaded).
+pub fn preloaded() -> bool {
+    SHMEM_READY.load(Ordering::Relaxed)
+}
+
+/// Wakes the worker when the current transaction commits (and not if it rolls back).
+pub fn wake_at_commit() {
+    if !preloaded() {
+        return;
+    }
+    pgrx::register_xact_callback(pgrx::PgXactCallbackEvent::Commit, wake_now);
+}
+
+fn wake_now() {
+    let slot = WORKER_PROCNO.get().load(Ordering::Acquire);
+    if slot <= 0 {
+        return;
+    }
+    // SAFETY: slot - 1 is a valid index into ProcGlobal->allProcs, published by the worker;
+    // setting another process's latch is what latches are for.
+    unsafe {
+        let proc = (*pg_sys::ProcGlobal).allProcs.add((slot - 1) as usize);
+        pg_sys::SetLatch(&mut (*proc).procLatch);
+    }
+}
+
+/// Runs `f` with every signal blocked in this thread, so threads it starts (reqwest's runtime)
+/// inherit the mask and signals keep landing on the PostgreSQL main thread.
+pub fn with_signals_blocked<R>(f: impl FnOnce() -> R) -> R {
+    // SAFETY: plain pthread_sigmask calls on this thread; the old mask is restored after.
+    unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+        let result = f();
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+        result
+    }
+}
+
+pub fn shutdown_requested() -> bool {
+    // SAFETY: a flag set by the signal handler.
+    BackgroundWorker::sigterm_received() || unsafe { pg_sys::ShutdownRequestPending != 0 }
+}
+
+#[pg_guard]
+#[no_mangle]
+pub extern "C-unwind" fn legacy_backup_worker_main(_arg: pg_sys::Datum) {
+    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
+    let database = crate::guc::text(&crate::guc::DATABASE);
+    BackgroundWorker::connect_worker_to_spi(Some(&database), None);
+    // SAFETY: MyProc is this process's PGPROC, valid for its whole life.
+    let procno = unsafe { (*pg_sys::MyProc).pgprocno };
+    WORKER_PROCNO.get().store(procno + 1, Ordering::Release);
+    log!("legacy_backup worker started (database \"{database}\")");
+
+    let mut runner = jobs::Runner::new();
+    runner.recover_interrupted();
+    loop {
+        let more = runner.run_once();
+        if shutdown_requested() {
+            break;
+        }
+        let nap = if more { Duration::from_millis(0) } else { crate::guc::duration(&crate::guc::NAPTIME) };
+        if !BackgroundWorker::wait_latch(Some(nap.max(Duration::from_millis(1)))) {
+            break;
+        }
+        if BackgroundWorker::sighup_received() {
+            // SAFETY: re-reading the configuration files is what a SIGHUP asks for.
+            unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
+            runner.reload();
+        }
+    }
+    WORKER_PROCNO.get().store(0, Ordering::Release);
+    log!("legacy_backup worker stopping");
+}
