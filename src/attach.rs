@@ -313,6 +313,27 @@ pub fn health() -> LbResult<Vec<HealthCheck>> {
         ok: true,
         detail: format!("{pending} snapshot(s) not yet in object storage"),
     });
+    let workers = Spi::get_one::<i64>(
+        "SELECT count(*) FROM pg_catalog.pg_stat_activity WHERE backend_type = 'legacy_backup worker'",
+    )?
+    .unwrap_or(0);
+    let worker_db = crate::guc::text(&crate::guc::DATABASE);
+    let this_db = Spi::get_one::<String>("SELECT current_database()::text")?.unwrap_or_default();
+    checks.push(HealthCheck {
+        check: "background worker".into(),
+        ok: workers > 0 && worker_db == this_db,
+        detail: match (workers > 0, worker_db == this_db) {
+            (true, true) => "running".into(),
+            (true, false) => format!("running, but for database \"{worker_db}\" (legacy_backup.database), not this one"),
+            (false, _) => "not running: add legacy_backup to shared_preload_libraries and restart".into(),
+        },
+    });
+    let failed = Spi::get_one::<i64>("SELECT count(*) FROM legacy_backup.jobs WHERE state = 'failed'")?.unwrap_or(0);
+    checks.push(HealthCheck {
+        check: "failed jobs".into(),
+        ok: failed == 0,
+        detail: format!("{failed} failed job(s); see the legacy_backup_jobs view"),
+    });
     let preloaded = Spi::get_one::<String>("SELECT current_setting('shared_preload_libraries')")?
         .unwrap_or_default()
         .split(',')
