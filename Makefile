@@ -10,3 +10,4 @@ test:
 bench:
 	bash scripts/bench_snapshot.sh
 	SKIP_INSTALL=1 bash scripts/bench_triggers.sh
+	SKIP_INSTALL=1 bash scripts/bench_cleanup.sh

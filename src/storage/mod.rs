@@ -133,6 +133,8 @@ pub struct PlannedRequest {
 pub struct Client {
     config: Config,
     http: reqwest::blocking::Client,
+    /// HTTP requests sent, retries included (reported by the benches).
+    requests: std::sync::atomic::AtomicU64,
 }
 
 /// Percent-encodes an object key, segment by segment, keeping the `/` separators.
@@ -260,11 +262,15 @@ impl Client {
             .pool_max_idle_per_host(4)
             .build()
             .map_err(|e| StorageError::Invalid(format!("cannot build HTTP client: {e}")))?;
-        Ok(Client { config, http })
+        Ok(Client { config, http, requests: Default::default() })
     }
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    pub fn requests_sent(&self) -> u64 {
+        self.requests.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Sends with retries; returns status, headers and body of the final answer.
@@ -284,6 +290,7 @@ impl Client {
 
     fn send_once(&self, req: &PlannedRequest, operation: &'static str) -> StorageResult<(u16, reqwest::header::HeaderMap, Vec<u8>)> {
         let headers = self.config.sign(req, SystemTime::now())?;
+        self.requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let method = reqwest::Method::from_bytes(req.method.as_bytes()).expect("known method");
         let mut builder = self.http.request(method, &req.url);
         for (k, v) in &headers {
@@ -354,6 +361,12 @@ impl Client {
                 (false, _) => return Ok(all),
             }
         }
+    }
+
+    /// Deletes one object (what the old cleanup did per key; kept for comparison in the bench).
+    pub fn delete_object(&self, key: &str) -> StorageResult<()> {
+        let req = PlannedRequest { method: "DELETE", url: self.config.object_url(key), headers: vec![], body: vec![] };
+        self.execute(&req, "DeleteObject").map(|_| ())
     }
 
     /// Deletes up to 1000 keys in one request; per-key failures are reported, not raised.
