@@ -74,3 +74,17 @@ COMMIT;
 SELECT status, exported_at, cleanup_scheduled_at, cleaned_up_at FROM legacy_import_sessions WHERE id = 'demo-session';
 SELECT action, user_id, details->>'snapshotKey' AS relied_on, details->>'cleanupScheduledAt' AS cleanup_at
 FROM legacy_import_audit_logs WHERE action = 'EXPORT_SNAPSHOT_VERIFIED';
+
+\echo '== The background worker uploaded every snapshot to R2 (s3s-fs here) and verified it'
+SELECT pg_sleep(1.5);
+SELECT session_id, snapshot_at, size, upload_state, uploaded_at IS NOT NULL AS uploaded FROM legacy_snapshots;
+SELECT id, kind, state, attempts, last_error FROM legacy_backup_jobs ORDER BY id;
+
+\echo '== The recovery window ends (moved forward for the demo): the worker cleans up the session''s files'
+UPDATE legacy_import_sessions SET cleanup_scheduled_at = now() - interval '1 second' WHERE id = 'demo-session';
+SELECT pg_sleep(3);
+SELECT status, cleanup_scheduled_at IS NOT NULL AS was_scheduled, cleaned_up_at IS NOT NULL AS cleaned_up FROM legacy_import_sessions;
+SELECT kind, state, progress->>'deleted' AS deleted, progress->'prefixes' AS prefixes FROM legacy_backup_jobs WHERE kind = 'cleanup';
+SELECT action, user_id, details->>'deleted' AS deleted, details->>'snapshotKey' AS snapshot_kept
+FROM legacy_import_audit_logs WHERE action = 'R2_CLEANUP_COMPLETED';
+SELECT check_name, ok, detail FROM legacy_backup_health() WHERE check_name IN ('background worker', 'failed jobs', 'snapshots awaiting upload');
