@@ -49,7 +49,8 @@ impl From<StorageError> for JobError {
 
 pub struct Runner {
     client: Option<Result<Client, String>>,
-    schema: Option<String>,
+    /// Why the worker is idle, logged once per change.
+    idle_reason: Option<String>,
 }
 
 /// Runs `f` in its own transaction with the extension's schema on the search_path. Returns None
@@ -82,13 +83,9 @@ fn in_transaction<R>(f: impl FnOnce(&mut SpiClient<'_>) -> R + std::panic::Unwin
     result
 }
 
-fn first_i64(client: &mut SpiClient<'_>, sql: &str) -> i64 {
-    client.update(sql, None, &[]).ok().and_then(|t| t.first().get::<i64>(1).ok().flatten()).unwrap_or(0)
-}
-
 impl Runner {
     pub fn new() -> Self {
-        Runner { client: None, schema: None }
+        Runner { client: None, idle_reason: None }
     }
 
     /// Settings changed (SIGHUP): rebuild the storage client on next use.
@@ -129,15 +126,24 @@ impl Runner {
         }
     }
 
-    /// Jobs left `running` by a crash go back to the queue.
+    /// Jobs left `running` by a crash go back to the queue, unless they have used up their
+    /// attempts (a job that crashes the worker every time must not crash it forever).
     pub fn recover_interrupted(&mut self) {
+        let max_attempts = guc::MAX_ATTEMPTS.get();
         let recovered = in_transaction(|client| {
-            first_i64(
-                client,
-                "WITH r AS (UPDATE legacy_backup.jobs SET state = 'retrying', next_attempt_at = now(), \
+            client
+                .update(
+                    "WITH r AS (UPDATE legacy_backup.jobs SET \
+                        state = CASE WHEN attempts >= $1 THEN 'failed' ELSE 'retrying' END, \
+                        finished_at = CASE WHEN attempts >= $1 THEN now() END, next_attempt_at = now(), \
                         last_error = 'interrupted: the worker stopped while running this job' \
                       WHERE state = 'running' RETURNING 1) SELECT count(*) FROM r",
-            )
+                    None,
+                    &[max_attempts.into()],
+                )
+                .ok()
+                .and_then(|t| t.first().get::<i64>(1).ok().flatten())
+                .unwrap_or(0)
         });
         if let Some(n) = recovered.filter(|n| *n > 0) {
             log!("legacy_backup worker: requeued {n} interrupted job(s)");
@@ -146,17 +152,28 @@ impl Runner {
 
     /// Schedules due work and runs due jobs until none is left. Returns whether to look again at once.
     pub fn run_once(&mut self) -> bool {
-        let scheduled = in_transaction(|client| {
-            schedule(client);
-        });
-        if scheduled.is_none() {
-            if self.schema.is_none() {
-                return false; // extension not installed here: idle
+        // Idle until the extension is installed and attached: every job touches the
+        // application's tables (audit rows, sessions), and an ERROR would restart the worker.
+        let attached = in_transaction(|client| {
+            let is_attached = crate::attach::missing_tables().map(|m| m.is_empty()).unwrap_or(false);
+            if is_attached {
+                schedule(client);
             }
-            self.schema = None;
+            is_attached
+        });
+        let state = match attached {
+            None => "not installed",
+            Some(false) => "installed but not attached",
+            Some(true) => "",
+        };
+        if !state.is_empty() {
+            if self.idle_reason.as_deref() != Some(state) {
+                log!("legacy_backup worker: idle, the extension is {state} in this database");
+                self.idle_reason = Some(state.to_string());
+            }
             return false;
         }
-        self.schema = Some(String::new());
+        self.idle_reason = None;
         let mut ran = 0;
         while !shutdown_requested() {
             let Some(Some(job)) = in_transaction(claim) else { break };

@@ -66,11 +66,19 @@ echo "the S3 server down: snapshots wait, then upload with no operator action"
 load_app app w2 50 2>/dev/null || q app -v sid=w2 -v docs=50 -f "$ROOT/tests/fixtures/seed.sql" >/dev/null
 stop_s3
 for _ in 1 2 3; do q app -c "SELECT legacy_snapshot_take('w2')" >/dev/null; sleep 0.01; done
+# Exported and due, but no snapshot of it is in S3 yet: no cleanup may run.
+mkdir -p "$BUCKET_DIR/documents/w2"; echo keep >"$BUCKET_DIR/documents/w2/a.pdf"
+q app -c "BEGIN" -c "UPDATE legacy_import_sessions SET status = 'Exported', updated_at = now() WHERE id = 'w2'" \
+       -c "UPDATE legacy_import_sessions SET cleanup_scheduled_at = now() - interval '1 second' WHERE id = 'w2'" -c "COMMIT" >/dev/null
 sleep 2
 check "nothing marked uploaded while down" 0 "$(q app -c "SELECT count(*) FROM legacy_backup.snapshots WHERE session_id = 'w2' AND upload_state = 'uploaded'")"
+check "no cleanup while no snapshot is in S3" "0 f" "$(q app -c "SELECT count(*) || ' ' || (SELECT (cleaned_up_at IS NOT NULL)::text FROM legacy_import_sessions WHERE id = 'w2') FROM legacy_backup.jobs WHERE kind = 'cleanup' AND session_id = 'w2'" | sed 's/false/f/')"
+check "the session's files are still there" 1 "$(find "$BUCKET_DIR/documents/w2" -type f | wc -l)"
 wait_for "jobs retrying with a readable error" "SELECT count(*) FROM legacy_backup.jobs WHERE session_id = 'w2' AND state = 'retrying' AND last_error LIKE '%could not connect%'" 3 15
 start_s3
 wait_for "all three uploaded after the server is back" "SELECT count(*) FROM legacy_backup.snapshots WHERE session_id = 'w2' AND upload_state = 'uploaded'" 3 40
+wait_for "then the due cleanup runs" "SELECT cleaned_up_at IS NOT NULL FROM legacy_import_sessions WHERE id = 'w2'" t 30
+check "the session's files are gone" 0 "$(find "$BUCKET_DIR/documents/w2" -type f | wc -l)"
 
 echo "wrong credentials"
 write_credentials wrong-secret-value
