@@ -27,6 +27,8 @@ CREATE TABLE legacy_backup.snapshots (
     uploaded_at    timestamptz,
     etag           text,
     pruned_at      timestamptz,
+    verified_at    timestamptz,
+    verify_result  text CHECK (verify_result IN ('verified', 'mismatch', 'missing')),
     created_at     timestamptz NOT NULL DEFAULT now(),
     CHECK (snapshot_key LIKE 'backups/' || session_id || '/categorization-%.json')
 );

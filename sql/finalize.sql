@@ -50,6 +50,15 @@ COMMENT ON FUNCTION @extschema@.legacy_backup_export_verdict(text) IS
 COMMENT ON FUNCTION @extschema@.legacy_postpone_cleanup(text, text, timestamptz) IS
     'Moves a session''s scheduled cleanup later (active partners only); audited';
 
+COMMENT ON FUNCTION @extschema@.legacy_snapshot_verify(text) IS
+    'Downloads the snapshot from object storage and compares its sha256 with the stored one; records and returns the result';
+COMMENT ON FUNCTION @extschema@.legacy_snapshot_fetch(text) IS
+    'A snapshot document fetched from object storage by key (for legacy_snapshot_import)';
+COMMENT ON FUNCTION @extschema@.legacy_restore_snapshot(text, text, boolean) IS
+    'Restores a session''s categorization from a stored snapshot; dry run by default; partners only';
+COMMENT ON FUNCTION @extschema@.legacy_snapshot_import(json, text, boolean) IS
+    'Restores a session''s categorization from a snapshot document; dry run by default; partners only';
+
 REVOKE ALL ON FUNCTION @extschema@.legacy_backup_on_create() FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.legacy_backup_attach() FROM PUBLIC;
 

@@ -7,6 +7,7 @@
 use crate::attach;
 use crate::audit;
 use crate::gate;
+use crate::recovery;
 use crate::error::OrRaise;
 use crate::ids;
 use crate::snapshot;
@@ -111,4 +112,54 @@ fn legacy_postpone_cleanup(
     let until = until.ok_or_else(|| crate::error::LbError::null_value("until")).or_raise();
     attach::ensure_attached().or_raise();
     JsonB(gate::postpone_cleanup(&session_id, &actor, until).or_raise())
+}
+
+/// Downloads a snapshot's object from R2 and checks its sha256 against the stored one; records
+/// and returns the result (verified, mismatch, missing). Never repairs anything.
+#[pg_extern(volatile, parallel_unsafe, security_definer)]
+#[search_path(pg_catalog, @extschema@, pg_temp)]
+fn legacy_snapshot_verify(snapshot_id: Option<&str>) -> JsonB {
+    let snapshot_id = ids::validate_id("snapshot_id", snapshot_id).or_raise();
+    JsonB(serde_json::to_value(recovery::verify(&snapshot_id).or_raise()).expect("serializes"))
+}
+
+/// A snapshot document fetched from R2 by key, as json, for legacy_snapshot_import.
+#[pg_extern(sql = r#"
+CREATE FUNCTION "legacy_snapshot_fetch"("key" TEXT) RETURNS json
+VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+SET search_path TO pg_catalog, @extschema@, pg_temp
+LANGUAGE c AS 'MODULE_PATHNAME', 'legacy_snapshot_fetch_wrapper';
+"#)]
+fn legacy_snapshot_fetch(key: Option<&str>) -> String {
+    let key = recovery::validate_snapshot_key(key).or_raise();
+    let body = recovery::fetch(&key).or_raise();
+    // Checked to be JSON by fetch; JSON is UTF-8.
+    String::from_utf8(body).map_err(|_| crate::error::LbError::invalid_parameter("snapshot object is not UTF-8")).or_raise()
+}
+
+/// Restores a session's categorization from a stored snapshot (dry run by default). Partners only.
+#[pg_extern(volatile, parallel_unsafe, security_definer)]
+#[search_path(pg_catalog, @extschema@, pg_temp)]
+fn legacy_restore_snapshot(snapshot_id: Option<&str>, actor_id: Option<&str>, dry_run: default!(Option<bool>, "true")) -> JsonB {
+    let snapshot_id = ids::validate_id("snapshot_id", snapshot_id).or_raise();
+    let actor = ids::validate_id("actor_id", actor_id).or_raise();
+    let dry_run = dry_run.ok_or_else(|| crate::error::LbError::null_value("dry_run")).or_raise();
+    attach::ensure_attached().or_raise();
+    JsonB(serde_json::to_value(recovery::restore_snapshot(&snapshot_id, &actor, dry_run).or_raise()).expect("serializes"))
+}
+
+/// Restores from a snapshot document (e.g. legacy_snapshot_fetch(key)), dry run by default.
+/// Partners only.
+#[pg_extern(sql = r#"
+CREATE FUNCTION "legacy_snapshot_import"("snapshot" json, "actor_id" TEXT, "dry_run" bool DEFAULT true) RETURNS jsonb
+VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+SET search_path TO pg_catalog, @extschema@, pg_temp
+LANGUAGE c AS 'MODULE_PATHNAME', 'legacy_snapshot_import_wrapper';
+"#)]
+fn legacy_snapshot_import(snapshot: Option<&str>, actor_id: Option<&str>, dry_run: Option<bool>) -> JsonB {
+    let snapshot = snapshot.ok_or_else(|| crate::error::LbError::null_value("snapshot")).or_raise();
+    let actor = ids::validate_id("actor_id", actor_id).or_raise();
+    let dry_run = dry_run.ok_or_else(|| crate::error::LbError::null_value("dry_run")).or_raise();
+    attach::ensure_attached().or_raise();
+    JsonB(serde_json::to_value(recovery::import_snapshot(snapshot, &actor, dry_run).or_raise()).expect("serializes"))
 }

@@ -7,6 +7,7 @@
 //! - `gate`: the export gate's verdict and cleanup postponement (the trigger is in sql/gate.sql);
 //! - `snapshot`: building and storing snapshots (`snapshot::format` is pure Rust);
 //! - `ids`: id validation and object-key naming (pure Rust);
+//! - `recovery`: verify, fetch, restore and import of snapshots;
 //! - `storage`: the object-storage (R2/S3) client (pure Rust);
 //! - `worker`: the background worker and its jobs (upload, cleanup, prune);
 //! - `error`: the error type carrying SQLSTATE, DETAIL and HINT.
@@ -20,6 +21,7 @@ pub mod error;
 pub mod gate;
 pub mod guc;
 pub mod ids;
+pub mod recovery;
 pub mod snapshot;
 pub mod storage;
 pub mod worker;

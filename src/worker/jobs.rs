@@ -2,8 +2,8 @@
 //! (HTTP, no transaction), finish (short transaction). A crash between the two leaves the job
 //! `running`; the next worker start turns it back into `retrying`, so everything resumes.
 
-use super::settings::{self, Sources};
-use super::{shutdown_requested, with_signals_blocked};
+use super::settings;
+use super::shutdown_requested;
 use crate::guc;
 use crate::ids;
 use crate::storage::{md5_hex, Client, StorageError};
@@ -95,29 +95,7 @@ impl Runner {
 
     fn client(&mut self) -> Result<&Client, JobError> {
         if self.client.is_none() {
-            let mut sources = Sources {
-                gucs: [
-                    ("endpoint", guc::text(&guc::R2_ENDPOINT)),
-                    ("account_id", guc::text(&guc::R2_ACCOUNT_ID)),
-                    ("bucket", guc::text(&guc::R2_BUCKET)),
-                    ("region", guc::text(&guc::R2_REGION)),
-                    ("access_key_id", guc::text(&guc::R2_ACCESS_KEY_ID)),
-                    ("secret_access_key", guc::text(&guc::R2_SECRET_ACCESS_KEY)),
-                ]
-                .into_iter()
-                .collect(),
-                file: Default::default(),
-                env: settings::environment(),
-            };
-            let file = guc::text(&guc::R2_CREDENTIALS_FILE);
-            let built = (|| {
-                if !file.is_empty() {
-                    sources.file = settings::read_credentials_file(&file)?;
-                }
-                let config = sources.resolve(guc::duration(&guc::HTTP_TIMEOUT), 3)?;
-                with_signals_blocked(|| Client::new(config)).map_err(|e| e.to_string())
-            })();
-            self.client = Some(built);
+            self.client = Some(settings::client_from_settings());
         }
         match self.client.as_ref().expect("just set") {
             Ok(client) => Ok(client),

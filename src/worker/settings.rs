@@ -69,6 +69,32 @@ impl Sources {
     }
 }
 
+/// The storage client as the settings, credentials file and environment describe it. Used by
+/// the worker and by the SQL functions that reach object storage (verify, fetch).
+pub fn client_from_settings() -> Result<crate::storage::Client, String> {
+    use crate::guc;
+    let mut sources = Sources {
+        gucs: [
+            ("endpoint", guc::text(&guc::R2_ENDPOINT)),
+            ("account_id", guc::text(&guc::R2_ACCOUNT_ID)),
+            ("bucket", guc::text(&guc::R2_BUCKET)),
+            ("region", guc::text(&guc::R2_REGION)),
+            ("access_key_id", guc::text(&guc::R2_ACCESS_KEY_ID)),
+            ("secret_access_key", guc::text(&guc::R2_SECRET_ACCESS_KEY)),
+        ]
+        .into_iter()
+        .collect(),
+        file: Default::default(),
+        env: environment(),
+    };
+    let file = guc::text(&guc::R2_CREDENTIALS_FILE);
+    if !file.is_empty() {
+        sources.file = read_credentials_file(&file)?;
+    }
+    let config = sources.resolve(guc::duration(&guc::HTTP_TIMEOUT), 3)?;
+    super::with_signals_blocked(|| crate::storage::Client::new(config)).map_err(|e| e.to_string())
+}
+
 /// Reads a credentials file: refused unless only its owner may read it.
 pub fn read_credentials_file(path: &str) -> Result<HashMap<String, String>, String> {
     use std::os::unix::fs::PermissionsExt;

@@ -1,0 +1,370 @@
+//! Recovery: verifying a snapshot in object storage, fetching one, and restoring a session's
+//! categorization from a snapshot (held in the database, fetched from R2, or given as a document).
+//!
+//! Restore rules (also in the README):
+//! - Only documents present both in the snapshot and in the database are changed, and only when
+//!   their category or status differ; they get back category_id, status, categorized_by and
+//!   categorized_at. Documents missing from the database are reported, never invented; documents
+//!   not in the snapshot are reported and left alone.
+//! - A snapshot category that no longer exists is reported and its documents are left alone. A
+//!   category that was merged away is followed through `merged_into` to the category that holds
+//!   its documents now (at most 10 steps, cycles refused).
+//! - Applying recomputes every denormalized counter of the session from the rows, logs each
+//!   change with source `restore`, and writes a `SNAPSHOT_RESTORED` audit row.
+
+use crate::error::{LbError, LbResult};
+use crate::storage::StorageError;
+use crate::worker::settings;
+use pgrx::prelude::*;
+use pgrx::PgSqlErrorCode;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, HashMap};
+
+fn storage_error(e: StorageError) -> LbError {
+    LbError::new(PgSqlErrorCode::ERRCODE_CONNECTION_FAILURE, format!("object storage: {e}"))
+        .hint("Check legacy_backup.r2_* settings and that the object storage is reachable; see legacy_backup_health().")
+}
+
+fn client() -> LbResult<crate::storage::Client> {
+    settings::client_from_settings().map_err(|e| {
+        LbError::new(PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE, e)
+            .hint("Configure object storage: see the README's Background worker section.")
+    })
+}
+
+/// Snapshot keys this extension writes: `backups/{id}/categorization-{timestamp}.json`.
+pub fn validate_snapshot_key(key: Option<&str>) -> LbResult<String> {
+    let key = key.ok_or_else(|| LbError::null_value("key"))?;
+    let bad = || {
+        LbError::invalid_parameter(format!("{key:?} is not a snapshot key"))
+            .hint("Snapshot keys look like backups/<session id>/categorization-2025-12-09T10-20-30-123Z.json.")
+    };
+    let rest = key.strip_prefix("backups/").ok_or_else(bad)?;
+    let (session, file) = rest.split_once('/').ok_or_else(bad)?;
+    crate::ids::validate_id("session id in key", Some(session)).map_err(|_| bad())?;
+    let stamp = file.strip_prefix("categorization-").and_then(|f| f.strip_suffix(".json")).ok_or_else(bad)?;
+    if stamp.len() != 24 || !stamp.chars().all(|c| c.is_ascii_digit() || c == '-' || c == 'T' || c == 'Z') {
+        return Err(bad());
+    }
+    Ok(key.to_string())
+}
+
+/// Downloads a snapshot object and checks it is JSON.
+pub fn fetch(key: &str) -> LbResult<Vec<u8>> {
+    let body = client()?.get_object(key).map_err(storage_error)?.ok_or_else(|| {
+        LbError::not_found(format!("object {key} does not exist in object storage"))
+    })?;
+    serde_json::from_slice::<serde::de::IgnoredAny>(&body)
+        .map_err(|e| LbError::new(PgSqlErrorCode::ERRCODE_INVALID_TEXT_REPRESENTATION, format!("object {key} is not valid JSON: {e}")))?;
+    Ok(body)
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Verification {
+    snapshot_id: String,
+    snapshot_key: String,
+    result: &'static str,
+    expected_sha256: String,
+    actual_sha256: Option<String>,
+    expected_bytes: i64,
+    actual_bytes: Option<usize>,
+}
+
+/// Downloads the snapshot's object and compares its sha256 with the stored one. Records the
+/// result; a mismatch is reported, never repaired.
+pub fn verify(snapshot_id: &str) -> LbResult<Verification> {
+    let (key, sha, bytes) = Spi::connect(|c| -> LbResult<(String, String, i64)> {
+        let t = c.select("SELECT snapshot_key, sha256, bytes FROM legacy_backup.snapshots WHERE id = $1", None, &[snapshot_id.into()])?;
+        if t.is_empty() {
+            return Err(LbError::not_found(format!("snapshot \"{snapshot_id}\" does not exist")));
+        }
+        let r = t.first();
+        Ok((r.get(1)?.unwrap_or_default(), r.get(2)?.unwrap_or_default(), r.get(3)?.unwrap_or(0)))
+    })?;
+    // No lock is held here: the HTTP request runs before this function writes anything.
+    let body = client()?.get_object(&key).map_err(storage_error)?;
+    let actual = body.as_ref().map(|b| hex::encode(Sha256::digest(b)));
+    let result = match &actual {
+        None => "missing",
+        Some(a) if *a == sha => "verified",
+        Some(_) => "mismatch",
+    };
+    Spi::run_with_args(
+        "UPDATE legacy_backup.snapshots SET verified_at = now(), verify_result = $2 WHERE id = $1",
+        &[snapshot_id.into(), result.into()],
+    )?;
+    Ok(Verification {
+        snapshot_id: snapshot_id.to_string(),
+        snapshot_key: key,
+        result,
+        expected_sha256: sha,
+        actual_sha256: actual,
+        expected_bytes: bytes,
+        actual_bytes: body.map(|b| b.len()),
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SnapshotDoc {
+    format_version: i64,
+    session_id: String,
+    documents: Vec<SnapshotDocument>,
+    stats: Option<SnapshotStats>,
+}
+
+#[derive(Deserialize)]
+struct SnapshotStats {
+    total: i64,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SnapshotDocument {
+    id: String,
+    category_id: Option<String>,
+    status: String,
+    categorized_by: Option<String>,
+    categorized_at: Option<String>,
+}
+
+/// Parses and checks a snapshot document: format, shape, and that it is complete.
+fn parse_snapshot(bytes: &[u8]) -> LbResult<SnapshotDoc> {
+    let bad = |why: String| LbError::new(PgSqlErrorCode::ERRCODE_INVALID_TEXT_REPRESENTATION, format!("not a usable snapshot: {why}"));
+    let doc: SnapshotDoc = serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
+    if doc.format_version != crate::snapshot::format::FORMAT_VERSION as i64 {
+        return Err(bad(format!("formatVersion {} is not supported (expected 1)", doc.format_version)));
+    }
+    crate::ids::validate_id("sessionId", Some(&doc.session_id))?;
+    if let Some(stats) = &doc.stats {
+        if stats.total != doc.documents.len() as i64 {
+            return Err(bad(format!("it lists {} documents but its stats say {} (truncated?)", doc.documents.len(), stats.total)));
+        }
+    } else {
+        return Err(bad("it has no stats (truncated?)".into()));
+    }
+    for d in &doc.documents {
+        if !matches!(d.status.as_str(), "Uncategorized" | "Categorized" | "Skipped") {
+            return Err(bad(format!("document {:?} has status {:?}", d.id, d.status)));
+        }
+        if d.id.is_empty() {
+            return Err(bad("a document has an empty id".into()));
+        }
+    }
+    Ok(doc)
+}
+
+#[derive(Serialize, Clone)]
+#[serde(rename_all = "camelCase")]
+pub struct DocumentDiff {
+    document_id: String,
+    current_category_id: Option<String>,
+    current_status: String,
+    snapshot_category_id: Option<String>,
+    restored_category_id: Option<String>,
+    snapshot_status: String,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreReport {
+    session_id: String,
+    source: String,
+    dry_run: bool,
+    changes: usize,
+    unchanged: usize,
+    missing_documents: Vec<String>,
+    missing_categories: Vec<String>,
+    merged_categories: BTreeMap<String, String>,
+    documents_not_in_snapshot: usize,
+    documents: Vec<DocumentDiff>,
+}
+
+/// The snapshot's bytes: from the database, or from R2 when the body was pruned (checked
+/// against the stored sha256 either way).
+fn snapshot_bytes(snapshot_id: &str) -> LbResult<(Vec<u8>, String)> {
+    let (key, sha, body) = Spi::connect(|c| -> LbResult<(String, String, Option<Vec<u8>>)> {
+        let t = c.select("SELECT snapshot_key, sha256, body FROM legacy_backup.snapshots WHERE id = $1", None, &[snapshot_id.into()])?;
+        if t.is_empty() {
+            return Err(LbError::not_found(format!("snapshot \"{snapshot_id}\" does not exist"))
+                .hint("See the legacy_snapshots view; a snapshot only in R2 can be restored with legacy_snapshot_import(legacy_snapshot_fetch(key), …)."));
+        }
+        let r = t.first();
+        Ok((r.get(1)?.unwrap_or_default(), r.get(2)?.unwrap_or_default(), r.get(3)?))
+    })?;
+    let (body, source) = match body {
+        Some(b) => (b, "database".to_string()),
+        None => (fetch(&key)?, format!("object storage ({key})")),
+    };
+    if hex::encode(Sha256::digest(&body)) != sha {
+        return Err(LbError::new(PgSqlErrorCode::ERRCODE_DATA_CORRUPTED, format!("snapshot {snapshot_id} does not match its sha256"))
+            .detail(format!("Source: {source}."))
+            .hint("Verify it with legacy_snapshot_verify(); restore from another snapshot."));
+    }
+    Ok((body, source))
+}
+
+pub fn restore_snapshot(snapshot_id: &str, actor: &str, dry_run: bool) -> LbResult<RestoreReport> {
+    crate::gate::require_partner(actor)?;
+    let (bytes, source) = snapshot_bytes(snapshot_id)?;
+    let doc = parse_snapshot(&bytes)?;
+    restore(doc, actor, dry_run, format!("snapshot {snapshot_id} from the {source}"), Some(snapshot_id))
+}
+
+pub fn import_snapshot(json: &str, actor: &str, dry_run: bool) -> LbResult<RestoreReport> {
+    crate::gate::require_partner(actor)?;
+    let doc = parse_snapshot(json.as_bytes())?;
+    restore(doc, actor, dry_run, "imported document".into(), None)
+}
+
+fn restore(doc: SnapshotDoc, actor: &str, dry_run: bool, source: String, snapshot_id: Option<&str>) -> LbResult<RestoreReport> {
+    let session_id = doc.session_id.clone();
+    Spi::connect_mut(|client| {
+        let exists = client.update("SELECT 1 FROM legacy_import_sessions WHERE id = $1 FOR UPDATE", None, &[session_id.as_str().into()])?;
+        if exists.is_empty() {
+            return Err(LbError::not_found(format!("the snapshot's session \"{session_id}\" does not exist in this database"))
+                .hint("Restore the session's rows first (pg_restore); a restore never invents documents."));
+        }
+        // Categories of the session: id -> merged_into.
+        let mut categories: HashMap<String, Option<String>> = HashMap::new();
+        for row in client.update("SELECT id, merged_into FROM import_categories WHERE session_id = $1", None, &[session_id.as_str().into()])? {
+            categories.insert(row.get(1)?.unwrap_or_default(), row.get(2)?);
+        }
+        // Current documents, locked so the diff stays true until the transaction ends.
+        let mut current: HashMap<String, (Option<String>, String)> = HashMap::new();
+        for row in client.update(
+            "SELECT id, category_id, status::text FROM extracted_documents WHERE session_id = $1 ORDER BY id FOR UPDATE",
+            None,
+            &[session_id.as_str().into()],
+        )? {
+            current.insert(row.get(1)?.unwrap_or_default(), (row.get(2)?, row.get(3)?.unwrap_or_default()));
+        }
+
+        let mut missing_documents = Vec::new();
+        let mut missing_categories = std::collections::BTreeSet::new();
+        let mut merged = BTreeMap::new();
+        let mut diffs = Vec::new();
+        let mut apply: Vec<(String, Option<String>, String, Option<String>, Option<String>)> = Vec::new();
+        let mut unchanged = 0;
+        let mut seen = std::collections::HashSet::new();
+        'docs: for d in &doc.documents {
+            seen.insert(d.id.as_str());
+            let Some((cur_cat, cur_status)) = current.get(&d.id) else {
+                missing_documents.push(d.id.clone());
+                continue;
+            };
+            let mut target = d.category_id.clone();
+            if let Some(cat) = &d.category_id {
+                let mut at = cat.clone();
+                for _ in 0..10 {
+                    match categories.get(&at) {
+                        None => {
+                            missing_categories.insert(cat.clone());
+                            continue 'docs;
+                        }
+                        Some(Some(next)) => at = next.clone(),
+                        Some(None) => break,
+                    }
+                }
+                if categories.get(&at).is_none_or(|m| m.is_some()) {
+                    missing_categories.insert(cat.clone()); // a merge cycle or chain too long
+                    continue;
+                }
+                if at != *cat {
+                    merged.insert(cat.clone(), at.clone());
+                }
+                target = Some(at);
+            }
+            if target == *cur_cat && d.status == *cur_status {
+                unchanged += 1;
+                continue;
+            }
+            diffs.push(DocumentDiff {
+                document_id: d.id.clone(),
+                current_category_id: cur_cat.clone(),
+                current_status: cur_status.clone(),
+                snapshot_category_id: d.category_id.clone(),
+                restored_category_id: target.clone(),
+                snapshot_status: d.status.clone(),
+            });
+            apply.push((d.id.clone(), target, d.status.clone(), d.categorized_by.clone(), d.categorized_at.clone()));
+        }
+        let not_in_snapshot = current.keys().filter(|id| !seen.contains(id.as_str())).count();
+
+        if !dry_run && !apply.is_empty() {
+            client.update(
+                "SELECT set_config('legacy_backup.change_source', 'restore', true), set_config('legacy_backup.actor', $1, true)",
+                None,
+                &[actor.into()],
+            )?;
+            let ids: Vec<String> = apply.iter().map(|a| a.0.clone()).collect();
+            let cats: Vec<Option<String>> = apply.iter().map(|a| a.1.clone()).collect();
+            let statuses: Vec<String> = apply.iter().map(|a| a.2.clone()).collect();
+            let bys: Vec<Option<String>> = apply.iter().map(|a| a.3.clone()).collect();
+            let ats: Vec<Option<String>> = apply.iter().map(|a| a.4.clone()).collect();
+            client.update(
+                "UPDATE extracted_documents d SET category_id = p.cat, status = p.status::\"DocumentCategorizationStatus\", \
+                        categorized_by = p.by, categorized_at = p.at::timestamptz, updated_at = now() \
+                 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[]) AS p(id, cat, status, by, at) \
+                 WHERE d.id = p.id AND d.session_id = $6",
+                None,
+                &[ids.into(), cats.into(), statuses.into(), bys.into(), ats.into(), session_id.as_str().into()],
+            )?;
+            client.update("SELECT set_config('legacy_backup.change_source', 'app', true)", None, &[])?;
+        }
+        if !dry_run {
+            recount(client, &session_id)?;
+            let details = serde_json::json!({
+                "snapshotId": snapshot_id,
+                "source": source,
+                "changes": apply.len(),
+                "missingDocuments": missing_documents.len(),
+                "missingCategories": missing_categories.iter().collect::<Vec<_>>(),
+                "mergedCategories": merged,
+            });
+            client.update(
+                "INSERT INTO legacy_import_audit_logs (id, session_id, user_id, action, details, \"timestamp\") \
+                 VALUES (gen_random_uuid()::text, $1, $2, 'SNAPSHOT_RESTORED', $3::jsonb, now())",
+                None,
+                &[session_id.as_str().into(), actor.into(), details.to_string().as_str().into()],
+            )?;
+        }
+        Ok(RestoreReport {
+            session_id: session_id.clone(),
+            source,
+            dry_run,
+            changes: diffs.len(),
+            unchanged,
+            missing_documents,
+            missing_categories: missing_categories.into_iter().collect(),
+            merged_categories: merged,
+            documents_not_in_snapshot: not_in_snapshot,
+            documents: diffs,
+        })
+    })
+}
+
+/// Every denormalized counter of the session, recomputed from its rows.
+fn recount(client: &mut pgrx::spi::SpiClient<'_>, session_id: &str) -> LbResult<()> {
+    for sql in [
+        "UPDATE import_categories c SET document_count = x.n, updated_at = now() \
+         FROM (SELECT c2.id, count(d.id) AS n FROM import_categories c2 \
+               LEFT JOIN extracted_documents d ON d.category_id = c2.id WHERE c2.session_id = $1 GROUP BY c2.id) x \
+         WHERE c.id = x.id AND c.document_count IS DISTINCT FROM x.n",
+        "UPDATE document_batches b SET document_count = x.n, categorized_count = x.c, skipped_count = x.s, updated_at = now() \
+         FROM (SELECT b2.id, count(d.id) AS n, count(d.id) FILTER (WHERE d.status = 'Categorized') AS c, \
+                      count(d.id) FILTER (WHERE d.status = 'Skipped') AS s \
+               FROM document_batches b2 LEFT JOIN extracted_documents d ON d.batch_id = b2.id \
+               WHERE b2.session_id = $1 GROUP BY b2.id) x \
+         WHERE b.id = x.id AND (b.document_count, b.categorized_count, b.skipped_count) IS DISTINCT FROM (x.n, x.c, x.s)",
+        "UPDATE legacy_import_sessions s SET total_documents = x.n, categorized_count = x.c, skipped_count = x.s, updated_at = now() \
+         FROM (SELECT count(*) AS n, count(*) FILTER (WHERE status = 'Categorized') AS c, \
+                      count(*) FILTER (WHERE status = 'Skipped') AS s FROM extracted_documents WHERE session_id = $1) x \
+         WHERE s.id = $1",
+    ] {
+        client.update(sql, None, &[session_id.into()])?;
+    }
+    Ok(())
+}
