@@ -51,6 +51,8 @@ CREATE TABLE legacy_backup.jobs (
     last_error      text,
     progress        jsonb NOT NULL DEFAULT '{}',
     requested_by    text,
+    -- A partner's confirmed legacy_cleanup_session: runs without waiting for the schedule.
+    manual          boolean NOT NULL DEFAULT false,
     created_at      timestamptz NOT NULL DEFAULT now(),
     started_at      timestamptz,
     finished_at     timestamptz

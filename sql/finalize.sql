@@ -23,7 +23,7 @@ COMMENT ON VIEW @extschema@.legacy_snapshots IS
 -- The worker's jobs, for psql. No snapshot bodies, no settings, no secrets.
 CREATE VIEW @extschema@.legacy_backup_jobs AS
 SELECT j.id, j.kind, j.session_id, j.state, j.attempts, j.next_attempt_at, j.last_error,
-       j.progress, j.snapshot_id, j.requested_by, j.created_at, j.started_at, j.finished_at
+       j.progress, j.snapshot_id, j.requested_by, j.manual, j.created_at, j.started_at, j.finished_at
 FROM legacy_backup.jobs j
 ORDER BY j.id DESC;
 COMMENT ON VIEW @extschema@.legacy_backup_jobs IS
@@ -58,6 +58,9 @@ COMMENT ON FUNCTION @extschema@.legacy_restore_snapshot(text, text, boolean) IS
     'Restores a session''s categorization from a stored snapshot; dry run by default; partners only';
 COMMENT ON FUNCTION @extschema@.legacy_snapshot_import(json, text, boolean) IS
     'Restores a session''s categorization from a snapshot document; dry run by default; partners only';
+
+COMMENT ON FUNCTION @extschema@.legacy_cleanup_session(text, text, text) IS
+    'Partner-only manual cleanup of a session''s files: preview without confirm, cleanup with confirm = session id (run by the worker, audited)';
 
 REVOKE ALL ON FUNCTION @extschema@.legacy_backup_on_create() FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.legacy_backup_attach() FROM PUBLIC;

@@ -6,6 +6,7 @@
 
 use crate::attach;
 use crate::audit;
+use crate::cleanup;
 use crate::gate;
 use crate::recovery;
 use crate::error::OrRaise;
@@ -162,4 +163,19 @@ fn legacy_snapshot_import(snapshot: Option<&str>, actor_id: Option<&str>, dry_ru
     let dry_run = dry_run.ok_or_else(|| crate::error::LbError::null_value("dry_run")).or_raise();
     attach::ensure_attached().or_raise();
     JsonB(serde_json::to_value(recovery::import_snapshot(snapshot, &actor, dry_run).or_raise()).expect("serializes"))
+}
+
+/// A partner's manual cleanup of a session's files: a preview without `confirm`, the cleanup
+/// with `confirm` equal to the session id. Runs in the worker; waits up to cleanup_wait.
+#[pg_extern(volatile, parallel_unsafe, security_definer)]
+#[search_path(pg_catalog, @extschema@, pg_temp)]
+fn legacy_cleanup_session(
+    session_id: Option<&str>,
+    actor_id: Option<&str>,
+    confirm: default!(Option<&str>, "NULL"),
+) -> JsonB {
+    let session_id = ids::validate_id("session_id", session_id).or_raise();
+    let actor = ids::validate_id("actor_id", actor_id).or_raise();
+    attach::ensure_attached().or_raise();
+    JsonB(cleanup::cleanup_session(&session_id, &actor, confirm).or_raise())
 }

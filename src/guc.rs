@@ -41,6 +41,8 @@ pub static CLEANUP_DELAY: GucSetting<Option<CString>> = GucSetting::<Option<CStr
 /// superusers and members of legacy_backup_admin, and always audited.
 pub static SKIP_SNAPSHOT_CHECK: GucSetting<bool> = GucSetting::<bool>::new(false);
 
+/// `legacy_backup.cleanup_wait`: how long legacy_cleanup_session waits for the worker.
+pub static CLEANUP_WAIT: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"60s"));
 pub static DATABASE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"postgres"));
 pub static NAPTIME: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"10s"));
 pub static MAX_ATTEMPTS: GucSetting<i32> = GucSetting::<i32>::new(10);
@@ -120,6 +122,7 @@ duration_check_hook!(check_cleanup_delay, 0, 3660 * DAY_US, "0 seconds and 3660 
 duration_check_hook!(check_naptime, SECOND_US, 3600 * SECOND_US, "1 second and 1 hour");
 duration_check_hook!(check_retention, 3600 * SECOND_US, 3660 * DAY_US, "1 hour and 3660 days");
 duration_check_hook!(check_http_timeout, SECOND_US, 3600 * SECOND_US, "1 second and 1 hour");
+duration_check_hook!(check_cleanup_wait, 0, 3600 * SECOND_US, "0 seconds and 1 hour");
 
 /// The current value of a duration setting (already validated by its check hook).
 pub fn duration(setting: &GucSetting<Option<CString>>) -> std::time::Duration {
@@ -198,6 +201,17 @@ pub fn register() {
         ] {
             GucRegistry::define_string_guc_with_hooks(name, short, c"", setting, GucContext::Sighup, GucFlags::default(), Some(hook), None, None);
         }
+        GucRegistry::define_string_guc_with_hooks(
+            c"legacy_backup.cleanup_wait",
+            c"How long legacy_cleanup_session waits for the cleanup before returning the job id (an interval; default 60s).",
+            c"",
+            &CLEANUP_WAIT,
+            GucContext::Userset,
+            GucFlags::default(),
+            Some(check_cleanup_wait),
+            None,
+            None,
+        );
     }
     GucRegistry::define_string_guc(
         c"legacy_backup.database",

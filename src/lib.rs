@@ -5,6 +5,7 @@
 //! - `attach`: attaching to the application's tables (columns, triggers, baseline), health;
 //! - `audit`: undo, driven by the audit trail (the log and its triggers are in sql/audit.sql);
 //! - `gate`: the export gate's verdict and cleanup postponement (the trigger is in sql/gate.sql);
+//! - `cleanup`: the partner's manual cleanup (preview, confirmation, hand-over to the worker);
 //! - `snapshot`: building and storing snapshots (`snapshot::format` is pure Rust);
 //! - `ids`: id validation and object-key naming (pure Rust);
 //! - `recovery`: verify, fetch, restore and import of snapshots;
@@ -17,6 +18,7 @@ use pgrx::prelude::*;
 pub mod api;
 pub mod attach;
 pub mod audit;
+pub mod cleanup;
 pub mod error;
 pub mod gate;
 pub mod guc;

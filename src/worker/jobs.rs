@@ -24,6 +24,8 @@ struct Job {
     session_id: Option<String>,
     snapshot_id: Option<String>,
     attempts: i32,
+    manual: bool,
+    requested_by: Option<String>,
 }
 
 /// Why a job did not finish, and whether to try again later.
@@ -214,7 +216,8 @@ impl Runner {
     fn cleanup(&mut self, job: &Job) -> Result<serde_json::Value, JobError> {
         let session_id = job.session_id.clone().ok_or_else(|| JobError::permanent("cleanup job without a session"))?;
         ids::validate_id("session_id", Some(&session_id)).map_err(|e| JobError::permanent(e.message))?;
-        let guard = in_transaction(|client| cleanup_guard(client, &session_id)).ok_or_else(|| JobError::transient("extension not installed"))??;
+        let manual = job.manual;
+        let guard = in_transaction(|client| cleanup_guard(client, &session_id, manual)).ok_or_else(|| JobError::transient("extension not installed"))??;
         let (snapshot_key, snapshot_bytes, snapshot_etag) = guard;
         let client = self.client()?;
         let info = client.head_object(&snapshot_key)?;
@@ -269,9 +272,9 @@ impl Runner {
     }
 }
 
-/// The cleanup guards, checked in the database: exported, due, not cleaned, a snapshot uploaded.
-/// Returns the newest uploaded snapshot's key, size and ETag.
-fn cleanup_guard(client: &mut SpiClient<'_>, session_id: &str) -> Result<(String, i64, String), JobError> {
+/// The cleanup guards, checked in the database: exported, due (unless a partner confirmed it),
+/// not cleaned, a snapshot uploaded. Returns the newest uploaded snapshot's key, size and ETag.
+fn cleanup_guard(client: &mut SpiClient<'_>, session_id: &str, manual: bool) -> Result<(String, i64, String), JobError> {
     let t = client
         .update(
             "SELECT s.status::text, s.cleanup_scheduled_at <= now(), s.cleaned_up_at IS NOT NULL, \
@@ -294,7 +297,7 @@ fn cleanup_guard(client: &mut SpiClient<'_>, session_id: &str) -> Result<(String
     if r.get::<bool>(3).ok().flatten().unwrap_or(false) {
         return Err(JobError::permanent("session is already cleaned up"));
     }
-    if !r.get::<bool>(2).ok().flatten().unwrap_or(false) {
+    if !manual && !r.get::<bool>(2).ok().flatten().unwrap_or(false) {
         return Err(JobError::permanent("refusing cleanup: its scheduled time has not come (postponed?)"));
     }
     let key: Option<String> = r.get(4).ok().flatten();
@@ -359,7 +362,7 @@ fn claim(client: &mut SpiClient<'_>) -> Option<Job> {
             "UPDATE legacy_backup.jobs SET state = 'running', attempts = attempts + 1, started_at = now(), finished_at = NULL \
              WHERE id = (SELECT id FROM legacy_backup.jobs WHERE state IN ('queued', 'retrying') AND next_attempt_at <= now() \
                          ORDER BY next_attempt_at, id FOR UPDATE SKIP LOCKED LIMIT 1) \
-             RETURNING id, kind, session_id, snapshot_id, attempts",
+             RETURNING id, kind, session_id, snapshot_id, attempts, manual, requested_by",
             None,
             &[],
         )
@@ -374,6 +377,8 @@ fn claim(client: &mut SpiClient<'_>) -> Option<Job> {
         session_id: r.get(3).ok().flatten(),
         snapshot_id: r.get(4).ok().flatten(),
         attempts: r.get(5).ok().flatten().unwrap_or(1),
+        manual: r.get(6).ok().flatten().unwrap_or(false),
+        requested_by: r.get(7).ok().flatten(),
     })
 }
 
@@ -456,14 +461,19 @@ fn record_success(client: &mut SpiClient<'_>, job: &Job, details: &serde_json::V
                 return Err(JobError::permanent("session changed during cleanup (re-opened or already cleaned); not marked"));
             }
             let mut audit = details.clone();
-            audit["triggeredManually"] = json!(false);
+            audit["triggeredManually"] = json!(job.manual);
+            audit["requestedBy"] = json!(job.requested_by);
             audit["jobId"] = json!(job.id);
             client
                 .update(
                     "INSERT INTO legacy_import_audit_logs (id, session_id, user_id, action, details, \"timestamp\") \
                      VALUES (gen_random_uuid()::text, $1, $2, 'R2_CLEANUP_COMPLETED', $3::jsonb, now())",
                     None,
-                    &[job.session_id.as_deref().into(), WORKER_ACTOR.into(), audit.to_string().as_str().into()],
+                    &[
+                        job.session_id.as_deref().into(),
+                        (if job.manual { job.requested_by.as_deref().unwrap_or(WORKER_ACTOR) } else { WORKER_ACTOR }).into(),
+                        audit.to_string().as_str().into(),
+                    ],
                 )
                 .map_err(sql_err)?;
             Ok(details.clone())

@@ -122,3 +122,47 @@ pub extern "C-unwind" fn legacy_backup_worker_main(_arg: pg_sys::Datum) {
     WORKER_PROCNO.get().store(0, Ordering::Release);
     log!("legacy_backup worker stopping");
 }
+
+/// Starts a short-lived worker that queues a confirmed manual cleanup in its own, committed
+/// transaction and wakes the main worker: a SQL function cannot commit, and the main worker
+/// could not see a job queued in the caller's still-open transaction.
+pub fn request_manual_cleanup(database: pg_sys::Oid, session_id: &str, actor: &str) -> Result<(), String> {
+    let extra = format!("{}\t{session_id}\t{actor}", u32::from(database));
+    if extra.len() >= pg_sys::BGW_EXTRALEN as usize {
+        return Err("session and actor ids are too long for a cleanup request (over 120 bytes together)".into());
+    }
+    BackgroundWorkerBuilder::new("legacy_backup cleanup request")
+        .set_type("legacy_backup cleanup request")
+        .set_library("legacy_backup")
+        .set_function("legacy_backup_request_main")
+        .enable_spi_access()
+        .set_extra(&extra)
+        .set_restart_time(None)
+        .load_dynamic()
+        .map(|_| ())
+        .map_err(|e| format!("could not start a background worker for the request ({e:?}); is max_worker_processes too low?"))
+}
+
+#[pg_guard]
+#[no_mangle]
+pub extern "C-unwind" fn legacy_backup_request_main(_arg: pg_sys::Datum) {
+    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGTERM);
+    let extra = BackgroundWorker::get_extra().to_string();
+    let mut parts = extra.split('\t');
+    let (Some(db), Some(session), Some(actor)) = (parts.next(), parts.next(), parts.next()) else {
+        warning!("legacy_backup cleanup request: malformed request");
+        return;
+    };
+    let Ok(db) = db.parse::<u32>() else { return };
+    BackgroundWorker::connect_worker_to_spi_by_oid(Some(pg_sys::Oid::from(db)), None);
+    let (session, actor) = (session.to_string(), actor.to_string());
+    BackgroundWorker::transaction(move || {
+        Spi::run_with_args(
+            "INSERT INTO legacy_backup.jobs (kind, session_id, requested_by, manual) VALUES ('cleanup', $1, $2, true) \
+             ON CONFLICT DO NOTHING",
+            &[session.as_str().into(), actor.as_str().into()],
+        )
+        .expect("queueing the cleanup");
+    });
+    wake_now();
+}

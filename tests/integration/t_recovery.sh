@@ -2,7 +2,8 @@
 # The whole recovery story against s3s-fs: categorize, snapshot (uploaded by the worker), export,
 # damage the categorization with a bad bulk UPDATE, restore from the snapshot held in the database
 # (exact equality, counters recomputed from rows), lose the snapshot rows, fetch from R2, import,
-# equality again. A tampered object fails verification. Partners only.
+# equality again. A tampered object fails verification. Manual cleanup: refused for a
+# non-partner and a wrong confirmation, previewed, then done by a partner. Partners only.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/s3.sh"
 start_s3
@@ -78,3 +79,33 @@ sed -i 's/"Categorized"/"Skipped"/' "$BUCKET_DIR/$key2"
 check "tampering reported" mismatch "$(q app -c "SELECT legacy_snapshot_verify('$id2')->>'result'")"
 check "and recorded" mismatch "$(q app -c "SELECT verify_result FROM legacy_backup.snapshots WHERE id = '$id2'")"
 check "never repaired" t "$(grep -q '"Skipped"' "$BUCKET_DIR/$key2" && echo t || echo f)"
+
+echo "7. manual cleanup"
+mkdir -p "$BUCKET_DIR/pst/r1" "$BUCKET_DIR/documents/r1/Inbox" "$BUCKET_DIR/documents/r1x"
+echo pst >"$BUCKET_DIR/pst/r1/archive.pst"
+for i in $(seq 1 120); do echo "doc $i" >"$BUCKET_DIR/documents/r1/Inbox/att $i.pdf"; done
+echo keep >"$BUCKET_DIR/documents/r1x/keep.pdf"
+q app -c "SELECT legacy_snapshot_take('r1')" >/dev/null
+wait_for "fresh snapshot uploaded" "SELECT count(*) FROM legacy_backup.snapshots WHERE session_id = 'r1' AND upload_state = 'pending'" 0 10
+check "a paralegal is refused" 1 "$(q app -c "SELECT legacy_cleanup_session('r1', 'u-paralegal', 'r1')" 2>&1 | grep -c 'only an active partner')"
+check "a wrong confirmation is refused" 1 "$(q app -c "SELECT legacy_cleanup_session('r1', 'u-partner', 'yes')" 2>&1 | grep -c 'confirm must be exactly the session id')"
+check "nothing deleted by refusals" 121 "$(find "$BUCKET_DIR/pst/r1" "$BUCKET_DIR/documents/r1" -type f | wc -l)"
+check "preview counts the objects" "121" "$(q app -c "SELECT legacy_cleanup_session('r1', 'u-partner')->>'totalObjects'")"
+check "the preview deleted nothing" 121 "$(find "$BUCKET_DIR/pst/r1" "$BUCKET_DIR/documents/r1" -type f | wc -l)"
+check "confirmed cleanup returns the deleted count" "121 true" "$(q app -c "SELECT (r->>'deleted') || ' ' || (r->>'finished') FROM (SELECT legacy_cleanup_session('r1', 'u-partner', 'r1') AS r) x")"
+check "objects gone" 0 "$(find "$BUCKET_DIR/pst/r1" "$BUCKET_DIR/documents/r1" -type f | wc -l)"
+check "neighbour and backups kept" "1 t" "$(find "$BUCKET_DIR/documents/r1x" -type f | wc -l) $( [ "$(find "$BUCKET_DIR/backups/r1" -type f | wc -l)" -ge 1 ] && echo t || echo f)"
+check "audit row marks it manual, by the partner" "true u-partner" "$(q app -c "SELECT (details->>'triggeredManually') || ' ' || user_id FROM legacy_import_audit_logs WHERE action = 'R2_CLEANUP_COMPLETED' AND session_id = 'r1'")"
+check "cleaned_up_at set" t "$(q app -c "SELECT cleaned_up_at IS NOT NULL FROM legacy_import_sessions WHERE id = 'r1'")"
+check "a second cleanup is refused" 1 "$(q app -c "SELECT legacy_cleanup_session('r1', 'u-partner', 'r1')" 2>&1 | grep -c 'already cleaned up')"
+
+echo "a long cleanup returns its job id and progress; the job view shows the rest"
+q app -v sid=r2 -v docs=20 -f "$ROOT/tests/fixtures/seed.sql" >/dev/null
+q app -c "SELECT legacy_snapshot_take('r2')" >/dev/null
+wait_for "r2 snapshot uploaded" "SELECT count(*) FROM legacy_backup.snapshots WHERE session_id = 'r2' AND upload_state = 'uploaded'" 1 10
+q app -c "UPDATE legacy_import_sessions SET status = 'Exported', updated_at = now() WHERE id = 'r2'" >/dev/null
+mkdir -p "$BUCKET_DIR/documents/r2"; for i in $(seq 1 3000); do : >"$BUCKET_DIR/documents/r2/$i.pdf"; done
+out=$(q app -c "SET legacy_backup.cleanup_wait = '0'" -c "SELECT (r->>'finished') || ' ' || (r ? 'jobId') FROM (SELECT legacy_cleanup_session('r2', 'u-partner', 'r2') AS r) x" | tail -1)
+check "returned before the end, with the job id" "false true" "$out"
+wait_for "the job finishes in the worker" "SELECT state FROM legacy_backup_jobs WHERE kind = 'cleanup' AND session_id = 'r2'" succeeded 30
+check "all 3,000 gone" 0 "$(find "$BUCKET_DIR/documents/r2" -type f | wc -l)"

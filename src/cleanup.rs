@@ -1,0 +1,172 @@
+//! The partner's manual cleanup: preview, typed confirmation, and the hand-over to the worker,
+//! which runs the very same cleanup as a scheduled one (same guards, same audit row, marked
+//! `triggeredManually`). No HTTP request is made while this function holds a lock: it takes none.
+
+use crate::error::{LbError, LbResult};
+use crate::gate::require_partner;
+use crate::guc;
+use crate::worker::settings;
+use pgrx::prelude::*;
+use pgrx::PgSqlErrorCode;
+use serde_json::json;
+use std::time::Instant;
+
+struct Target {
+    cleanup_scheduled_at: Option<String>,
+    snapshot_id: String,
+    snapshot_key: String,
+    snapshot_bytes: i64,
+    snapshot_etag: String,
+}
+
+fn state(message: String) -> LbError {
+    LbError::new(PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE, message)
+}
+
+/// Exported, not cleaned up, and a snapshot uploaded; then checked in R2 right now.
+fn preconditions(session_id: &str) -> LbResult<Target> {
+    let target = Spi::connect(|c| -> LbResult<Target> {
+        let t = c.select(
+            "SELECT s.status::text, s.cleaned_up_at IS NOT NULL, s.cleanup_scheduled_at::text, n.id, n.snapshot_key, n.bytes, n.etag \
+             FROM legacy_import_sessions s \
+             LEFT JOIN LATERAL (SELECT id, snapshot_key, bytes, etag FROM legacy_backup.snapshots \
+                                WHERE session_id = s.id AND upload_state = 'uploaded' ORDER BY snapshot_at DESC LIMIT 1) n ON true \
+             WHERE s.id = $1",
+            None,
+            &[session_id.into()],
+        )?;
+        if t.is_empty() {
+            return Err(LbError::not_found(format!("import session \"{session_id}\" does not exist")));
+        }
+        let r = t.first();
+        let status: String = r.get(1)?.unwrap_or_default();
+        if status != "Exported" {
+            return Err(state(format!("session \"{session_id}\" is not exported (status {status}); only exported sessions are cleaned up")));
+        }
+        if r.get::<bool>(2)?.unwrap_or(false) {
+            return Err(state(format!("session \"{session_id}\" is already cleaned up")));
+        }
+        let snapshot_id: Option<String> = r.get(4)?;
+        let Some(snapshot_id) = snapshot_id else {
+            return Err(state(format!("session \"{session_id}\" has no snapshot uploaded to object storage"))
+                .hint("Take a snapshot (legacy_snapshot_take) and wait for the worker to upload it (legacy_snapshots view)."));
+        };
+        Ok(Target {
+            cleanup_scheduled_at: r.get(3)?,
+            snapshot_id,
+            snapshot_key: r.get(5)?.unwrap_or_default(),
+            snapshot_bytes: r.get(6)?.unwrap_or(0),
+            snapshot_etag: r.get(7)?.unwrap_or_default(),
+        })
+    })?;
+    Ok(target)
+}
+
+fn client() -> LbResult<crate::storage::Client> {
+    settings::client_from_settings().map_err(|e| state(e).hint("Configure object storage: see the README."))
+}
+
+fn storage(e: crate::storage::StorageError) -> LbError {
+    LbError::new(PgSqlErrorCode::ERRCODE_CONNECTION_FAILURE, format!("object storage: {e}"))
+}
+
+pub fn cleanup_session(session_id: &str, actor: &str, confirm: Option<&str>) -> LbResult<serde_json::Value> {
+    require_partner(actor)?;
+    let target = preconditions(session_id)?;
+    let client = client()?;
+    match client.head_object(&target.snapshot_key).map_err(storage)? {
+        Some(i) if i.size == target.snapshot_bytes as u64 && i.etag == target.snapshot_etag => {}
+        _ => {
+            return Err(state(format!("snapshot {} is not verified in object storage", target.snapshot_key))
+                .hint("Check it with legacy_snapshot_verify(); take a new snapshot and let the worker upload it."))
+        }
+    }
+    match confirm {
+        None => {
+            let mut prefixes = serde_json::Map::new();
+            let (mut objects, mut bytes) = (0usize, 0u64);
+            for prefix in [format!("pst/{session_id}/"), format!("documents/{session_id}/")] {
+                let listed = client.list_all(&prefix, |_| {}).map_err(storage)?;
+                let size: u64 = listed.iter().map(|o| o.size).sum();
+                objects += listed.len();
+                bytes += size;
+                prefixes.insert(prefix, json!({"objects": listed.len(), "bytes": size}));
+            }
+            Ok(json!({
+                "preview": true,
+                "sessionId": session_id,
+                "prefixes": prefixes,
+                "totalObjects": objects,
+                "totalBytes": bytes,
+                "cleanupScheduledAt": target.cleanup_scheduled_at,
+                "snapshot": {"id": target.snapshot_id, "key": target.snapshot_key},
+                "confirmWith": session_id,
+            }))
+        }
+        Some(c) if c == session_id => run_confirmed(session_id, actor),
+        Some(_) => Err(LbError::invalid_parameter("confirmation refused: confirm must be exactly the session id")
+            .hint("Call with confirm => NULL for a preview, then with confirm => '<session id>' to delete.")),
+    }
+}
+
+/// Hands the cleanup to the worker and waits up to `legacy_backup.cleanup_wait` for it.
+fn run_confirmed(session_id: &str, actor: &str) -> LbResult<serde_json::Value> {
+    if !crate::worker::preloaded() {
+        return Err(state("the background worker is not running: legacy_backup is not in shared_preload_libraries".into()));
+    }
+    // SAFETY: MyDatabaseId is this backend's database.
+    let db = unsafe { pg_sys::MyDatabaseId };
+    crate::worker::request_manual_cleanup(db, session_id, actor).map_err(state)?;
+    let wait = guc::duration(&guc::CLEANUP_WAIT);
+    let started = Instant::now();
+    loop {
+        // Each query sees what committed since: the worker's progress.
+        let job = Spi::connect_mut(|c| -> LbResult<Option<(i64, String, serde_json::Value, Option<String>)>> {
+            let t = c.update(
+                "SELECT id, state, progress::text, last_error FROM legacy_backup.jobs \
+                 WHERE kind = 'cleanup' AND session_id = $1 AND created_at >= now() - interval '1 day' \
+                 ORDER BY id DESC LIMIT 1",
+                None,
+                &[session_id.into()],
+            )?;
+            if t.is_empty() {
+                return Ok(None);
+            }
+            let r = t.first();
+            let progress: String = r.get(3)?.unwrap_or_else(|| "{}".into());
+            Ok(Some((r.get(1)?.unwrap_or(0), r.get(2)?.unwrap_or_default(), serde_json::from_str(&progress).unwrap_or_default(), r.get(4)?)))
+        })?;
+        if let Some((id, job_state, progress, error)) = &job {
+            match job_state.as_str() {
+                "succeeded" => {
+                    return Ok(json!({"sessionId": session_id, "jobId": id, "state": job_state, "deleted": progress["deleted"], "finished": true}))
+                }
+                "failed" => {
+                    return Err(LbError::new(PgSqlErrorCode::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION, format!("cleanup job {id} failed: {}", error.clone().unwrap_or_default()))
+                        .hint("See the legacy_backup_jobs view."))
+                }
+                _ => {}
+            }
+        }
+        if started.elapsed() >= wait {
+            return Ok(match job {
+                Some((id, job_state, progress, error)) => json!({
+                    "sessionId": session_id, "jobId": id, "state": job_state, "progress": progress,
+                    "lastError": error, "finished": false,
+                    "note": "still running; follow it in the legacy_backup_jobs view"}),
+                None => json!({"sessionId": session_id, "finished": false, "note": "queued; follow it in the legacy_backup_jobs view"}),
+            });
+        }
+        // SAFETY: sleeps on this backend's latch; interrupts (cancel, terminate) are honoured.
+        unsafe {
+            pg_sys::WaitLatch(
+                pg_sys::MyLatch,
+                (pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH) as i32,
+                100,
+                pg_sys::PG_WAIT_EXTENSION,
+            );
+            pg_sys::ResetLatch(pg_sys::MyLatch);
+        }
+        pgrx::check_for_interrupts!();
+    }
+}
