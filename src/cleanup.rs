@@ -109,6 +109,9 @@ pub fn cleanup_session(session_id: &str, actor: &str, confirm: Option<&str>) -> 
     }
 }
 
+/// How long to wait for the short-lived request worker to queue the job.
+const QUEUE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Hands the cleanup to the worker and waits up to `legacy_backup.cleanup_wait` for it.
 fn run_confirmed(session_id: &str, actor: &str) -> LbResult<serde_json::Value> {
     if !crate::worker::preloaded() {
@@ -148,7 +151,9 @@ fn run_confirmed(session_id: &str, actor: &str) -> LbResult<serde_json::Value> {
                 _ => {}
             }
         }
-        if started.elapsed() >= wait {
+        // Always wait for the request to be queued (to return its job id), then up to cleanup_wait.
+        let queued_in_time = job.is_some() || started.elapsed() >= QUEUE_DEADLINE;
+        if queued_in_time && started.elapsed() >= wait {
             return Ok(match job {
                 Some((id, job_state, progress, error)) => json!({
                     "sessionId": session_id, "jobId": id, "state": job_state, "progress": progress,
