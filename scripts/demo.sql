@@ -88,3 +88,13 @@ SELECT kind, state, progress->>'deleted' AS deleted, progress->'prefixes' AS pre
 SELECT action, user_id, details->>'deleted' AS deleted, details->>'snapshotKey' AS snapshot_kept
 FROM legacy_import_audit_logs WHERE action = 'R2_CLEANUP_COMPLETED';
 SELECT check_name, ok, detail FROM legacy_backup_health() WHERE check_name IN ('background worker', 'failed jobs', 'snapshots awaiting upload');
+
+\echo '== Recovery: a bad bulk UPDATE wrecks the categorization; a partner restores it from the snapshot'
+SELECT snapshot_id AS good_snapshot FROM legacy_snapshots WHERE session_id = 'demo-session' ORDER BY snapshot_at DESC LIMIT 1 \gset
+UPDATE extracted_documents SET category_id = 'demo-session-cat-001', status = 'Categorized', updated_at = now() WHERE session_id = 'demo-session';
+SELECT r->'changes' AS would_change, r->'missingDocuments' AS missing_documents, r->'mergedCategories' AS merged
+FROM (SELECT legacy_restore_snapshot(:'good_snapshot', 'u-partner') AS r) x;
+SELECT r->'changes' AS restored FROM (SELECT legacy_restore_snapshot(:'good_snapshot', 'u-partner', dry_run => false) AS r) x;
+SELECT json_array_length(legacy_snapshot('demo-session')->'consistency') AS counters_out_of_line,
+       legacy_snapshot('demo-session')->'stats' AS stats;
+SELECT legacy_snapshot_verify(:'good_snapshot')->>'result' AS backup_in_r2;
