@@ -42,11 +42,7 @@ PY
 
 echo
 echo "Snapshot commit-to-uploaded latency through the worker ($SNAPS snapshots, naptime 10s):"
-CREDENTIALS=$ROOT/.tmp/integration/$TEST_NAME-r2.env
-printf 'R2_ACCESS_KEY_ID=%s\nR2_SECRET_ACCESS_KEY=%s\n' "$S3_ACCESS_KEY" "$S3_SECRET_KEY" >"$CREDENTIALS"
-chown postgres "$CREDENTIALS"; chmod 600 "$CREDENTIALS"
-start_cluster "legacy_backup.database = 'app'" "legacy_backup.r2_endpoint = 'http://127.0.0.1:$S3_PORT'" \
-  "legacy_backup.r2_credentials_file = '$CREDENTIALS'"
+start_cluster_with_worker
 q postgres -c "CREATE DATABASE app"
 load_app app lat 8000
 q app -c "CREATE EXTENSION legacy_backup"

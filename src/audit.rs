@@ -199,12 +199,7 @@ pub fn undo_last(actor: &str, document: Option<&str>) -> LbResult<UndoResult> {
             "bulk": plan.len() > 1,
             "documentIds": doc_ids.iter().take(100).collect::<Vec<_>>(),
         });
-        client.update(
-            "INSERT INTO legacy_import_audit_logs (id, session_id, user_id, action, details, \"timestamp\") \
-             VALUES (gen_random_uuid()::text, $1, $2, 'CATEGORIZATION_UNDONE', $3::jsonb, now())",
-            None,
-            &[session_id.as_str().into(), actor.into(), details.to_string().as_str().into()],
-        )?;
+        crate::audit_log::write(client, &session_id, actor, "CATEGORIZATION_UNDONE", &details)?;
         Ok(result)
     })
 }

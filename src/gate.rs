@@ -210,12 +210,7 @@ pub fn postpone_cleanup(session_id: &str, actor_id: &str, until: pgrx::datum::Ti
             "previousCleanupScheduledAt": scheduled.map(|t| t.to_string()),
             "cleanupScheduledAt": until.to_string(),
         });
-        client.update(
-            "INSERT INTO legacy_import_audit_logs (id, session_id, user_id, action, details, \"timestamp\") \
-             VALUES (gen_random_uuid()::text, $1, $2, 'CLEANUP_POSTPONED', $3::jsonb, now())",
-            None,
-            &[session_id.into(), actor_id.into(), details.to_string().as_str().into()],
-        )?;
+        crate::audit_log::write(client, session_id, actor_id, "CLEANUP_POSTPONED", &details)?;
         Ok(serde_json::json!({
             "sessionId": session_id,
             "actorId": actor_id,

@@ -18,6 +18,7 @@ use pgrx::prelude::*;
 pub mod api;
 pub mod attach;
 pub mod audit;
+pub mod audit_log;
 pub mod cleanup;
 pub mod error;
 pub mod gate;

@@ -324,12 +324,7 @@ fn restore(doc: SnapshotDoc, actor: &str, dry_run: bool, source: String, snapsho
                 "missingCategories": missing_categories.iter().collect::<Vec<_>>(),
                 "mergedCategories": merged,
             });
-            client.update(
-                "INSERT INTO legacy_import_audit_logs (id, session_id, user_id, action, details, \"timestamp\") \
-                 VALUES (gen_random_uuid()::text, $1, $2, 'SNAPSHOT_RESTORED', $3::jsonb, now())",
-                None,
-                &[session_id.as_str().into(), actor.into(), details.to_string().as_str().into()],
-            )?;
+            crate::audit_log::write(client, &session_id, actor, "SNAPSHOT_RESTORED", &details)?;
         }
         Ok(RestoreReport {
             session_id: session_id.clone(),

@@ -328,13 +328,8 @@ pub fn take(session_id: &str, actor: &str) -> LbResult<TakenSnapshot> {
             stats: summary.stats,
             consistency_issues: summary.inconsistencies,
         };
-        let details = serde_json::to_string(&taken).expect("details serialize");
-        client.update(
-            "INSERT INTO legacy_import_audit_logs (id, session_id, user_id, action, details, \"timestamp\") \
-             VALUES (gen_random_uuid()::text, $1, $2, 'CATEGORIZATION_SNAPSHOT', $3::jsonb, now())",
-            None,
-            &[session_id.into(), actor.into(), details.as_str().into()],
-        )?;
+        let details = serde_json::to_value(&taken).expect("details serialize");
+        crate::audit_log::write(client, session_id, actor, "CATEGORIZATION_SNAPSHOT", &details)?;
         // Queued in the same transaction; the worker is woken when it commits.
         client.update(
             "INSERT INTO legacy_backup.jobs (kind, session_id, snapshot_id, requested_by) VALUES ('upload', $1, $2, $3)",

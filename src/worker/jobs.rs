@@ -438,13 +438,7 @@ fn record_success(client: &mut SpiClient<'_>, job: &Job, details: &serde_json::V
             let session: Option<String> = if t.is_empty() { None } else { t.first().get(1).ok().flatten() };
             let mut audit = details.clone();
             audit["snapshotId"] = json!(job.snapshot_id);
-            client
-                .update(
-                    "INSERT INTO legacy_import_audit_logs (id, session_id, user_id, action, details, \"timestamp\") \
-                     VALUES (gen_random_uuid()::text, $1, $2, 'SNAPSHOT_UPLOADED', $3::jsonb, now())",
-                    None,
-                    &[session.as_deref().unwrap_or_default().into(), WORKER_ACTOR.into(), audit.to_string().as_str().into()],
-                )
+            crate::audit_log::write(client, session.as_deref().unwrap_or_default(), WORKER_ACTOR, "SNAPSHOT_UPLOADED", &audit)
                 .map_err(sql_err)?;
             Ok(details.clone())
         }
@@ -464,17 +458,8 @@ fn record_success(client: &mut SpiClient<'_>, job: &Job, details: &serde_json::V
             audit["triggeredManually"] = json!(job.manual);
             audit["requestedBy"] = json!(job.requested_by);
             audit["jobId"] = json!(job.id);
-            client
-                .update(
-                    "INSERT INTO legacy_import_audit_logs (id, session_id, user_id, action, details, \"timestamp\") \
-                     VALUES (gen_random_uuid()::text, $1, $2, 'R2_CLEANUP_COMPLETED', $3::jsonb, now())",
-                    None,
-                    &[
-                        job.session_id.as_deref().into(),
-                        (if job.manual { job.requested_by.as_deref().unwrap_or(WORKER_ACTOR) } else { WORKER_ACTOR }).into(),
-                        audit.to_string().as_str().into(),
-                    ],
-                )
+            let by = if job.manual { job.requested_by.as_deref().unwrap_or(WORKER_ACTOR) } else { WORKER_ACTOR };
+            crate::audit_log::write(client, job.session_id.as_deref().unwrap_or_default(), by, "R2_CLEANUP_COMPLETED", &audit)
                 .map_err(sql_err)?;
             Ok(details.clone())
         }

@@ -32,6 +32,21 @@ load_app() {
   q "$db" -v sid="$sid" -v docs="$docs" -f "$ROOT/tests/fixtures/seed.sql"
 }
 
+# Polls `sql` in database app until it returns `expected`, for at most `seconds`.
+wait_for() { # what sql expected seconds
+  local deadline=$(( $(date +%s%N) + $4 * 1000000000 )) got
+  while :; do
+    got=$(q app -c "$2" 2>/dev/null || true)
+    [ "$got" = "$3" ] && { echo "  ok: $1"; return 0; }
+    if [ "$(date +%s%N)" -gt "$deadline" ]; then
+      echo "  FAILED: $1: waited $4 s for [$3], last [$got]"
+      q app -c "SELECT id, kind, state, attempts, last_error, progress FROM legacy_backup.jobs ORDER BY id" 2>/dev/null || true
+      exit 1
+    fi
+    sleep 0.05
+  done
+}
+
 check() {
   local what=$1 expected=$2 actual=$3
   if [ "$expected" = "$actual" ]; then

@@ -21,4 +21,19 @@ start_s3() {
   echo "s3s-fs did not start:"; cat "$S3_DIR/s3s.log"; exit 1
 }
 
+# The secret goes in a credentials file (0600, readable by the server's user), as the README
+# recommends: PostgreSQL logs a setting's new value when a reload changes it.
+CREDENTIALS=$ROOT/.tmp/integration/$TEST_NAME-r2.env
+write_credentials() { # secret
+  printf 'R2_ACCESS_KEY_ID=%s\nR2_SECRET_ACCESS_KEY=%s\n' "$S3_ACCESS_KEY" "$1" >"$CREDENTIALS"
+  chown postgres "$CREDENTIALS"; chmod 600 "$CREDENTIALS"
+}
+
+# A cluster whose worker serves database app and talks to this s3s-fs.
+start_cluster_with_worker() { # extra postgresql.conf lines...
+  write_credentials "$S3_SECRET_KEY"
+  start_cluster "legacy_backup.database = 'app'" "legacy_backup.naptime = '1s'" \
+    "legacy_backup.r2_endpoint = 'http://127.0.0.1:$S3_PORT'" "legacy_backup.r2_credentials_file = '$CREDENTIALS'" "$@"
+}
+
 stop_s3() { kill "$S3_PID" 2>/dev/null; wait "$S3_PID" 2>/dev/null || true; }

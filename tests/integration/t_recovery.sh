@@ -8,24 +8,11 @@ source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/s3.sh"
 start_s3
 BUCKET_DIR=$S3_DIR/data/legacy-import
-CREDENTIALS=$ROOT/.tmp/integration/$TEST_NAME-r2.env
-printf 'R2_ACCESS_KEY_ID=%s\nR2_SECRET_ACCESS_KEY=%s\n' "$S3_ACCESS_KEY" "$S3_SECRET_KEY" >"$CREDENTIALS"
-chown postgres "$CREDENTIALS"; chmod 600 "$CREDENTIALS"
-start_cluster "legacy_backup.database = 'app'" "legacy_backup.naptime = '1s'" \
-  "legacy_backup.r2_endpoint = 'http://127.0.0.1:$S3_PORT'" "legacy_backup.r2_credentials_file = '$CREDENTIALS'"
+start_cluster_with_worker
 q postgres -c "CREATE DATABASE app"
 load_app app r1 1000
 q app -f "$ROOT/tests/fixtures/app_workload.sql"
 q app -c "SELECT app_recount('r1')" -c "CREATE EXTENSION legacy_backup" >/dev/null
-wait_for() { # what, sql, expected, seconds
-  local deadline=$(( $(date +%s%N) + $4 * 1000000000 )) got
-  while :; do
-    got=$(q app -c "$2" 2>/dev/null || true)
-    [ "$got" = "$3" ] && { echo "  ok: $1"; return 0; }
-    [ "$(date +%s%N)" -gt "$deadline" ] && { echo "  FAILED: $1: waited $4 s for [$3], last [$got]"; exit 1; }
-    sleep 0.05
-  done
-}
 state="SELECT md5(string_agg(id || ':' || coalesce(category_id, '-') || ':' || status || ':' || coalesce(categorized_by, '-'), ',' ORDER BY id)) FROM extracted_documents WHERE session_id = 'r1'"
 counters_exact="SELECT json_array_length(legacy_snapshot('r1')->'consistency')"
 

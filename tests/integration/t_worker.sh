@@ -6,29 +6,10 @@ source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/s3.sh"
 start_s3
 BUCKET_DIR=$S3_DIR/data/legacy-import
-# The secret lives in a credentials file (mode 0600, readable by the server's user), as the
-# README recommends: PostgreSQL logs a setting's new value when a reload changes it.
-CREDENTIALS=$ROOT/.tmp/integration/$TEST_NAME-r2.env
-write_credentials() {
-  printf 'R2_ACCESS_KEY_ID=%s\nR2_SECRET_ACCESS_KEY=%s\n' "$S3_ACCESS_KEY" "$1" >"$CREDENTIALS"
-  chown postgres "$CREDENTIALS"; chmod 600 "$CREDENTIALS"
-}
-write_credentials "$S3_SECRET_KEY"
-start_cluster "legacy_backup.database = 'app'" "legacy_backup.naptime = '1s'" \
-  "legacy_backup.r2_endpoint = 'http://127.0.0.1:$S3_PORT'" "legacy_backup.r2_credentials_file = '$CREDENTIALS'" \
-  "legacy_backup.max_attempts = 5"
+start_cluster_with_worker "legacy_backup.max_attempts = 5"
 q postgres -c "CREATE DATABASE app"
 load_app app w1 300
 q app -c "CREATE EXTENSION legacy_backup"
-wait_for() { # what, sql, expected, seconds
-  local deadline=$(( $(date +%s%N) + $4 * 1000000000 )) got
-  while :; do
-    got=$(q app -c "$2")
-    [ "$got" = "$3" ] && { echo "  ok: $1"; return 0; }
-    [ "$(date +%s%N)" -gt "$deadline" ] && { echo "  FAILED: $1: waited $4 s for [$3], last [$got]"; q app -c "SELECT id, kind, state, attempts, last_error FROM legacy_backup.jobs ORDER BY id" ; exit 1; }
-    sleep 0.05
-  done
-}
 
 echo "upload"
 # The worker started before the database existed; it restarts every 5 s until it can connect.

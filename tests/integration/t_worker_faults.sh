@@ -6,24 +6,11 @@ source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/s3.sh"
 start_s3
 BUCKET_DIR=$S3_DIR/data/legacy-import
-CREDENTIALS=$ROOT/.tmp/integration/$TEST_NAME-r2.env
-printf 'R2_ACCESS_KEY_ID=%s\nR2_SECRET_ACCESS_KEY=%s\n' "$S3_ACCESS_KEY" "$S3_SECRET_KEY" >"$CREDENTIALS"
-chown postgres "$CREDENTIALS"; chmod 600 "$CREDENTIALS"
-start_cluster "legacy_backup.database = 'app'" "legacy_backup.naptime = '1s'" \
-  "legacy_backup.r2_endpoint = 'http://127.0.0.1:$S3_PORT'" "legacy_backup.r2_credentials_file = '$CREDENTIALS'"
+start_cluster_with_worker
 q postgres -c "CREATE DATABASE app"
 load_app app f1 200
 q app -v sid=f2 -v docs=100000 -f "$ROOT/tests/fixtures/seed.sql" >/dev/null
 q app -c "CREATE EXTENSION legacy_backup"
-wait_for() { # what, sql, expected, seconds
-  local deadline=$(( $(date +%s%N) + $4 * 1000000000 )) got
-  while :; do
-    got=$(q app -c "$2" 2>/dev/null || true)
-    [ "$got" = "$3" ] && { echo "  ok: $1"; return 0; }
-    [ "$(date +%s%N)" -gt "$deadline" ] && { echo "  FAILED: $1: waited $4 s for [$3], last [$got]"; q app -c "SELECT id, kind, state, attempts, last_error, progress FROM legacy_backup.jobs ORDER BY id"; exit 1; }
-    sleep 0.02
-  done
-}
 worker_pid() { q app -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'legacy_backup worker'"; }
 wait_for "worker running" "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'legacy_backup worker'" 1 15
 
