@@ -46,14 +46,16 @@ SELECT pg_catalog.pg_extension_config_dump(
 -- Attribution, in order: legacy_backup.actor; else categorized_by when the statement set it
 -- (changed categorized_by or categorized_at); else the database role, as 'pg:<role>'.
 -- legacy_backup.change_source is superuser-only: the application cannot disguise its changes.
+-- SECURITY DEFINER: the application's role needs no privilege on the log to have its changes
+-- logged (the trigger runs as the extension's owner); the database user is session_user.
 
 CREATE FUNCTION @extschema@.legacy_backup_log_update() RETURNS trigger
-LANGUAGE plpgsql SET search_path = pg_catalog, @extschema@, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, @extschema@, pg_temp AS $$
 DECLARE
     actor text := nullif(current_setting('legacy_backup.actor', true), '');
     src text := coalesce(nullif(current_setting('legacy_backup.change_source', true), ''), 'app');
     at timestamptz := clock_timestamp();
-    role_name text := 'pg:' || current_user;
+    role_name text := 'pg:' || session_user;
 BEGIN
     INSERT INTO category_assignment_logs
         (session_id, document_id, old_category_id, new_category_id, old_status, new_status,
@@ -78,7 +80,7 @@ BEGIN
 END $$;
 
 CREATE FUNCTION @extschema@.legacy_backup_log_insert() RETURNS trigger
-LANGUAGE plpgsql SET search_path = pg_catalog, @extschema@, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, @extschema@, pg_temp AS $$
 DECLARE
     actor text := nullif(current_setting('legacy_backup.actor', true), '');
     src text := coalesce(nullif(current_setting('legacy_backup.change_source', true), ''), 'app');
@@ -88,7 +90,7 @@ BEGIN
         (session_id, document_id, new_category_id, new_status, new_categorized_by, new_categorized_at,
          changed_by, attribution, changed_at, source)
     SELECT n.session_id, n.id, n.category_id, n.status::text, n.categorized_by, n.categorized_at,
-           coalesce(actor, n.categorized_by, 'pg:' || current_user),
+           coalesce(actor, n.categorized_by, 'pg:' || session_user),
            CASE WHEN actor IS NOT NULL THEN 'setting' WHEN n.categorized_by IS NOT NULL THEN 'categorized_by' ELSE 'db_user' END,
            clock_timestamp(), src
     FROM new_rows n
@@ -97,7 +99,7 @@ BEGIN
 END $$;
 
 CREATE FUNCTION @extschema@.legacy_backup_log_delete() RETURNS trigger
-LANGUAGE plpgsql SET search_path = pg_catalog, @extschema@, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, @extschema@, pg_temp AS $$
 DECLARE
     actor text := nullif(current_setting('legacy_backup.actor', true), '');
     src text := coalesce(nullif(current_setting('legacy_backup.change_source', true), ''), 'app');
@@ -107,7 +109,7 @@ BEGIN
         (session_id, document_id, old_category_id, old_status, old_categorized_by, old_categorized_at,
          changed_by, attribution, changed_at, source)
     SELECT o.session_id, o.id, o.category_id, o.status::text, o.categorized_by, o.categorized_at,
-           coalesce(actor, 'pg:' || current_user),
+           coalesce(actor, 'pg:' || session_user),
            CASE WHEN actor IS NOT NULL THEN 'setting' ELSE 'db_user' END,
            clock_timestamp(), src
     FROM old_rows o;

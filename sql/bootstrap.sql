@@ -3,6 +3,25 @@
 -- given), and none of them is required here: CREATE EXTENSION must work before the tables exist,
 -- as in every pg_restore.
 
+-- Roles (cluster-wide, NOLOGIN, created once; they outlive the extension). Grant them to the
+-- application's and the DBAs' roles:
+--   legacy_backup_reader    snapshots, history, readiness, health, the views and the audit trail;
+--   legacy_backup_operator  + take snapshots, undo, postpone a cleanup (the application's role);
+--   legacy_backup_admin     + attach, manual cleanup, restore, import, verify, fetch, and the
+--                           export snapshot-check bypass.
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'legacy_backup_reader') THEN
+        CREATE ROLE legacy_backup_reader NOLOGIN;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'legacy_backup_operator') THEN
+        CREATE ROLE legacy_backup_operator NOLOGIN IN ROLE legacy_backup_reader;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'legacy_backup_admin') THEN
+        CREATE ROLE legacy_backup_admin NOLOGIN IN ROLE legacy_backup_operator;
+    END IF;
+END $$;
+
 CREATE SCHEMA legacy_backup;
 COMMENT ON SCHEMA legacy_backup IS 'Internal tables of the legacy_backup extension';
 

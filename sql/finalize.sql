@@ -62,7 +62,51 @@ COMMENT ON FUNCTION @extschema@.legacy_snapshot_import(json, text, boolean) IS
 COMMENT ON FUNCTION @extschema@.legacy_cleanup_session(text, text, text) IS
     'Partner-only manual cleanup of a session''s files: preview without confirm, cleanup with confirm = session id (run by the worker, audited)';
 
+-- Privileges: nothing for PUBLIC but what the triggers need; the three roles get the rest.
 REVOKE ALL ON FUNCTION @extschema@.legacy_backup_on_create() FROM PUBLIC;
-REVOKE ALL ON FUNCTION @extschema@.legacy_backup_attach() FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION
+    @extschema@.legacy_snapshot(text),
+    @extschema@.legacy_document_history(text),
+    @extschema@.legacy_categorization_at(text, timestamptz),
+    @extschema@.legacy_session_activity(text, timestamptz),
+    @extschema@.legacy_export_readiness(text),
+    @extschema@.legacy_backup_health(),
+    @extschema@.legacy_snapshot_take(text, text),
+    @extschema@.legacy_undo_last_categorization(text, text),
+    @extschema@.legacy_postpone_cleanup(text, text, timestamptz),
+    @extschema@.legacy_backup_attach(),
+    @extschema@.legacy_cleanup_session(text, text, text),
+    @extschema@.legacy_restore_snapshot(text, text, boolean),
+    @extschema@.legacy_snapshot_import(json, text, boolean),
+    @extschema@.legacy_snapshot_verify(text),
+    @extschema@.legacy_snapshot_fetch(text)
+FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION
+    @extschema@.legacy_snapshot(text),
+    @extschema@.legacy_document_history(text),
+    @extschema@.legacy_categorization_at(text, timestamptz),
+    @extschema@.legacy_session_activity(text, timestamptz),
+    @extschema@.legacy_export_readiness(text),
+    @extschema@.legacy_backup_health()
+TO legacy_backup_reader;
+GRANT SELECT ON @extschema@.legacy_snapshots, @extschema@.legacy_backup_jobs,
+                @extschema@.category_assignment_logs TO legacy_backup_reader;
+GRANT EXECUTE ON FUNCTION
+    @extschema@.legacy_snapshot_take(text, text),
+    @extschema@.legacy_undo_last_categorization(text, text),
+    @extschema@.legacy_postpone_cleanup(text, text, timestamptz)
+TO legacy_backup_operator;
+GRANT EXECUTE ON FUNCTION
+    @extschema@.legacy_backup_attach(),
+    @extschema@.legacy_cleanup_session(text, text, text),
+    @extschema@.legacy_restore_snapshot(text, text, boolean),
+    @extschema@.legacy_snapshot_import(json, text, boolean),
+    @extschema@.legacy_snapshot_verify(text),
+    @extschema@.legacy_snapshot_fetch(text)
+TO legacy_backup_admin;
+-- The export trigger runs as the application's role and calls the verdict; the log triggers
+-- are SECURITY DEFINER. Neither needs more.
+REVOKE EXECUTE ON FUNCTION @extschema@.legacy_backup_log_update(), @extschema@.legacy_backup_log_insert(),
+                           @extschema@.legacy_backup_log_delete() FROM PUBLIC;
 
 SELECT @extschema@.legacy_backup_on_create();

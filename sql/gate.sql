@@ -6,16 +6,6 @@
 -- SQLSTATEs (class LB): LB001 snapshot required, LB002 snapshot stale, LB003 snapshot outdated,
 -- LB004 cleanup of a session that is not exported.
 
--- Members of this role (and superusers) may export with SET LOCAL legacy_backup.skip_snapshot_check.
--- Roles are cluster-wide and outlive the extension; created once.
-DO $$
-BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'legacy_backup_admin') THEN
-        CREATE ROLE legacy_backup_admin NOLOGIN;
-    END IF;
-END $$;
-COMMENT ON ROLE legacy_backup_admin IS 'legacy_backup: may bypass the export snapshot check (audited)';
-
 CREATE FUNCTION @extschema@.legacy_backup_export_gate() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, @extschema@, pg_temp AS $$
 DECLARE

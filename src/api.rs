@@ -34,7 +34,8 @@ fn legacy_snapshot(session_id: Option<&str>) -> Internal {
 }
 
 /// Builds, stores and records a snapshot in one transaction; returns its id, key, time and hash.
-#[pg_extern(volatile, parallel_unsafe)]
+/// SECURITY DEFINER: it writes the extension's own tables, which callers need no privilege on.
+#[pg_extern(volatile, parallel_unsafe, security_definer)]
 #[search_path(pg_catalog, @extschema@, pg_temp)]
 fn legacy_snapshot_take(session_id: Option<&str>, actor_id: default!(Option<&str>, "NULL")) -> JsonB {
     let session_id = ids::validate_id("session_id", session_id).or_raise();
@@ -44,8 +45,10 @@ fn legacy_snapshot_take(session_id: Option<&str>, actor_id: default!(Option<&str
     JsonB(serde_json::to_value(taken).expect("snapshot summary serializes"))
 }
 
-/// Attaches to the application's tables (idempotent) and reports each step.
-#[pg_extern(volatile, parallel_unsafe)]
+/// Attaches to the application's tables (idempotent) and reports each step. SECURITY DEFINER
+/// (EXECUTE is granted to legacy_backup_admin only): it creates triggers on the application's
+/// tables with functions no one else may execute.
+#[pg_extern(volatile, parallel_unsafe, security_definer)]
 #[search_path(pg_catalog, @extschema@, pg_temp)]
 fn legacy_backup_attach(
 ) -> TableIterator<'static, (name!(step, String), name!(object, String), name!(outcome, String))> {
@@ -53,8 +56,9 @@ fn legacy_backup_attach(
     TableIterator::new(steps.into_iter().map(|s| (s.step.to_string(), s.object, s.outcome.to_string())))
 }
 
-/// Whether protection is active: tables, columns, worker, settings.
-#[pg_extern(volatile, parallel_unsafe)]
+/// Whether protection is active: tables, columns, worker, settings. SECURITY DEFINER: it counts
+/// rows of the extension's own tables.
+#[pg_extern(volatile, parallel_unsafe, security_definer)]
 #[search_path(pg_catalog, @extschema@, pg_temp)]
 fn legacy_backup_health(
 ) -> TableIterator<'static, (name!(check_name, String), name!(ok, bool), name!(detail, String))> {
