@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # pg_dump of a database using legacy_backup, pg_restore into an empty database: the extension
-# comes back attached, with its snapshots (exact bytes), its audit trail (and the trail's id
-# sequence), its triggers and the application's added columns.
+# comes back attached, with its snapshots (exact bytes), its job queue, its audit trail (and the
+# ids' sequences), its triggers and the application's added columns.
 source "$(dirname "$0")/lib.sh"
 start_cluster
 cd "$CLUSTER"
@@ -19,6 +19,9 @@ runuser -u postgres -- "$BIN/pg_restore" -h "$CLUSTER/sock" -p "$PORT" -U postgr
   || { cat "$CLUSTER/restore.log"; exit 1; }
 
 fingerprint="SELECT string_agg(id || ':' || sha256 || ':' || encode(sha256(body), 'hex') || ':' || upload_state || ':' || taken_by || ':' || snapshot_key, ',' ORDER BY snapshot_at) FROM legacy_backup.snapshots"
+jobs="SELECT string_agg(id || ':' || kind || ':' || state || ':' || coalesce(snapshot_id, '-'), ',' ORDER BY id) FROM legacy_backup.jobs"
+check "job queue restored (state intact)" "$(q src -c "$jobs")" "$(q dst -c "$jobs")"
+check "two upload jobs in it" 2 "$(q dst -c "SELECT count(*) FROM legacy_backup.jobs WHERE kind = 'upload'")"
 check "two snapshots restored" 2 "$(q dst -c 'SELECT count(*) FROM legacy_backup.snapshots')"
 check "snapshot rows and bodies identical" "$(q src -c "$fingerprint")" "$(q dst -c "$fingerprint")"
 check "restored extension is attached" "" "$(q dst -c "SELECT check_name FROM legacy_backup_health() WHERE NOT ok AND check_name <> 'background worker'")"
