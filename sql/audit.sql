@@ -131,6 +131,11 @@ BEGIN
     IF document_id IS NULL OR document_id = '' THEN
         RAISE EXCEPTION 'document_id must not be NULL or empty' USING ERRCODE = '22004';
     END IF;
+    -- The same rule as every id the extension takes (src/ids.rs).
+    IF length(document_id) > 128 OR document_id !~ '^[A-Za-z0-9._~-]+$' OR strpos(document_id, '..') > 0 THEN
+        RAISE EXCEPTION 'document_id is not a safe identifier' USING ERRCODE = '22023',
+            HINT = 'Ids may contain only A-Z, a-z, 0-9, ''-'', ''_'', ''.'' and ''~'', with no ''..'', up to 128 characters.';
+    END IF;
     -- The document's session leads the index; a deleted document's session is found in the log
     -- (a scan, on that rare path only).
     session := (SELECT d.session_id FROM extracted_documents d WHERE d.id = $1);
@@ -158,6 +163,11 @@ LANGUAGE plpgsql STABLE SET search_path = pg_catalog, @extschema@, pg_temp AS $$
 BEGIN
     IF session_id IS NULL OR session_id = '' THEN
         RAISE EXCEPTION 'session_id must not be NULL or empty' USING ERRCODE = '22004';
+    END IF;
+    -- The same rule as every id the extension takes (src/ids.rs).
+    IF length(session_id) > 128 OR session_id !~ '^[A-Za-z0-9._~-]+$' OR strpos(session_id, '..') > 0 THEN
+        RAISE EXCEPTION 'session_id is not a safe identifier' USING ERRCODE = '22023',
+            HINT = 'Ids may contain only A-Z, a-z, 0-9, ''-'', ''_'', ''.'' and ''~'', with no ''..'', up to 128 characters.';
     END IF;
     IF at IS NULL OR NOT isfinite(at) THEN
         RAISE EXCEPTION 'at must be a finite timestamp' USING ERRCODE = '22023';
@@ -204,6 +214,16 @@ LANGUAGE plpgsql STABLE SET search_path = pg_catalog, @extschema@, pg_temp AS $$
 BEGIN
     IF session_id IS NULL OR session_id = '' THEN
         RAISE EXCEPTION 'session_id must not be NULL or empty' USING ERRCODE = '22004';
+    END IF;
+    -- The same rule as every id the extension takes (src/ids.rs).
+    IF length(session_id) > 128 OR session_id !~ '^[A-Za-z0-9._~-]+$' OR strpos(session_id, '..') > 0 THEN
+        RAISE EXCEPTION 'session_id is not a safe identifier' USING ERRCODE = '22023',
+            HINT = 'Ids may contain only A-Z, a-z, 0-9, ''-'', ''_'', ''.'' and ''~'', with no ''..'', up to 128 characters.';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM legacy_import_sessions s WHERE s.id = $1)
+       AND NOT EXISTS (SELECT 1 FROM category_assignment_logs l WHERE l.session_id = $1) THEN
+        RAISE EXCEPTION 'import session "%" does not exist', session_id USING ERRCODE = 'P0002',
+            HINT = 'Check the id against legacy_import_sessions.id.';
     END IF;
     RETURN QUERY
     SELECT l.changed_by, nullif(btrim(concat_ws(' ', u.first_name, u.last_name)), '')::text,
