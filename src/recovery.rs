@@ -36,8 +36,9 @@ fn client() -> LbResult<crate::storage::Client> {
 /// Snapshot keys this extension writes: `backups/{id}/categorization-{timestamp}.json`.
 pub fn validate_snapshot_key(key: Option<&str>) -> LbResult<String> {
     let key = key.ok_or_else(|| LbError::null_value("key"))?;
+    let shown: String = key.chars().take(80).collect();
     let bad = || {
-        LbError::invalid_parameter(format!("{key:?} is not a snapshot key"))
+        LbError::invalid_parameter(format!("{shown:?}{} is not a snapshot key", if key.chars().count() > 80 { "…" } else { "" }))
             .hint("Snapshot keys look like backups/<session id>/categorization-2025-12-09T10-20-30-123Z.json.")
     };
     let rest = key.strip_prefix("backups/").ok_or_else(bad)?;
