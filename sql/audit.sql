@@ -122,20 +122,29 @@ COMMENT ON FUNCTION @extschema@.legacy_backup_log_delete() IS 'Trigger: logs del
 
 -- Reading the log.
 
+-- The id rule of src/ids.rs, for the SQL-language functions: NULL/empty 22004, anything but
+-- A-Z a-z 0-9 - _ . ~ (or "..", or over 128 characters) 22023.
+CREATE FUNCTION @extschema@.legacy_backup_check_id(param text, value text) RETURNS void
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF value IS NULL OR value = '' THEN
+        RAISE EXCEPTION '% must not be NULL or empty', param USING ERRCODE = '22004';
+    END IF;
+    IF length(value) > 128 OR value !~ '^[A-Za-z0-9._~-]+$' OR strpos(value, '..') > 0 THEN
+        RAISE EXCEPTION '% is not a safe identifier', param USING ERRCODE = '22023',
+            HINT = 'Ids may contain only A-Z, a-z, 0-9, ''-'', ''_'', ''.'' and ''~'', with no ''..'', up to 128 characters.';
+    END IF;
+END $$;
+COMMENT ON FUNCTION @extschema@.legacy_backup_check_id(text, text) IS
+    'Internal: the id rule for the extension''s SQL-language functions';
+
 CREATE FUNCTION @extschema@.legacy_document_history(document_id text)
 RETURNS SETOF @extschema@.category_assignment_logs
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, @extschema@, pg_temp AS $$
 DECLARE
     session text;
 BEGIN
-    IF document_id IS NULL OR document_id = '' THEN
-        RAISE EXCEPTION 'document_id must not be NULL or empty' USING ERRCODE = '22004';
-    END IF;
-    -- The same rule as every id the extension takes (src/ids.rs).
-    IF length(document_id) > 128 OR document_id !~ '^[A-Za-z0-9._~-]+$' OR strpos(document_id, '..') > 0 THEN
-        RAISE EXCEPTION 'document_id is not a safe identifier' USING ERRCODE = '22023',
-            HINT = 'Ids may contain only A-Z, a-z, 0-9, ''-'', ''_'', ''.'' and ''~'', with no ''..'', up to 128 characters.';
-    END IF;
+    PERFORM legacy_backup_check_id('document_id', document_id);
     -- The document's session leads the index; a deleted document's session is found in the log
     -- (a scan, on that rare path only).
     session := (SELECT d.session_id FROM extracted_documents d WHERE d.id = $1);
@@ -161,14 +170,7 @@ CREATE FUNCTION @extschema@.legacy_categorization_at(session_id text, at timesta
 RETURNS TABLE (document_id text, category_id text, status text, changed_by text, changed_at timestamptz)
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, @extschema@, pg_temp AS $$
 BEGIN
-    IF session_id IS NULL OR session_id = '' THEN
-        RAISE EXCEPTION 'session_id must not be NULL or empty' USING ERRCODE = '22004';
-    END IF;
-    -- The same rule as every id the extension takes (src/ids.rs).
-    IF length(session_id) > 128 OR session_id !~ '^[A-Za-z0-9._~-]+$' OR strpos(session_id, '..') > 0 THEN
-        RAISE EXCEPTION 'session_id is not a safe identifier' USING ERRCODE = '22023',
-            HINT = 'Ids may contain only A-Z, a-z, 0-9, ''-'', ''_'', ''.'' and ''~'', with no ''..'', up to 128 characters.';
-    END IF;
+    PERFORM legacy_backup_check_id('session_id', session_id);
     IF at IS NULL OR NOT isfinite(at) THEN
         RAISE EXCEPTION 'at must be a finite timestamp' USING ERRCODE = '22023';
     END IF;
@@ -212,14 +214,7 @@ RETURNS TABLE (changed_by text, name text, source text, documents bigint, change
                first_change timestamptz, last_change timestamptz)
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, @extschema@, pg_temp AS $$
 BEGIN
-    IF session_id IS NULL OR session_id = '' THEN
-        RAISE EXCEPTION 'session_id must not be NULL or empty' USING ERRCODE = '22004';
-    END IF;
-    -- The same rule as every id the extension takes (src/ids.rs).
-    IF length(session_id) > 128 OR session_id !~ '^[A-Za-z0-9._~-]+$' OR strpos(session_id, '..') > 0 THEN
-        RAISE EXCEPTION 'session_id is not a safe identifier' USING ERRCODE = '22023',
-            HINT = 'Ids may contain only A-Z, a-z, 0-9, ''-'', ''_'', ''.'' and ''~'', with no ''..'', up to 128 characters.';
-    END IF;
+    PERFORM legacy_backup_check_id('session_id', session_id);
     IF NOT EXISTS (SELECT 1 FROM legacy_import_sessions s WHERE s.id = $1)
        AND NOT EXISTS (SELECT 1 FROM category_assignment_logs l WHERE l.session_id = $1) THEN
         RAISE EXCEPTION 'import session "%" does not exist', session_id USING ERRCODE = 'P0002',

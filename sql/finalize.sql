@@ -65,6 +65,7 @@ COMMENT ON FUNCTION @extschema@.legacy_cleanup_session(text, text, text) IS
 -- Privileges: nothing for PUBLIC but what the triggers need; the three roles get the rest.
 REVOKE ALL ON FUNCTION @extschema@.legacy_backup_on_create() FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION
+    @extschema@.legacy_backup_check_id(text, text),
     @extschema@.legacy_snapshot(text),
     @extschema@.legacy_document_history(text),
     @extschema@.legacy_categorization_at(text, timestamptz),
@@ -82,6 +83,7 @@ REVOKE EXECUTE ON FUNCTION
     @extschema@.legacy_snapshot_fetch(text)
 FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION
+    @extschema@.legacy_backup_check_id(text, text),
     @extschema@.legacy_snapshot(text),
     @extschema@.legacy_document_history(text),
     @extschema@.legacy_categorization_at(text, timestamptz),
