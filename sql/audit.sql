@@ -63,18 +63,17 @@ BEGIN
          changed_by, attribution, changed_at, source)
     SELECT n.session_id, n.id, o.category_id, n.category_id, o.status::text, n.status::text,
            o.categorized_by, n.categorized_by, o.categorized_at, n.categorized_at,
-           CASE WHEN actor IS NOT NULL THEN actor
-                WHEN n.categorized_by IS NOT NULL
-                     AND (n.categorized_by IS DISTINCT FROM o.categorized_by
-                          OR n.categorized_at IS DISTINCT FROM o.categorized_at) THEN n.categorized_by
-                ELSE role_name END,
-           CASE WHEN actor IS NOT NULL THEN 'setting'
-                WHEN n.categorized_by IS NOT NULL
-                     AND (n.categorized_by IS DISTINCT FROM o.categorized_by
-                          OR n.categorized_at IS DISTINCT FROM o.categorized_at) THEN 'categorized_by'
-                ELSE 'db_user' END,
+           CASE a.how WHEN 'setting' THEN actor WHEN 'categorized_by' THEN n.categorized_by ELSE role_name END,
+           a.how,
            at, src
     FROM new_rows n JOIN old_rows o ON o.id = n.id
+    -- How the change is attributed, decided once: changed_by follows from it.
+    CROSS JOIN LATERAL (
+        SELECT CASE WHEN actor IS NOT NULL THEN 'setting'
+                    WHEN n.categorized_by IS NOT NULL
+                         AND (n.categorized_by IS DISTINCT FROM o.categorized_by
+                              OR n.categorized_at IS DISTINCT FROM o.categorized_at) THEN 'categorized_by'
+                    ELSE 'db_user' END AS how) a
     WHERE n.category_id IS DISTINCT FROM o.category_id OR n.status IS DISTINCT FROM o.status;
     RETURN NULL;
 END $$;

@@ -3,9 +3,10 @@
 //! The whole snapshot is read by ONE statement (a cursor), so it sees one MVCC snapshot even when
 //! the caller's transaction has already written: separate SPI queries would each take a fresh
 //! snapshot under READ COMMITTED and could contradict each other. The small tables arrive as one
-//! JSON header row; documents arrive as typed columns and are serialized by Rust straight into one
-//! palloc'd varlena, which is returned (json) or stored (bytea) without another copy. That is where
-//! the speed over `json_agg` comes from.
+//! JSON header row; documents arrive as typed columns, are serialized by Rust into a reused staging
+//! buffer, sorted by id on a small index, and written once into a palloc'd varlena that is returned
+//! (json) or stored (bytea) without another copy. That is where the speed over `json_agg` comes
+//! from.
 
 pub mod format;
 
@@ -103,7 +104,7 @@ pub struct BuiltSnapshot {
 
 impl BuiltSnapshot {
     pub fn json_bytes(&self) -> &[u8] {
-        // SAFETY: datum is a 4-byte-header varlena built by VarlenaBuf and still allocated.
+        // SAFETY: datum is the 4-byte-header varlena built by `build` and still allocated.
         unsafe {
             std::slice::from_raw_parts(
                 pgrx::varlena::vardata_any(self.datum).cast::<u8>(),
