@@ -23,19 +23,6 @@ P -d bench -c "UPDATE extracted_documents SET category_id = 'bm-cat-00' || (1 + 
 P -d bench -c "CREATE EXTENSION legacy_backup" -f scripts/bench_triggers.sql -c "VACUUM ANALYZE"
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(pg_config --version), $(date -u +%F)"
 
-# The application's categorize transaction: the document, then the counters.
-cat >"$DIR/categorize.sql" <<'SQL'
-\set d random(1, 8000)
-\set c random(1, 40)
-BEGIN;
-SET LOCAL legacy_backup.actor = 'u-paralegal';
-SELECT coalesce(substring(category_id from '[0-9]+$')::int, 0) AS oldc, (status = 'Categorized')::int AS wascat, (status = 'Skipped')::int AS wasskip FROM extracted_documents WHERE id = 'bt-doc-' || lpad(:d::text, 6, '0') FOR UPDATE \gset
-UPDATE extracted_documents SET status = 'Categorized', category_id = 'bt-cat-' || lpad(:c::text, 3, '0'), categorized_by = 'u-paralegal', categorized_at = now(), updated_at = now() WHERE id = 'bt-doc-' || lpad(:d::text, 6, '0');
-UPDATE import_categories SET document_count = document_count + CASE WHEN id = 'bt-cat-' || lpad(:c::text, 3, '0') THEN 1 ELSE -1 END, updated_at = now() WHERE id IN ('bt-cat-' || lpad(:c::text, 3, '0'), 'bt-cat-' || lpad(:oldc::text, 3, '0'));
-UPDATE document_batches SET categorized_count = categorized_count + 1 - :wascat, skipped_count = skipped_count - :wasskip, updated_at = now() WHERE id = (SELECT batch_id FROM extracted_documents WHERE id = 'bt-doc-' || lpad(:d::text, 6, '0'));
-UPDATE legacy_import_sessions SET categorized_count = categorized_count + 1 - :wascat, skipped_count = skipped_count - :wasskip, updated_at = now() WHERE id = 'bt';
-COMMIT;
-SQL
 
 results=$DIR/results.tsv; : >"$results"
 variants=(none extension plpgsql_row)
@@ -44,7 +31,7 @@ for round in $(seq 1 "$ROUNDS"); do
     v=${variants[$(( (round + k) % 3 ))]}
     P -d bench -c "SELECT bench_use('$v')" >/dev/null
     tps=$(runuser -u postgres -- "$(pg_config --bindir)/pgbench" -n -h "$PWD/$DIR/sock" -p "$PORT" -U postgres \
-            -c 2 -j 2 -T "$SECS" -M prepared -f "$DIR/categorize.sql" bench 2>&1 | awk '/^tps/ {print $3; exit}')
+            -c 2 -j 2 -T "$SECS" -M prepared -D sid=bt -D docs=8000 -D cats=40 -f tests/fixtures/categorize.pgbench bench 2>&1 | awk '/^tps/ {print $3; exit}')
     printf 'categorize\t%s\t%s\t%s\n' "$round" "$v" "$tps" >>"$results"
   done
 done
