@@ -33,7 +33,23 @@ write_credentials() { # secret
 start_cluster_with_worker() { # extra postgresql.conf lines...
   write_credentials "$S3_SECRET_KEY"
   start_cluster "legacy_backup.database = 'app'" "legacy_backup.naptime = '1s'" \
-    "legacy_backup.r2_endpoint = 'http://127.0.0.1:$S3_PORT'" "legacy_backup.r2_credentials_file = '$CREDENTIALS'" "$@"
+    "legacy_backup.r2_endpoint = 'http://127.0.0.1:${S3_ENDPOINT_PORT:-$S3_PORT}'" "legacy_backup.r2_credentials_file = '$CREDENTIALS'" "$@"
 }
 
 stop_s3() { kill "$S3_PID" 2>/dev/null; wait "$S3_PID" 2>/dev/null || true; }
+
+# The fault proxy (faultproxy.py) in front of s3s-fs; the worker then talks to PROXY_PORT and
+# `fault pass|slow SECONDS|error STATUS` changes how S3 answers from the next request on.
+PROXY_PORT=$((S3_PORT + 500))
+start_proxy() {
+  python3 "$ROOT/tests/integration/faultproxy.py" "$PROXY_PORT" "$S3_PORT" "$S3_DIR/fault" >>"$S3_DIR/proxy.log" 2>&1 &
+  PROXY_PID=$!
+  CLEANUPS+=('kill "$PROXY_PID" 2>/dev/null')
+  for _ in $(seq 1 50); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$PROXY_PORT") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "fault proxy did not start:"; cat "$S3_DIR/proxy.log"; exit 1
+}
+stop_proxy() { kill "$PROXY_PID" 2>/dev/null; wait "$PROXY_PID" 2>/dev/null || true; }
+fault() { echo "$*" >"$S3_DIR/fault"; }
