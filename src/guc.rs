@@ -41,6 +41,9 @@ pub static CLEANUP_DELAY: GucSetting<Option<CString>> = GucSetting::<Option<CStr
 /// superusers and members of legacy_backup_admin, and always audited.
 pub static SKIP_SNAPSHOT_CHECK: GucSetting<bool> = GucSetting::<bool>::new(false);
 
+/// `legacy_backup.allow_drop`: confirms a DROP EXTENSION that would drop snapshots and the log.
+pub static ALLOW_DROP: GucSetting<bool> = GucSetting::<bool>::new(false);
+
 /// `legacy_backup.cleanup_wait`: how long legacy_cleanup_session waits for the worker.
 pub static CLEANUP_WAIT: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"60s"));
 pub static DATABASE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"postgres"));
@@ -248,6 +251,14 @@ pub fn register() {
         &R2_SECRET_ACCESS_KEY,
         GucContext::Sighup,
         GucFlags::NO_SHOW_ALL | GucFlags::SUPERUSER_ONLY,
+    );
+    GucRegistry::define_bool_guc(
+        c"legacy_backup.allow_drop",
+        c"Lets DROP EXTENSION legacy_backup drop snapshots and the audit trail (superuser only).",
+        c"Meant for SET in the session that drops the extension, after pg_dump of its tables.",
+        &ALLOW_DROP,
+        GucContext::Suset,
+        GucFlags::default(),
     );
     GucRegistry::define_bool_guc(
         c"legacy_backup.skip_snapshot_check",

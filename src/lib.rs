@@ -5,6 +5,7 @@
 //! - `attach`: attaching to the application's tables (columns, triggers, baseline), health;
 //! - `audit`: undo, driven by the audit trail (the log and its triggers are in sql/audit.sql);
 //! - `gate`: the export gate's verdict and cleanup postponement (the trigger is in sql/gate.sql);
+//! - `guard`: the DROP EXTENSION guard (an event trigger; sql/guard.sql);
 //! - `cleanup`: the partner's manual cleanup (preview, confirmation, hand-over to the worker);
 //! - `snapshot`: building and storing snapshots (`snapshot::format` is pure Rust);
 //! - `ids`: id validation and object-key naming (pure Rust);
@@ -22,6 +23,7 @@ pub mod audit_log;
 pub mod cleanup;
 pub mod error;
 pub mod gate;
+pub mod guard;
 pub mod guc;
 pub mod ids;
 pub mod recovery;
@@ -34,6 +36,7 @@ pub mod worker;
 extension_sql_file!("../sql/bootstrap.sql", name = "bootstrap", bootstrap);
 extension_sql_file!("../sql/audit.sql", name = "audit", requires = ["bootstrap"]);
 extension_sql_file!("../sql/gate.sql", name = "gate", requires = ["bootstrap"]);
+extension_sql_file!("../sql/guard.sql", name = "guard", requires = ["bootstrap"]);
 extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
 
 #[pg_guard]
