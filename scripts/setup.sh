@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Idempotent machine setup for legacy_backup: Debian packages, sudo, cargo-pgrx 0.18.1,
-# `cargo pgrx init` against the system PostgreSQL 15, and the s3s-fs test server.
+# `cargo pgrx init` against the system PostgreSQL 15, and the s3s-fs test server. (python3 runs
+# the fault proxy of the fault suite; python3-venv holds matplotlib for the scaling plot.)
 # Every step checks first and skips what is already done.
 set -euo pipefail
 PGRX_VERSION=0.18.1
@@ -8,7 +9,7 @@ S3S_VERSION=0.14.1
 log() { printf '[setup] %s\n' "$*"; }
 
 need_pkgs=()
-for p in postgresql-15 postgresql-server-dev-15 libclang-dev clang sudo pkg-config make; do
+for p in postgresql-15 postgresql-server-dev-15 libclang-dev clang sudo pkg-config make python3 python3-venv; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need_pkgs+=("$p")
 done
 if ((${#need_pkgs[@]})); then
