@@ -6,6 +6,15 @@ S3_PORT=${S3_PORT:-$((55000 + RANDOM % 500))}
 S3_DIR=$ROOT/.tmp/integration/${TEST_NAME}-s3
 rm -rf "$S3_DIR"
 
+# Waits up to 5 s for something to listen on 127.0.0.1:PORT, else shows its log and fails.
+wait_listening() { # port what log
+  for _ in $(seq 1 50); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "$2 did not start:"; cat "$3"; exit 1
+}
+
 start_s3() {
   # Keeps the data folder when restarted within a test (the "server down" cases).
   mkdir -p "$S3_DIR/data/legacy-import"
@@ -14,11 +23,7 @@ start_s3() {
     --secret-key "$S3_SECRET_KEY" "$S3_DIR/data" >"$S3_DIR/s3s.log" 2>&1 &
   S3_PID=$!
   CLEANUPS+=('kill "$S3_PID" 2>/dev/null')
-  for _ in $(seq 1 50); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$S3_PORT") 2>/dev/null && return 0
-    sleep 0.1
-  done
-  echo "s3s-fs did not start:"; cat "$S3_DIR/s3s.log"; exit 1
+  wait_listening "$S3_PORT" s3s-fs "$S3_DIR/s3s.log"
 }
 
 # The secret goes in a credentials file (0600, readable by the server's user), as the README
@@ -45,11 +50,7 @@ start_proxy() {
   python3 "$ROOT/tests/integration/faultproxy.py" "$PROXY_PORT" "$S3_PORT" "$S3_DIR/fault" >>"$S3_DIR/proxy.log" 2>&1 &
   PROXY_PID=$!
   CLEANUPS+=('kill "$PROXY_PID" 2>/dev/null')
-  for _ in $(seq 1 50); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$PROXY_PORT") 2>/dev/null && return 0
-    sleep 0.1
-  done
-  echo "fault proxy did not start:"; cat "$S3_DIR/proxy.log"; exit 1
+  wait_listening "$PROXY_PORT" "the fault proxy" "$S3_DIR/proxy.log"
 }
 stop_proxy() { kill "$PROXY_PID" 2>/dev/null; wait "$PROXY_PID" 2>/dev/null || true; }
 fault() { echo "$*" >"$S3_DIR/fault"; }
