@@ -1,10 +1,11 @@
 //! The DROP EXTENSION guard. DROP EXTENSION drops the extension's member tables with it: every
-//! snapshot and the whole audit trail. An event trigger (sql/guard.sql) calls this before any
-//! DROP EXTENSION; a drop of legacy_backup is refused while those tables hold data, unless a
-//! superuser confirms with `SET legacy_backup.allow_drop = on`.
+//! snapshot and the whole audit trail. So does DROP SCHEMA … CASCADE of the schema the extension
+//! was created in. An event trigger (sql/guard.sql) calls this before either statement; it is
+//! refused while those tables hold data, unless a superuser confirms with
+//! `SET legacy_backup.allow_drop = on`.
 //!
-//! Written in Rust because only C-level code can read which extension the statement names
-//! (the parse tree); PL/pgSQL sees just the command tag.
+//! Written in Rust because only C-level code can read which objects the statement names (the
+//! parse tree); PL/pgSQL sees just the command tag.
 
 use crate::error::LbError;
 use crate::guc;
@@ -12,8 +13,6 @@ use pgrx::prelude::*;
 use pgrx::spi::quote_identifier;
 use pgrx::{pg_sys, PgSqlErrorCode};
 use std::ffi::CStr;
-
-const EXTENSION: &CStr = c"legacy_backup";
 
 /// V1 calling-convention record for the C function below.
 #[no_mangle]
@@ -23,7 +22,7 @@ pub extern "C" fn pg_finfo_legacy_backup_drop_guard() -> &'static pg_sys::Pg_fin
 }
 
 /// `legacy_backup.drop_guard()`, an event_trigger function fired on ddl_command_start for
-/// DROP EXTENSION.
+/// DROP EXTENSION and DROP SCHEMA.
 ///
 /// # Safety
 /// Called by PostgreSQL's function manager with a valid `fcinfo`.
@@ -34,38 +33,72 @@ pub unsafe extern "C-unwind" fn legacy_backup_drop_guard(fcinfo: pg_sys::Functio
     if !unsafe { pgrx::is_a(context, pg_sys::NodeTag::T_EventTriggerData) } {
         LbError::new(PgSqlErrorCode::ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED, "legacy_backup.drop_guard() must be called as an event trigger").raise();
     }
+    if guc::ALLOW_DROP.get() {
+        return pg_sys::Datum::from(0);
+    }
     let data = context as *mut pg_sys::EventTriggerData;
-    if unsafe { drops_this_extension((*data).parsetree) } && !guc::ALLOW_DROP.get() {
-        if let Some(error) = refusal() {
+    if let Some(drop) = unsafe { DropRequest::from_parse_tree((*data).parsetree) } {
+        if let Some(error) = refusal(&drop) {
             error.raise();
         }
     }
     pg_sys::Datum::from(0)
 }
 
-/// Whether the statement is a DROP EXTENSION naming legacy_backup.
-unsafe fn drops_this_extension(node: *mut pg_sys::Node) -> bool {
-    if !unsafe { pgrx::is_a(node, pg_sys::NodeTag::T_DropStmt) } {
-        return false;
-    }
-    let stmt = node as *mut pg_sys::DropStmt;
-    let objects = unsafe { (*stmt).objects };
-    if unsafe { (*stmt).removeType } != pg_sys::ObjectType::OBJECT_EXTENSION || objects.is_null() {
-        return false;
-    }
-    let cells = unsafe { std::slice::from_raw_parts((*objects).elements, (*objects).length as usize) };
-    cells.iter().any(|cell| {
-        let name = unsafe { cell.ptr_value } as *mut pg_sys::Node;
-        unsafe { pgrx::is_a(name, pg_sys::NodeTag::T_String) && CStr::from_ptr((*(name as *mut pg_sys::String)).sval) == EXTENSION }
-    })
+/// A DROP statement that may take the extension with it.
+enum DropRequest {
+    Extension { names: Vec<String> },
+    SchemaCascade { names: Vec<String> },
 }
 
-/// The error to raise, or None when there is nothing to lose.
-fn refusal() -> Option<LbError> {
+impl DropRequest {
+    unsafe fn from_parse_tree(node: *mut pg_sys::Node) -> Option<DropRequest> {
+        if !unsafe { pgrx::is_a(node, pg_sys::NodeTag::T_DropStmt) } {
+            return None;
+        }
+        let stmt = unsafe { &*(node as *mut pg_sys::DropStmt) };
+        let names = unsafe { string_list(stmt.objects) };
+        match stmt.removeType {
+            pg_sys::ObjectType::OBJECT_EXTENSION => Some(DropRequest::Extension { names }),
+            pg_sys::ObjectType::OBJECT_SCHEMA if stmt.behavior == pg_sys::DropBehavior::DROP_CASCADE => {
+                Some(DropRequest::SchemaCascade { names })
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The names of a DROP EXTENSION / DROP SCHEMA object list (String nodes).
+unsafe fn string_list(list: *mut pg_sys::List) -> Vec<String> {
+    if list.is_null() {
+        return Vec::new();
+    }
+    let cells = unsafe { std::slice::from_raw_parts((*list).elements, (*list).length as usize) };
+    cells
+        .iter()
+        .filter_map(|cell| {
+            let node = unsafe { cell.ptr_value } as *mut pg_sys::Node;
+            unsafe { pgrx::is_a(node, pg_sys::NodeTag::T_String) }
+                .then(|| unsafe { CStr::from_ptr((*(node as *mut pg_sys::String)).sval) }.to_string_lossy().into_owned())
+        })
+        .collect()
+}
+
+/// The error to raise, or None when the statement does not reach the extension or there is
+/// nothing to lose.
+fn refusal(drop: &DropRequest) -> Option<LbError> {
     let schema = Spi::get_one::<String>("SELECT extnamespace::regnamespace::text FROM pg_catalog.pg_extension WHERE extname = 'legacy_backup'")
         .ok()
         .flatten()?;
-    let log = format!("{}.category_assignment_logs", quote_identifier(&schema));
+    let statement = match drop {
+        DropRequest::Extension { names } if names.iter().any(|n| n == "legacy_backup") => "DROP EXTENSION".to_string(),
+        // The schema as written in the statement is unquoted; regnamespace::text quotes if needed.
+        DropRequest::SchemaCascade { names } if names.iter().any(|n| quote_identifier(n) == schema) => {
+            format!("DROP SCHEMA {schema} CASCADE")
+        }
+        _ => return None,
+    };
+    let log = format!("{schema}.category_assignment_logs");
     let counts = Spi::get_two::<i64, i64>(&format!(
         "SELECT (SELECT count(*) FROM legacy_backup.snapshots), (SELECT count(*) FROM {log} WHERE source <> 'baseline')"
     ));
@@ -77,14 +110,19 @@ fn refusal() -> Option<LbError> {
     if snapshots == 0 && changes == 0 {
         return None;
     }
+    let message = match drop {
+        DropRequest::Extension { .. } => {
+            format!("cannot drop extension legacy_backup: it holds {snapshots} snapshot(s) and {changes} audit-trail change(s)")
+        }
+        DropRequest::SchemaCascade { .. } => format!(
+            "cannot drop schema {schema} with CASCADE: it would drop extension legacy_backup, which holds {snapshots} snapshot(s) and {changes} audit-trail change(s)"
+        ),
+    };
     Some(
-        LbError::new(
-            PgSqlErrorCode::ERRCODE_DEPENDENT_OBJECTS_STILL_EXIST,
-            format!("cannot drop extension legacy_backup: it holds {snapshots} snapshot(s) and {changes} audit-trail change(s)"),
-        )
-        .detail(format!("DROP EXTENSION drops legacy_backup.snapshots, legacy_backup.jobs and {log} with it."))
-        .hint(format!(
-            "Keep them first (pg_dump -t legacy_backup.snapshots -t {log}), then SET legacy_backup.allow_drop = on and drop again; ALTER EXTENSION legacy_backup UPDATE upgrades without dropping."
-        )),
+        LbError::new(PgSqlErrorCode::ERRCODE_DEPENDENT_OBJECTS_STILL_EXIST, message)
+            .detail(format!("{statement} drops legacy_backup.snapshots, legacy_backup.jobs and {log} with the extension."))
+            .hint(format!(
+                "Keep them first (pg_dump -t legacy_backup.snapshots -t {log}), then SET legacy_backup.allow_drop = on and drop again; ALTER EXTENSION legacy_backup UPDATE upgrades without dropping."
+            )),
     )
 }

@@ -1,6 +1,7 @@
 -- DROP EXTENSION drops the extension's own tables with it: every snapshot and the whole audit
 -- trail. It is refused while they hold data, unless a superuser confirms with
--- SET legacy_backup.allow_drop = on. Other extensions drop as usual.
+-- SET legacy_backup.allow_drop = on. DROP SCHEMA … CASCADE of its schema likewise. Other
+-- extensions and schemas drop as usual.
 \set VERBOSITY default
 SELECT count(*) > 0 AS has_snapshots, (SELECT count(*) > 0 FROM category_assignment_logs WHERE source <> 'baseline') AS has_changes
 FROM legacy_backup.snapshots;
@@ -13,6 +14,12 @@ SELECT code FROM regress.error_of($$DROP EXTENSION legacy_backup CASCADE$$);
 CREATE EXTENSION pg_trgm;
 SELECT code FROM regress.error_of($$DROP EXTENSION IF EXISTS pg_trgm, legacy_backup CASCADE$$);
 SELECT extname FROM pg_extension WHERE extname IN ('legacy_backup', 'pg_trgm') ORDER BY extname;
+-- DROP SCHEMA … CASCADE of the extension's schema would take the extension with it.
+SELECT code, regexp_replace(message, '\d+', 'N', 'g') AS message, detail
+FROM regress.error_of($$DROP SCHEMA public CASCADE$$);
+SELECT code FROM regress.error_of($$DROP SCHEMA IF EXISTS regress_none, "public" CASCADE$$);
+CREATE SCHEMA regress_scratch;
+DROP SCHEMA regress_scratch CASCADE;
 SELECT count(*) = :snapshots_before AS snapshots_intact FROM legacy_backup.snapshots;
 
 -- Other extensions are not affected.
