@@ -304,6 +304,20 @@ pub fn health() -> LbResult<Vec<HealthCheck>> {
             });
         }
     }
+    // The event trigger can be disabled (ALTER EVENT TRIGGER … DISABLE); say so.
+    let guard_enabled = Spi::get_one::<bool>(
+        "SELECT count(*) = 1 FROM pg_catalog.pg_event_trigger WHERE evtname = 'legacy_backup_drop_guard' AND evtenabled <> 'D'",
+    )?
+    .unwrap_or(false);
+    checks.push(HealthCheck {
+        check: "drop guard".into(),
+        ok: guard_enabled,
+        detail: if guard_enabled {
+            "DROP EXTENSION refused while snapshots or changes exist".into()
+        } else {
+            "event trigger legacy_backup_drop_guard missing or disabled: ALTER EVENT TRIGGER legacy_backup_drop_guard ENABLE".into()
+        },
+    });
     let pending = Spi::get_one::<i64>(
         "SELECT count(*) FROM legacy_backup.snapshots WHERE upload_state <> 'uploaded'",
     )?

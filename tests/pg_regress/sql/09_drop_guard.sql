@@ -22,6 +22,12 @@ CREATE SCHEMA regress_scratch;
 DROP SCHEMA regress_scratch CASCADE;
 SELECT count(*) = :snapshots_before AS snapshots_intact FROM legacy_backup.snapshots;
 
+-- legacy_backup_health() says whether the guard is on.
+SELECT check_name, ok, detail FROM legacy_backup_health() WHERE check_name = 'drop guard';
+ALTER EVENT TRIGGER legacy_backup_drop_guard DISABLE;
+SELECT check_name, ok, detail FROM legacy_backup_health() WHERE check_name = 'drop guard';
+ALTER EVENT TRIGGER legacy_backup_drop_guard ENABLE;
+
 -- Other extensions are not affected.
 DROP EXTENSION pg_trgm;
 DROP EXTENSION IF EXISTS no_such_extension;
@@ -35,6 +41,8 @@ DROP ROLE regress_dropper;
 
 -- Confirmed: dropped, and the application's tables and data are untouched.
 SELECT count(*) AS documents_before FROM extracted_documents \gset
+-- (The cascade NOTICE lists the triggers in catalog order, which varies: not shown.)
+SET client_min_messages = warning;
 SET legacy_backup.allow_drop = on;
 DROP EXTENSION legacy_backup CASCADE;
 RESET legacy_backup.allow_drop;
@@ -47,3 +55,4 @@ CREATE EXTENSION legacy_backup;
 SELECT count(*) > 0 AS baseline_rows FROM category_assignment_logs WHERE source = 'baseline';
 DROP EXTENSION legacy_backup CASCADE;
 CREATE EXTENSION legacy_backup;
+RESET client_min_messages;
