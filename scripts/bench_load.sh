@@ -8,7 +8,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-3}; SECS=${2:-60}
 [ "${SKIP_INSTALL:-}" = 1 ] || bash scripts/install.sh >/dev/null
-echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(pg_config --version), $(date -u +%F)"
+source scripts/bench_lib.sh
+echo "machine: $(machine)"
 ratios=()
 for run in $(seq 1 "$RUNS"); do
   line=$(LB_LOAD_SECONDS=$SECS bash tests/integration/t_load.sh | tee .tmp/bench-load-$run.log | grep 'info: load TPS') \

@@ -6,17 +6,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 R8=${1:-21}; R100=${2:-7}
 DIR=.tmp/bench-snapshot; PORT=54341
-[ "${SKIP_INSTALL:-}" = 1 ] || bash scripts/install.sh >/dev/null
-bash scripts/pgcluster.sh stop "$DIR"; rm -rf "$DIR"
-bash scripts/pgcluster.sh start "$DIR" "$PORT" "shared_buffers = 512MB" "work_mem = 64MB"
-trap 'bash scripts/pgcluster.sh stop "$DIR"' EXIT
-P() { bash scripts/pgcluster.sh psql "$DIR" "$PORT" -q -v ON_ERROR_STOP=1 "$@"; }
-P -c "CREATE DATABASE bench"
-P -d bench -f tests/fixtures/app_schema.sql
+source scripts/bench_lib.sh
+fresh_bench_cluster "shared_buffers = 512MB" "work_mem = 64MB"
 P -d bench -v sid=b8k -v docs=8000 -f tests/fixtures/seed.sql
 P -d bench -v sid=b100k -v docs=100000 -v cats=40 -v months=24 -f tests/fixtures/seed.sql
 P -d bench -c "CREATE EXTENSION legacy_backup" -c "VACUUM ANALYZE"
-echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(pg_config --version), $(date -u +%F)"
+echo "machine: $(machine)"
 P -d bench <<SQL
 \i scripts/bench_snapshot.sql
 -- Same content check: the two JSON builders agree on every document's category and status.

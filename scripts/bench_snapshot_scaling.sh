@@ -10,20 +10,15 @@ cd "$(dirname "$0")/.."
 ROUNDS=${1:-7}
 SIZES=(1000 2000 5000 10000 20000 50000 100000 200000)
 DIR=.tmp/bench-scaling; PORT=54343
-[ "${SKIP_INSTALL:-}" = 1 ] || bash scripts/install.sh >/dev/null
+source scripts/bench_lib.sh
 if [ ! -x .tmp/plotenv/bin/python ]; then
   python3 -m venv .tmp/plotenv
   .tmp/plotenv/bin/pip install --quiet 'matplotlib>=3.8,<4'
 fi
-bash scripts/pgcluster.sh stop "$DIR"; rm -rf "$DIR"
-bash scripts/pgcluster.sh start "$DIR" "$PORT" "shared_buffers = 1GB" "work_mem = 64MB"
-trap 'bash scripts/pgcluster.sh stop "$DIR"' EXIT
-P() { bash scripts/pgcluster.sh psql "$DIR" "$PORT" -q -v ON_ERROR_STOP=1 "$@"; }
-P -c "CREATE DATABASE bench"
-P -d bench -f tests/fixtures/app_schema.sql
+fresh_bench_cluster "shared_buffers = 1GB" "work_mem = 64MB"
 for n in "${SIZES[@]}"; do P -d bench -v sid="s$n" -v docs="$n" -f tests/fixtures/seed.sql; done
 P -d bench -c "CREATE EXTENSION legacy_backup" -c "VACUUM ANALYZE"
-machine="$(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(pg_config --version), $(date -u +%F)"
+machine=$(machine)
 echo "machine: $machine"
 mkdir -p benchmarks
 runs=""; for n in "${SIZES[@]}"; do runs+="SELECT pg_temp.run_bench('s$n', $ROUNDS);"$'\n'; done

@@ -11,19 +11,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${1:-3}; SECS=${2:-10}; REPEATS=${3:-5}
 DIR=.tmp/bench-triggers; PORT=54342
-[ "${SKIP_INSTALL:-}" = 1 ] || bash scripts/install.sh >/dev/null
-bash scripts/pgcluster.sh stop "$DIR"; rm -rf "$DIR"
-bash scripts/pgcluster.sh start "$DIR" "$PORT" "shared_buffers = 512MB" "synchronous_commit = off"
-trap 'bash scripts/pgcluster.sh stop "$DIR"' EXIT
-P() { PGOPTIONS="-c client_min_messages=warning" bash scripts/pgcluster.sh psql "$DIR" "$PORT" -q -v ON_ERROR_STOP=1 "$@"; }
-P -c "CREATE DATABASE bench"
-P -d bench -f tests/fixtures/app_schema.sql
+source scripts/bench_lib.sh
+fresh_bench_cluster "shared_buffers = 512MB" "synchronous_commit = off"
 P -d bench -v sid=bt -v docs=8000 -f tests/fixtures/seed.sql
 # 10,000 documents over 4 categories: a merge of two of them moves about 5,000.
 P -d bench -v sid=bm -v docs=10000 -v cats=4 -f tests/fixtures/seed.sql
 P -d bench -c "UPDATE extracted_documents SET category_id = 'bm-cat-00' || (1 + abs(hashtext(id)) % 4), status = 'Categorized' WHERE session_id = 'bm'"
 P -d bench -c "CREATE EXTENSION legacy_backup" -f scripts/bench_triggers.sql -c "VACUUM ANALYZE"
-echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(pg_config --version), $(date -u +%F)"
+echo "machine: $(machine)"
 
 
 # The 'floor': no trigger; the transaction writes the log row itself (one more INSERT before
