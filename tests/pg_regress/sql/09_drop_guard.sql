@@ -28,6 +28,9 @@ ALTER EVENT TRIGGER legacy_backup_drop_guard DISABLE;
 SELECT check_name, ok, detail FROM legacy_backup_health() WHERE check_name = 'drop guard';
 ALTER EVENT TRIGGER legacy_backup_drop_guard ENABLE;
 
+-- The guard's function is an event trigger only.
+SELECT code, message FROM regress.error_of($$SELECT legacy_backup.drop_guard()$$);
+
 -- Other extensions are not affected.
 DROP EXTENSION pg_trgm;
 DROP EXTENSION IF EXISTS no_such_extension;
