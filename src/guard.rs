@@ -87,15 +87,12 @@ unsafe fn string_list(list: *mut pg_sys::List) -> Vec<String> {
 /// The error to raise, or None when the statement does not reach the extension or there is
 /// nothing to lose.
 fn refusal(drop: &DropRequest) -> Option<LbError> {
-    let schema = Spi::get_one::<String>("SELECT extnamespace::regnamespace::text FROM pg_catalog.pg_extension WHERE extname = 'legacy_backup'")
-        .ok()
-        .flatten()?;
+    // Names in the parse tree are as PostgreSQL resolved them: unquoted, like the catalog's.
+    let schema_name = crate::attach::extension_schema().ok()?;
+    let schema = quote_identifier(&schema_name);
     let statement = match drop {
         DropRequest::Extension { names } if names.iter().any(|n| n == "legacy_backup") => "DROP EXTENSION".to_string(),
-        // The schema as written in the statement is unquoted; regnamespace::text quotes if needed.
-        DropRequest::SchemaCascade { names } if names.iter().any(|n| quote_identifier(n) == schema) => {
-            format!("DROP SCHEMA {schema} CASCADE")
-        }
+        DropRequest::SchemaCascade { names } if names.contains(&schema_name) => format!("DROP SCHEMA {schema} CASCADE"),
         _ => return None,
     };
     let log = format!("{schema}.category_assignment_logs");

@@ -59,17 +59,8 @@ pub struct Runner {
 /// when the extension is not installed in this database (the worker then idles).
 fn in_transaction<R>(f: impl FnOnce(&mut SpiClient<'_>) -> R + std::panic::UnwindSafe + std::panic::RefUnwindSafe) -> Option<R> {
     let result = BackgroundWorker::transaction(|| {
+        let schema = pgrx::spi::quote_identifier(crate::attach::extension_schema().ok()?);
         Spi::connect_mut(|client| {
-            let schema: Option<String> = client
-                .update(
-                    "SELECT quote_ident(n.nspname) FROM pg_catalog.pg_extension e \
-                     JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'legacy_backup'",
-                    None,
-                    &[],
-                )
-                .ok()
-                .and_then(|t| if t.is_empty() { None } else { t.first().get::<String>(1).ok().flatten() });
-            let schema = schema?;
             client
                 .update(
                     "SELECT set_config('search_path', $1, true)",
