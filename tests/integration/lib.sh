@@ -32,6 +32,13 @@ load_app() {
   q "$db" -v sid="$sid" -v docs="$docs" -f "$ROOT/tests/fixtures/seed.sql"
 }
 
+# Exports session $1 in database app and makes its cleanup due now (the export schedules it
+# legacy_backup.cleanup_delay later).
+export_and_make_due() { # sid
+  q app -c "BEGIN" -c "UPDATE legacy_import_sessions SET status = 'Exported', updated_at = now() WHERE id = '$1'" \
+         -c "UPDATE legacy_import_sessions SET cleanup_scheduled_at = now() - interval '1 second' WHERE id = '$1'" -c "COMMIT" >/dev/null
+}
+
 # Polls `sql` in database app until it returns `expected`, for at most `seconds`.
 wait_for() { # what sql expected seconds
   local deadline=$(( $(date +%s%N) + $4 * 1000000000 )) got

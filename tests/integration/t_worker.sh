@@ -49,8 +49,7 @@ stop_s3
 for _ in 1 2 3; do q app -c "SELECT legacy_snapshot_take('w2')" >/dev/null; sleep 0.01; done
 # Exported and due, but no snapshot of it is in S3 yet: no cleanup may run.
 mkdir -p "$BUCKET_DIR/documents/w2"; echo keep >"$BUCKET_DIR/documents/w2/a.pdf"
-q app -c "BEGIN" -c "UPDATE legacy_import_sessions SET status = 'Exported', updated_at = now() WHERE id = 'w2'" \
-       -c "UPDATE legacy_import_sessions SET cleanup_scheduled_at = now() - interval '1 second' WHERE id = 'w2'" -c "COMMIT" >/dev/null
+export_and_make_due w2
 sleep 2
 check "nothing marked uploaded while down" 0 "$(q app -c "SELECT count(*) FROM legacy_backup.snapshots WHERE session_id = 'w2' AND upload_state = 'uploaded'")"
 check "no cleanup while no snapshot is in S3" "0 f" "$(q app -c "SELECT count(*) || ' ' || (SELECT (cleaned_up_at IS NOT NULL)::text FROM legacy_import_sessions WHERE id = 'w2') FROM legacy_backup.jobs WHERE kind = 'cleanup' AND session_id = 'w2'" | sed 's/false/f/')"

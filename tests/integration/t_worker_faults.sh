@@ -37,10 +37,6 @@ session_with_backup() { # sid
   q app -c "SELECT legacy_snapshot_take('$1')" >/dev/null
   wait_for "$1: first snapshot uploaded" "SELECT count(*) FROM legacy_backup.snapshots WHERE session_id = '$1' AND upload_state = 'uploaded'" 1 20
 }
-export_and_make_due() { # sid
-  q app -c "BEGIN" -c "UPDATE legacy_import_sessions SET status = 'Exported', updated_at = now() WHERE id = '$1'" \
-         -c "UPDATE legacy_import_sessions SET cleanup_scheduled_at = now() - interval '1 second' WHERE id = '$1'" -c "COMMIT" >/dev/null
-}
 # While S3 misbehaves: the new snapshot is not marked uploaded, the session not marked cleaned
 # up, and both jobs wait for another attempt with a readable error.
 check_nothing_marked_done() { # sid snapshot_id error_pattern
@@ -56,7 +52,7 @@ check_completed() { # sid snapshot_id
   check "$1: object bytes equal the stored bytes" "$(q app -c "SELECT sha256 FROM legacy_backup.snapshots WHERE id = '$2'")" "$(sha256sum "$BUCKET_DIR/$key" | cut -d' ' -f1)"
   wait_for "$1: cleanup completed" "SELECT cleaned_up_at IS NOT NULL FROM legacy_import_sessions WHERE id = '$1'" t 90
   check "$1: every object gone" 0 "$(left "$1")"
-  check "$1: neighbour prefix kept" 1 "$(find "$BUCKET_DIR/documents/${1}x" -type f | wc -l)"
+  check "$1: neighbour prefix kept" 1 "$(left "${1}x")"
   check "$1: both snapshots kept in backups/" 2 "$(find "$BUCKET_DIR/backups/$1" -type f | wc -l)"
   check "$1: one completion audit row" 1 "$(q app -c "SELECT count(*) FROM legacy_import_audit_logs WHERE action = 'R2_CLEANUP_COMPLETED' AND session_id = '$1'")"
 }
@@ -117,20 +113,17 @@ check_completed ro "$id"
 echo "SIGKILL of the worker mid-cleanup"
 q app -c "SELECT legacy_snapshot_take('f1')" >/dev/null
 wait_for "snapshot uploaded" "SELECT count(*) FROM legacy_backup.snapshots WHERE session_id = 'f1' AND upload_state = 'uploaded'" 1 10
-mkdir -p "$BUCKET_DIR/documents/f1" "$BUCKET_DIR/documents/f1x"
-for d in $(seq 1 12); do mkdir -p "$BUCKET_DIR/documents/f1/d$d"; for i in $(seq 1 1000); do : >"$BUCKET_DIR/documents/f1/d$d/$i.pdf"; done; done
-echo keep >"$BUCKET_DIR/documents/f1x/keep.pdf"
-q app -c "BEGIN" -c "UPDATE legacy_import_sessions SET status = 'Exported', updated_at = now() WHERE id = 'f1'" \
-       -c "UPDATE legacy_import_sessions SET cleanup_scheduled_at = now() - interval '1 second' WHERE id = 'f1'" -c "COMMIT" >/dev/null
+objects f1 12000
+export_and_make_due f1
 wait_for "cleanup has started deleting" "SELECT count(*) > 0 FROM legacy_backup.jobs WHERE kind = 'cleanup' AND state = 'running' AND (progress->>'deleted')::int > 0" t 20
 kill -9 "$(worker_pid)"
-left=$(find "$BUCKET_DIR/documents/f1" -type f | wc -l)
-echo "  info: killed with $left of 12000 objects left"
-check "killed mid-cleanup (some objects left)" t "$( [ "$left" -gt 0 ] && echo t || echo f)"
+remaining=$(left f1)
+echo "  info: killed with $remaining of 12000 objects left"
+check "killed mid-cleanup (some objects left)" t "$( [ "$remaining" -gt 0 ] && echo t || echo f)"
 check "not marked cleaned up early" t "$(q app -c "SELECT cleaned_up_at IS NULL FROM legacy_import_sessions WHERE id = 'f1'" 2>/dev/null || echo t)"
 wait_for "cleanup resumed and finished after the crash restart" "SELECT cleaned_up_at IS NOT NULL FROM legacy_import_sessions WHERE id = 'f1'" t 60
-check "all 12,000 objects gone" 0 "$(find "$BUCKET_DIR/documents/f1" -type f | wc -l)"
-check "neighbour kept" 1 "$(find "$BUCKET_DIR/documents/f1x" -type f | wc -l)"
+check "all 12,000 objects gone" 0 "$(left f1)"
+check "neighbour kept" 1 "$(left f1x)"
 check "snapshot kept" 1 "$(find "$BUCKET_DIR/backups/f1" -type f | wc -l)"
 check "the interrupted job was requeued and completed" "succeeded" "$(q app -c "SELECT string_agg(state, ',') FROM legacy_backup.jobs WHERE kind = 'cleanup' AND session_id = 'f1'")"
 check "one completion audit row" 1 "$(q app -c "SELECT count(*) FROM legacy_import_audit_logs WHERE action = 'R2_CLEANUP_COMPLETED' AND session_id = 'f1'")"
@@ -146,10 +139,8 @@ key=$(q app -c "SELECT snapshot_key FROM legacy_backup.snapshots WHERE id = '$id
 check "object bytes equal the stored bytes" "$(q app -c "SELECT sha256 FROM legacy_backup.snapshots WHERE id = '$id'")" "$(sha256sum "$BUCKET_DIR/$key" | cut -d' ' -f1)"
 
 echo "fast shutdown mid-cleanup: SIGTERM answered promptly, the cleanup resumes"
-mkdir -p "$BUCKET_DIR/documents/f2"
-for d in $(seq 1 12); do mkdir -p "$BUCKET_DIR/documents/f2/d$d"; for i in $(seq 1 1000); do : >"$BUCKET_DIR/documents/f2/d$d/$i.pdf"; done; done
-q app -c "BEGIN" -c "UPDATE legacy_import_sessions SET status = 'Exported', updated_at = now() WHERE id = 'f2'" \
-       -c "UPDATE legacy_import_sessions SET cleanup_scheduled_at = now() - interval '1 second' WHERE id = 'f2'" -c "COMMIT" >/dev/null
+objects f2 12000
+export_and_make_due f2
 wait_for "cleanup has started deleting" "SELECT count(*) > 0 FROM legacy_backup.jobs WHERE kind = 'cleanup' AND session_id = 'f2' AND state = 'running' AND (progress->>'deleted')::int > 0" t 20
 t0=$(date +%s%N)
 runuser -u postgres -- "$BIN/pg_ctl" -D "$CLUSTER/data" -m fast -w -t 30 stop >/dev/null
@@ -158,7 +149,7 @@ echo "  info: fast shutdown took ${stop_ms} ms"
 check "shutdown within 5 s" t "$( [ "$stop_ms" -lt 5000 ] && echo t || echo f)"
 bash "$ROOT/scripts/pgcluster.sh" start "$CLUSTER" "$PORT" >/dev/null
 wait_for "cleanup finished after restart" "SELECT cleaned_up_at IS NOT NULL FROM legacy_import_sessions WHERE id = 'f2'" t 60
-check "all objects gone" 0 "$(find "$BUCKET_DIR/documents/f2" -type f | wc -l)"
+check "all objects gone" 0 "$(left f2)"
 
 echo "pruning snapshot bodies past the retention, never the newest uploaded"
 q app -c "SELECT legacy_snapshot_take('f1')" >/dev/null
