@@ -23,7 +23,12 @@ fn main() {
     })
     .expect("client");
     let start = Instant::now();
-    let keys: Vec<String> = client.list_all(prefix, |_| {}).expect("list").into_iter().map(|o| o.key).collect();
+    let keys: Vec<String> = client
+        .list_all(prefix, |_| {})
+        .expect("list")
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
     let mut deleted = 0;
     match mode {
         "batched" => {

@@ -7,13 +7,13 @@
 use crate::attach;
 use crate::audit;
 use crate::cleanup;
-use crate::gate;
-use crate::recovery;
 use crate::error::OrRaise;
+use crate::gate;
 use crate::ids;
+use crate::recovery;
 use crate::snapshot;
-use pgrx::prelude::*;
 use pgrx::datum::{Internal, JsonB};
+use pgrx::prelude::*;
 
 /// Full categorization snapshot of one session as `json` (exact bytes, stable key order).
 /// Declared by hand because pgrx has no zero-copy `json` return; json's on-disk form is the text
@@ -37,7 +37,10 @@ fn legacy_snapshot(session_id: Option<&str>) -> Internal {
 /// SECURITY DEFINER: it writes the extension's own tables, which callers need no privilege on.
 #[pg_extern(volatile, parallel_unsafe, security_definer)]
 #[search_path(pg_catalog, @extschema@, pg_temp)]
-fn legacy_snapshot_take(session_id: Option<&str>, actor_id: default!(Option<&str>, "NULL")) -> JsonB {
+fn legacy_snapshot_take(
+    session_id: Option<&str>,
+    actor_id: default!(Option<&str>, "NULL"),
+) -> JsonB {
     let session_id = ids::validate_id("session_id", session_id).or_raise();
     attach::ensure_attached().or_raise();
     let actor = snapshot::resolve_actor(actor_id).or_raise();
@@ -50,18 +53,34 @@ fn legacy_snapshot_take(session_id: Option<&str>, actor_id: default!(Option<&str
 /// tables with functions no one else may execute.
 #[pg_extern(volatile, parallel_unsafe, security_definer)]
 #[search_path(pg_catalog, @extschema@, pg_temp)]
-fn legacy_backup_attach(
-) -> TableIterator<'static, (name!(step, String), name!(object, String), name!(outcome, String))> {
+fn legacy_backup_attach() -> TableIterator<
+    'static,
+    (
+        name!(step, String),
+        name!(object, String),
+        name!(outcome, String),
+    ),
+> {
     let steps = attach::attach().or_raise();
-    TableIterator::new(steps.into_iter().map(|s| (s.step.to_string(), s.object, s.outcome.to_string())))
+    TableIterator::new(
+        steps
+            .into_iter()
+            .map(|s| (s.step.to_string(), s.object, s.outcome.to_string())),
+    )
 }
 
 /// Whether protection is active: tables, columns, worker, settings. SECURITY DEFINER: it counts
 /// rows of the extension's own tables.
 #[pg_extern(volatile, parallel_unsafe, security_definer)]
 #[search_path(pg_catalog, @extschema@, pg_temp)]
-fn legacy_backup_health(
-) -> TableIterator<'static, (name!(check_name, String), name!(ok, bool), name!(detail, String))> {
+fn legacy_backup_health() -> TableIterator<
+    'static,
+    (
+        name!(check_name, String),
+        name!(ok, bool),
+        name!(detail, String),
+    ),
+> {
     let checks = attach::health().or_raise();
     TableIterator::new(checks.into_iter().map(|c| (c.check, c.ok, c.detail)))
 }
@@ -77,9 +96,15 @@ fn legacy_backup_on_create() {
 /// a bulk change). SECURITY DEFINER so it can mark its own changes as source `undo`.
 #[pg_extern(volatile, parallel_unsafe, security_definer)]
 #[search_path(pg_catalog, @extschema@, pg_temp)]
-fn legacy_undo_last_categorization(actor_id: Option<&str>, document_id: default!(Option<&str>, "NULL")) -> JsonB {
+fn legacy_undo_last_categorization(
+    actor_id: Option<&str>,
+    document_id: default!(Option<&str>, "NULL"),
+) -> JsonB {
     let actor = ids::validate_id("actor_id", actor_id).or_raise();
-    let document = document_id.map(|d| ids::validate_id("document_id", Some(d))).transpose().or_raise();
+    let document = document_id
+        .map(|d| ids::validate_id("document_id", Some(d)))
+        .transpose()
+        .or_raise();
     attach::ensure_attached().or_raise();
     let result = audit::undo_last(&actor, document.as_deref()).or_raise();
     JsonB(serde_json::to_value(result).expect("undo result serializes"))
@@ -114,7 +139,9 @@ fn legacy_postpone_cleanup(
 ) -> JsonB {
     let session_id = ids::validate_id("session_id", session_id).or_raise();
     let actor = ids::validate_id("actor_id", actor_id).or_raise();
-    let until = until.ok_or_else(|| crate::error::LbError::null_value("until")).or_raise();
+    let until = until
+        .ok_or_else(|| crate::error::LbError::null_value("until"))
+        .or_raise();
     attach::ensure_attached().or_raise();
     JsonB(gate::postpone_cleanup(&session_id, &actor, until).or_raise())
 }
@@ -139,18 +166,29 @@ fn legacy_snapshot_fetch(key: Option<&str>) -> String {
     let key = recovery::validate_snapshot_key(key).or_raise();
     let body = recovery::fetch(&key).or_raise();
     // Checked to be JSON by fetch; JSON is UTF-8.
-    String::from_utf8(body).map_err(|_| crate::error::LbError::invalid_parameter("snapshot object is not UTF-8")).or_raise()
+    String::from_utf8(body)
+        .map_err(|_| crate::error::LbError::invalid_parameter("snapshot object is not UTF-8"))
+        .or_raise()
 }
 
 /// Restores a session's categorization from a stored snapshot (dry run by default). Partners only.
 #[pg_extern(volatile, parallel_unsafe, security_definer)]
 #[search_path(pg_catalog, @extschema@, pg_temp)]
-fn legacy_restore_snapshot(snapshot_id: Option<&str>, actor_id: Option<&str>, dry_run: default!(Option<bool>, "true")) -> JsonB {
+fn legacy_restore_snapshot(
+    snapshot_id: Option<&str>,
+    actor_id: Option<&str>,
+    dry_run: default!(Option<bool>, "true"),
+) -> JsonB {
     let snapshot_id = ids::validate_id("snapshot_id", snapshot_id).or_raise();
     let actor = ids::validate_id("actor_id", actor_id).or_raise();
-    let dry_run = dry_run.ok_or_else(|| crate::error::LbError::null_value("dry_run")).or_raise();
+    let dry_run = dry_run
+        .ok_or_else(|| crate::error::LbError::null_value("dry_run"))
+        .or_raise();
     attach::ensure_attached().or_raise();
-    JsonB(serde_json::to_value(recovery::restore_snapshot(&snapshot_id, &actor, dry_run).or_raise()).expect("serializes"))
+    JsonB(
+        serde_json::to_value(recovery::restore_snapshot(&snapshot_id, &actor, dry_run).or_raise())
+            .expect("serializes"),
+    )
 }
 
 /// Restores from a snapshot document (e.g. legacy_snapshot_fetch(key)), dry run by default.
@@ -161,12 +199,23 @@ VOLATILE PARALLEL UNSAFE SECURITY DEFINER
 SET search_path TO pg_catalog, @extschema@, pg_temp
 LANGUAGE c AS 'MODULE_PATHNAME', 'legacy_snapshot_import_wrapper';
 "#)]
-fn legacy_snapshot_import(snapshot: Option<&str>, actor_id: Option<&str>, dry_run: Option<bool>) -> JsonB {
-    let snapshot = snapshot.ok_or_else(|| crate::error::LbError::null_value("snapshot")).or_raise();
+fn legacy_snapshot_import(
+    snapshot: Option<&str>,
+    actor_id: Option<&str>,
+    dry_run: Option<bool>,
+) -> JsonB {
+    let snapshot = snapshot
+        .ok_or_else(|| crate::error::LbError::null_value("snapshot"))
+        .or_raise();
     let actor = ids::validate_id("actor_id", actor_id).or_raise();
-    let dry_run = dry_run.ok_or_else(|| crate::error::LbError::null_value("dry_run")).or_raise();
+    let dry_run = dry_run
+        .ok_or_else(|| crate::error::LbError::null_value("dry_run"))
+        .or_raise();
     attach::ensure_attached().or_raise();
-    JsonB(serde_json::to_value(recovery::import_snapshot(snapshot, &actor, dry_run).or_raise()).expect("serializes"))
+    JsonB(
+        serde_json::to_value(recovery::import_snapshot(snapshot, &actor, dry_run).or_raise())
+            .expect("serializes"),
+    )
 }
 
 /// A partner's manual cleanup of a session's files: a preview without `confirm`, the cleanup

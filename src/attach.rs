@@ -20,8 +20,10 @@ pub const REQUIRED_TABLES: &[&str] = &[
 
 /// Columns the extension adds to `legacy_import_sessions` when an older database lacks them.
 /// TIMESTAMPTZ(6) matches what Prisma generates in newer databases.
-pub const SESSION_COLUMNS: &[(&str, &str)] =
-    &[("last_snapshot_at", "timestamptz(6)"), ("cleanup_scheduled_at", "timestamptz(6)")];
+pub const SESSION_COLUMNS: &[(&str, &str)] = &[
+    ("last_snapshot_at", "timestamptz(6)"),
+    ("cleanup_scheduled_at", "timestamptz(6)"),
+];
 
 thread_local! {
     /// (extension oid, its namespace oid), refreshed whenever the extension's oid changes.
@@ -35,7 +37,9 @@ fn extension_namespace() -> LbResult<pg_sys::Oid> {
     // SAFETY: a catalog lookup by name; missing_ok = true returns InvalidOid instead of raising.
     let ext = unsafe { pg_sys::get_extension_oid(c"legacy_backup".as_ptr(), true) };
     if ext == pg_sys::InvalidOid {
-        return Err(LbError::internal("extension legacy_backup is not installed in this database"));
+        return Err(LbError::internal(
+            "extension legacy_backup is not installed in this database",
+        ));
     }
     let (cached_ext, cached_nsp) = EXTENSION_NAMESPACE.with(Cell::get);
     if cached_ext == ext {
@@ -58,7 +62,9 @@ pub fn extension_schema() -> LbResult<String> {
         return Err(LbError::internal("the extension's schema no longer exists"));
     }
     // SAFETY: a valid NUL-terminated string from the catalog.
-    Ok(unsafe { std::ffi::CStr::from_ptr(name) }.to_string_lossy().into_owned())
+    Ok(unsafe { std::ffi::CStr::from_ptr(name) }
+        .to_string_lossy()
+        .into_owned())
 }
 
 /// The oid of an ordinary or partitioned table in the extension's schema, if it exists.
@@ -67,8 +73,13 @@ fn app_table(nsp: pg_sys::Oid, name: &str) -> Option<pg_sys::Oid> {
     // SAFETY: syscache lookups by name and oid; both return InvalidOid / '\0' when absent.
     unsafe {
         let relid = pg_sys::get_relname_relid(cname.as_ptr(), nsp);
-        let kind = if relid == pg_sys::InvalidOid { 0 } else { pg_sys::get_rel_relkind(relid) as u8 };
-        (kind == pg_sys::RELKIND_RELATION || kind == pg_sys::RELKIND_PARTITIONED_TABLE).then_some(relid)
+        let kind = if relid == pg_sys::InvalidOid {
+            0
+        } else {
+            pg_sys::get_rel_relkind(relid) as u8
+        };
+        (kind == pg_sys::RELKIND_RELATION || kind == pg_sys::RELKIND_PARTITIONED_TABLE)
+            .then_some(relid)
     }
 }
 
@@ -81,14 +92,22 @@ fn has_column(relid: pg_sys::Oid, column: &str) -> bool {
 /// Required tables that do not exist (as ordinary or partitioned tables) in the extension schema.
 pub fn missing_tables() -> LbResult<Vec<String>> {
     let nsp = extension_namespace()?;
-    Ok(REQUIRED_TABLES.iter().filter(|t| app_table(nsp, t).is_none()).map(|t| t.to_string()).collect())
+    Ok(REQUIRED_TABLES
+        .iter()
+        .filter(|t| app_table(nsp, t).is_none())
+        .map(|t| t.to_string())
+        .collect())
 }
 
 /// `legacy_import_sessions` columns the extension uses that are missing (empty if the table is).
 fn missing_session_columns() -> LbResult<Vec<&'static str>> {
     let nsp = extension_namespace()?;
     Ok(match app_table(nsp, "legacy_import_sessions") {
-        Some(relid) => SESSION_COLUMNS.iter().map(|(c, _)| *c).filter(|c| !has_column(relid, c)).collect(),
+        Some(relid) => SESSION_COLUMNS
+            .iter()
+            .map(|(c, _)| *c)
+            .filter(|c| !has_column(relid, c))
+            .collect(),
         None => Vec::new(),
     })
 }
@@ -105,8 +124,16 @@ fn detached_error(missing: &[String]) -> LbError {
 /// Fails with a clear error unless every required table and added column is in place.
 pub fn ensure_attached() -> LbResult<()> {
     let mut missing = missing_tables()?;
-    missing.extend(missing_session_columns()?.iter().map(|c| format!("legacy_import_sessions.{c}")));
-    if missing.is_empty() { Ok(()) } else { Err(detached_error(&missing)) }
+    missing.extend(
+        missing_session_columns()?
+            .iter()
+            .map(|c| format!("legacy_import_sessions.{c}")),
+    );
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(detached_error(&missing))
+    }
 }
 
 /// Triggers the extension keeps on application tables: (name, timing and event, table, transition
@@ -152,7 +179,9 @@ pub const TRIGGERS: &[(&str, &str, &str, &str, &str)] = &[
 /// None when the trigger does not exist; Some(enabled) when it does.
 fn trigger_state(table: &str, name: &str) -> LbResult<Option<bool>> {
     let nsp = extension_namespace()?;
-    let Some(relid) = app_table(nsp, table) else { return Ok(None) };
+    let Some(relid) = app_table(nsp, table) else {
+        return Ok(None);
+    };
     // (Spi::get_one errors on zero rows, so the query always returns one.)
     Ok(Spi::get_one_with_args::<bool>(
         "SELECT (SELECT tgenabled <> 'D' FROM pg_catalog.pg_trigger WHERE tgrelid = $1 AND tgname = $2)",
@@ -205,17 +234,27 @@ pub fn attach() -> LbResult<Vec<AttachStep>> {
     }
     let mut steps = Vec::new();
     for table in REQUIRED_TABLES {
-        steps.push(AttachStep { step: "table", object: table.to_string(), outcome: "present" });
+        steps.push(AttachStep {
+            step: "table",
+            object: table.to_string(),
+            outcome: "present",
+        });
     }
     for (column, ty) in SESSION_COLUMNS {
         let outcome = if missing_session_columns()?.contains(column) {
             // Names come from constants above, never from input.
-            Spi::run(&format!("ALTER TABLE legacy_import_sessions ADD COLUMN IF NOT EXISTS {column} {ty}"))?;
+            Spi::run(&format!(
+                "ALTER TABLE legacy_import_sessions ADD COLUMN IF NOT EXISTS {column} {ty}"
+            ))?;
             "added"
         } else {
             "present"
         };
-        steps.push(AttachStep { step: "column", object: format!("legacy_import_sessions.{column}"), outcome });
+        steps.push(AttachStep {
+            step: "column",
+            object: format!("legacy_import_sessions.{column}"),
+            outcome,
+        });
     }
     for (name, event, table, level, function) in TRIGGERS {
         // Attaching always leaves the trigger enabled: a disabled one is what lost history looks like.
@@ -230,16 +269,25 @@ pub fn attach() -> LbResult<Vec<AttachStep>> {
                 "created"
             }
         };
-        steps.push(AttachStep { step: "trigger", object: format!("{table}.{name}"), outcome });
+        steps.push(AttachStep {
+            step: "trigger",
+            object: format!("{table}.{name}"),
+            outcome,
+        });
     }
     let recorded = record_baseline()?;
     steps.push(AttachStep {
         step: "baseline",
         object: "category_assignment_logs".into(),
-        outcome: if recorded == 0 { "complete" } else { "recorded" },
+        outcome: if recorded == 0 {
+            "complete"
+        } else {
+            "recorded"
+        },
     });
     if recorded > 0 {
-        steps.last_mut().expect("just pushed").object = format!("category_assignment_logs ({recorded} documents)");
+        steps.last_mut().expect("just pushed").object =
+            format!("category_assignment_logs ({recorded} documents)");
     }
     Ok(steps)
 }
@@ -280,7 +328,11 @@ pub fn health() -> LbResult<Vec<HealthCheck>> {
         checks.push(HealthCheck {
             check: format!("table {table}"),
             ok: present,
-            detail: if present { format!("found in schema {schema}") } else { format!("missing from schema {schema}") },
+            detail: if present {
+                format!("found in schema {schema}")
+            } else {
+                format!("missing from schema {schema}")
+            },
         });
     }
     if !missing.iter().any(|m| m == "legacy_import_sessions") {
@@ -290,7 +342,11 @@ pub fn health() -> LbResult<Vec<HealthCheck>> {
             checks.push(HealthCheck {
                 check: format!("column legacy_import_sessions.{column}"),
                 ok: present,
-                detail: if present { "present".into() } else { "missing: run legacy_backup_attach()".into() },
+                detail: if present {
+                    "present".into()
+                } else {
+                    "missing: run legacy_backup_attach()".into()
+                },
             });
         }
     }
@@ -300,7 +356,11 @@ pub fn health() -> LbResult<Vec<HealthCheck>> {
             checks.push(HealthCheck {
                 check: format!("trigger {table}.{name}"),
                 ok: present,
-                detail: if present { "enabled".into() } else { "missing or disabled: run legacy_backup_attach()".into() },
+                detail: if present {
+                    "enabled".into()
+                } else {
+                    "missing or disabled: run legacy_backup_attach()".into()
+                },
             });
         }
     }
@@ -338,11 +398,17 @@ pub fn health() -> LbResult<Vec<HealthCheck>> {
         ok: workers > 0 && worker_db == this_db,
         detail: match (workers > 0, worker_db == this_db) {
             (true, true) => "running".into(),
-            (true, false) => format!("running, but for database \"{worker_db}\" (legacy_backup.database), not this one"),
-            (false, _) => "not running: add legacy_backup to shared_preload_libraries and restart".into(),
+            (true, false) => format!(
+                "running, but for database \"{worker_db}\" (legacy_backup.database), not this one"
+            ),
+            (false, _) => {
+                "not running: add legacy_backup to shared_preload_libraries and restart".into()
+            }
         },
     });
-    let failed = Spi::get_one::<i64>("SELECT count(*) FROM legacy_backup.jobs WHERE state = 'failed'")?.unwrap_or(0);
+    let failed =
+        Spi::get_one::<i64>("SELECT count(*) FROM legacy_backup.jobs WHERE state = 'failed'")?
+            .unwrap_or(0);
     checks.push(HealthCheck {
         check: "failed jobs".into(),
         ok: failed == 0,
@@ -358,7 +424,8 @@ pub fn health() -> LbResult<Vec<HealthCheck>> {
         detail: if preloaded {
             "legacy_backup is preloaded".into()
         } else {
-            "legacy_backup is not in shared_preload_libraries: the background worker cannot run".into()
+            "legacy_backup is not in shared_preload_libraries: the background worker cannot run"
+                .into()
         },
     });
     Ok(checks)

@@ -112,7 +112,9 @@ pub fn undo_last(actor: &str, document: Option<&str>) -> LbResult<UndoResult> {
                 .detail(format!("It was made {age} ago; legacy_backup.undo_window is {window}."))
                 .hint("Restore from a snapshot instead, or ask a superuser to widen legacy_backup.undo_window."));
             }
-            let scope = document.map(|d| format!(" to document \"{d}\"")).unwrap_or_default();
+            let scope = document
+                .map(|d| format!(" to document \"{d}\""))
+                .unwrap_or_default();
             return Err(refused(
                 PgSqlErrorCode::ERRCODE_NO_DATA_FOUND,
                 format!("\"{actor}\" has no change{scope} left to undo"),
@@ -130,7 +132,11 @@ pub fn undo_last(actor: &str, document: Option<&str>) -> LbResult<UndoResult> {
         check_documents(client, &plan)?;
 
         let log_high_water: i64 = client
-            .update("SELECT coalesce(max(id), 0) FROM category_assignment_logs", None, &[])?
+            .update(
+                "SELECT coalesce(max(id), 0) FROM category_assignment_logs",
+                None,
+                &[],
+            )?
             .first()
             .get(1)?
             .unwrap_or(0);
@@ -141,11 +147,15 @@ pub fn undo_last(actor: &str, document: Option<&str>) -> LbResult<UndoResult> {
             None,
             &[actor.into()],
         )?;
-        let to_category: Vec<Option<String>> = plan.values().map(|p| p.to_category.clone()).collect();
+        let to_category: Vec<Option<String>> =
+            plan.values().map(|p| p.to_category.clone()).collect();
         let to_status: Vec<String> = plan.values().map(|p| p.to_status.clone()).collect();
-        let to_by: Vec<Option<String>> = plan.values().map(|p| p.to_categorized_by.clone()).collect();
-        let to_at: Vec<Option<pgrx::datum::TimestampWithTimeZone>> = plan.values().map(|p| p.to_categorized_at).collect();
-        let from_category: Vec<Option<String>> = plan.values().map(|p| p.from_category.clone()).collect();
+        let to_by: Vec<Option<String>> =
+            plan.values().map(|p| p.to_categorized_by.clone()).collect();
+        let to_at: Vec<Option<pgrx::datum::TimestampWithTimeZone>> =
+            plan.values().map(|p| p.to_categorized_at).collect();
+        let from_category: Vec<Option<String>> =
+            plan.values().map(|p| p.from_category.clone()).collect();
         let from_status: Vec<String> = plan.values().map(|p| p.from_status.clone()).collect();
         client.update(
             "UPDATE extracted_documents d SET category_id = p.cat, status = p.status::\"DocumentCategorizationStatus\", \
@@ -175,7 +185,14 @@ pub fn undo_last(actor: &str, document: Option<&str>) -> LbResult<UndoResult> {
             None,
             &[log_high_water.into(), undone_ids.clone().into()],
         )?;
-        apply_counter_moves(client, &doc_ids, &from_category, &to_category, &from_status, &to_status)?;
+        apply_counter_moves(
+            client,
+            &doc_ids,
+            &from_category,
+            &to_category,
+            &from_status,
+            &to_status,
+        )?;
 
         let result = UndoResult {
             actor_id: actor.to_string(),
@@ -199,7 +216,13 @@ pub fn undo_last(actor: &str, document: Option<&str>) -> LbResult<UndoResult> {
             "bulk": plan.len() > 1,
             "documentIds": doc_ids.iter().take(100).collect::<Vec<_>>(),
         });
-        crate::audit_log::write(client, &session_id, actor, "CATEGORIZATION_UNDONE", &details)?;
+        crate::audit_log::write(
+            client,
+            &session_id,
+            actor,
+            "CATEGORIZATION_UNDONE",
+            &details,
+        )?;
         Ok(result)
     })
 }
@@ -268,7 +291,10 @@ fn plan_documents(changes: &[LoggedChange]) -> BTreeMap<String, DocumentUndo> {
 /// Locks the documents, then refuses if any was changed since by a change still in force (changes
 /// that were undone, and the undos themselves, cancel out), was deleted, or is not in the state
 /// the log says.
-fn check_documents(client: &mut SpiClient<'_>, plan: &BTreeMap<String, DocumentUndo>) -> LbResult<()> {
+fn check_documents(
+    client: &mut SpiClient<'_>,
+    plan: &BTreeMap<String, DocumentUndo>,
+) -> LbResult<()> {
     let doc_ids: Vec<String> = plan.keys().cloned().collect();
     let last_ids: Vec<i64> = plan.values().map(|p| p.last_log_id).collect();
     let locked = client.update(
@@ -295,13 +321,21 @@ fn check_documents(client: &mut SpiClient<'_>, plan: &BTreeMap<String, DocumentU
             PgSqlErrorCode::ERRCODE_OBJECT_IN_USE,
             format!("cannot undo: document \"{doc}\" was changed since by \"{by}\""),
         )
-        .detail(format!("That change was made at {at}; undoing now would discard it."))
+        .detail(format!(
+            "That change was made at {at}; undoing now would discard it."
+        ))
         .hint("Ask that user to undo their change first, or categorize the document again."));
     }
     let mut found = BTreeMap::new();
     for row in locked {
         let id: String = row.get(1)?.unwrap_or_default();
-        found.insert(id, (row.get::<String>(2)?, row.get::<String>(3)?.unwrap_or_default()));
+        found.insert(
+            id,
+            (
+                row.get::<String>(2)?,
+                row.get::<String>(3)?.unwrap_or_default(),
+            ),
+        );
     }
     for (doc, p) in plan {
         match found.get(doc) {

@@ -4,7 +4,13 @@
 use pgrx::spi::{SpiClient, SpiResult};
 
 /// Writes one audit row in the caller's transaction.
-pub fn write(client: &mut SpiClient<'_>, session_id: &str, user_id: &str, action: &str, details: &serde_json::Value) -> SpiResult<()> {
+pub fn write(
+    client: &mut SpiClient<'_>,
+    session_id: &str,
+    user_id: &str,
+    action: &str,
+    details: &serde_json::Value,
+) -> SpiResult<()> {
     client.update(
         "INSERT INTO legacy_import_audit_logs (id, session_id, user_id, action, details, \"timestamp\") \
          VALUES (gen_random_uuid()::text, $1, $2, $3, $4::jsonb, now())",

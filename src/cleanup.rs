@@ -20,7 +20,10 @@ struct Target {
 }
 
 fn state(message: String) -> LbError {
-    LbError::new(PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE, message)
+    LbError::new(
+        PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+        message,
+    )
 }
 
 /// Exported, not cleaned up, and a snapshot uploaded; then checked in R2 right now.
@@ -36,7 +39,9 @@ fn preconditions(session_id: &str) -> LbResult<Target> {
             &[session_id.into()],
         )?;
         if t.is_empty() {
-            return Err(LbError::not_found(format!("import session \"{session_id}\" does not exist")));
+            return Err(LbError::not_found(format!(
+                "import session \"{session_id}\" does not exist"
+            )));
         }
         let r = t.first();
         let status: String = r.get(1)?.unwrap_or_default();
@@ -44,7 +49,9 @@ fn preconditions(session_id: &str) -> LbResult<Target> {
             return Err(state(format!("session \"{session_id}\" is not exported (status {status}); only exported sessions are cleaned up")));
         }
         if r.get::<bool>(2)?.unwrap_or(false) {
-            return Err(state(format!("session \"{session_id}\" is already cleaned up")));
+            return Err(state(format!(
+                "session \"{session_id}\" is already cleaned up"
+            )));
         }
         let snapshot_id: Option<String> = r.get(4)?;
         let Some(snapshot_id) = snapshot_id else {
@@ -63,14 +70,22 @@ fn preconditions(session_id: &str) -> LbResult<Target> {
 }
 
 fn client() -> LbResult<crate::storage::Client> {
-    settings::client_from_settings().map_err(|e| state(e).hint("Configure object storage: see the README."))
+    settings::client_from_settings()
+        .map_err(|e| state(e).hint("Configure object storage: see the README."))
 }
 
 fn storage(e: crate::storage::StorageError) -> LbError {
-    LbError::new(PgSqlErrorCode::ERRCODE_CONNECTION_FAILURE, format!("object storage: {e}"))
+    LbError::new(
+        PgSqlErrorCode::ERRCODE_CONNECTION_FAILURE,
+        format!("object storage: {e}"),
+    )
 }
 
-pub fn cleanup_session(session_id: &str, actor: &str, confirm: Option<&str>) -> LbResult<serde_json::Value> {
+pub fn cleanup_session(
+    session_id: &str,
+    actor: &str,
+    confirm: Option<&str>,
+) -> LbResult<serde_json::Value> {
     require_partner(actor)?;
     let target = preconditions(session_id)?;
     let client = client()?;
@@ -124,29 +139,44 @@ fn run_confirmed(session_id: &str, actor: &str) -> LbResult<serde_json::Value> {
     let started = Instant::now();
     loop {
         // Each query sees what committed since: the worker's progress.
-        let job = Spi::connect_mut(|c| -> LbResult<Option<(i64, String, serde_json::Value, Option<String>)>> {
-            let t = c.update(
+        let job = Spi::connect_mut(
+            |c| -> LbResult<Option<(i64, String, serde_json::Value, Option<String>)>> {
+                let t = c.update(
                 "SELECT id, state, progress::text, last_error FROM legacy_backup.jobs \
                  WHERE kind = 'cleanup' AND session_id = $1 AND created_at >= now() - interval '1 day' \
                  ORDER BY id DESC LIMIT 1",
                 None,
                 &[session_id.into()],
             )?;
-            if t.is_empty() {
-                return Ok(None);
-            }
-            let r = t.first();
-            let progress: String = r.get(3)?.unwrap_or_else(|| "{}".into());
-            Ok(Some((r.get(1)?.unwrap_or(0), r.get(2)?.unwrap_or_default(), serde_json::from_str(&progress).unwrap_or_default(), r.get(4)?)))
-        })?;
+                if t.is_empty() {
+                    return Ok(None);
+                }
+                let r = t.first();
+                let progress: String = r.get(3)?.unwrap_or_else(|| "{}".into());
+                Ok(Some((
+                    r.get(1)?.unwrap_or(0),
+                    r.get(2)?.unwrap_or_default(),
+                    serde_json::from_str(&progress).unwrap_or_default(),
+                    r.get(4)?,
+                )))
+            },
+        )?;
         if let Some((id, job_state, progress, error)) = &job {
             match job_state.as_str() {
                 "succeeded" => {
-                    return Ok(json!({"sessionId": session_id, "jobId": id, "state": job_state, "deleted": progress["deleted"], "finished": true}))
+                    return Ok(
+                        json!({"sessionId": session_id, "jobId": id, "state": job_state, "deleted": progress["deleted"], "finished": true}),
+                    )
                 }
                 "failed" => {
-                    return Err(LbError::new(PgSqlErrorCode::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION, format!("cleanup job {id} failed: {}", error.clone().unwrap_or_default()))
-                        .hint("See the legacy_backup_jobs view."))
+                    return Err(LbError::new(
+                        PgSqlErrorCode::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION,
+                        format!(
+                            "cleanup job {id} failed: {}",
+                            error.clone().unwrap_or_default()
+                        ),
+                    )
+                    .hint("See the legacy_backup_jobs view."))
                 }
                 _ => {}
             }
@@ -159,7 +189,9 @@ fn run_confirmed(session_id: &str, actor: &str) -> LbResult<serde_json::Value> {
                     "sessionId": session_id, "jobId": id, "state": job_state, "progress": progress,
                     "lastError": error, "finished": false,
                     "note": "still running; follow it in the legacy_backup_jobs view"}),
-                None => json!({"sessionId": session_id, "finished": false, "note": "queued; follow it in the legacy_backup_jobs view"}),
+                None => {
+                    json!({"sessionId": session_id, "finished": false, "note": "queued; follow it in the legacy_backup_jobs view"})
+                }
             });
         }
         // SAFETY: sleeps on this backend's latch; interrupts (cancel, terminate) are honoured.

@@ -17,7 +17,12 @@ pub type LbResult<T> = Result<T, LbError>;
 
 impl LbError {
     pub fn new(code: PgSqlErrorCode, message: impl Into<String>) -> Self {
-        LbError { code, message: message.into(), detail: None, hint: None }
+        LbError {
+            code,
+            message: message.into(),
+            detail: None,
+            hint: None,
+        }
     }
     pub fn detail(mut self, detail: impl Into<String>) -> Self {
         self.detail = Some(detail.into());

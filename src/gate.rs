@@ -96,8 +96,10 @@ pub fn verdict(session_id: &str, include_status: bool) -> LbResult<Readiness> {
         let status: Option<String> = row.get(1)?;
         let session_exists: bool = row.get(14)?.unwrap_or(false);
         if include_status && !session_exists {
-            return Err(LbError::not_found(format!("import session \"{session_id}\" does not exist"))
-                .hint("Check the id against legacy_import_sessions.id."));
+            return Err(LbError::not_found(format!(
+                "import session \"{session_id}\" does not exist"
+            ))
+            .hint("Check the id against legacy_import_sessions.id."));
         }
         let snapshot_id: Option<String> = row.get(5)?;
         let age: Option<f64> = row.get(9)?;
@@ -107,11 +109,17 @@ pub fn verdict(session_id: &str, include_status: bool) -> LbResult<Readiness> {
         let take = format!("Take a snapshot first: SELECT legacy_snapshot_take('{session_id}');");
         let age_text = age.map(|a| format!("{a} minutes")).unwrap_or_default();
         let (code, message, hint) = if include_status && status.as_deref() == Some("Exported") {
-            (Code::AlreadyExported, format!("session \"{session_id}\" is already exported"), None)
+            (
+                Code::AlreadyExported,
+                format!("session \"{session_id}\" is already exported"),
+                None,
+            )
         } else if snapshot_id.is_none() {
             (
                 Code::SnapshotRequired,
-                format!("export of session \"{session_id}\" refused: it has no categorization snapshot"),
+                format!(
+                    "export of session \"{session_id}\" refused: it has no categorization snapshot"
+                ),
                 Some(take),
             )
         } else if stale {
@@ -163,7 +171,11 @@ const MAX_POSTPONE: &str = "10 years";
 
 /// Moves a scheduled cleanup later. Only an active partner; only an exported session that is not
 /// cleaned up; only later than the current schedule.
-pub fn postpone_cleanup(session_id: &str, actor_id: &str, until: pgrx::datum::TimestampWithTimeZone) -> LbResult<serde_json::Value> {
+pub fn postpone_cleanup(
+    session_id: &str,
+    actor_id: &str,
+    until: pgrx::datum::TimestampWithTimeZone,
+) -> LbResult<serde_json::Value> {
     require_partner(actor_id)?;
     Spi::connect_mut(|client| {
         let rows = client.update(
@@ -175,7 +187,9 @@ pub fn postpone_cleanup(session_id: &str, actor_id: &str, until: pgrx::datum::Ti
             &[session_id.into(), until.into(), MAX_POSTPONE.into()],
         )?;
         if rows.is_empty() {
-            return Err(LbError::not_found(format!("import session \"{session_id}\" does not exist")));
+            return Err(LbError::not_found(format!(
+                "import session \"{session_id}\" does not exist"
+            )));
         }
         let row = rows.first();
         let status: String = row.get(1)?.unwrap_or_default();
@@ -185,12 +199,19 @@ pub fn postpone_cleanup(session_id: &str, actor_id: &str, until: pgrx::datum::Ti
         let in_future: bool = row.get(4)?.unwrap_or(false);
         let bounded: bool = row.get(5)?.unwrap_or(false);
         let later: bool = row.get(6)?.unwrap_or(false);
-        let state = |msg: String| LbError::new(PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE, msg);
+        let state = |msg: String| {
+            LbError::new(
+                PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+                msg,
+            )
+        };
         if status != "Exported" {
             return Err(state(format!("session \"{session_id}\" is not exported (status {status}): no cleanup is scheduled")));
         }
         if cleaned {
-            return Err(state(format!("session \"{session_id}\" is already cleaned up")));
+            return Err(state(format!(
+                "session \"{session_id}\" is already cleaned up"
+            )));
         }
         if !finite || !in_future || !bounded {
             return Err(LbError::invalid_parameter(format!(
@@ -198,8 +219,12 @@ pub fn postpone_cleanup(session_id: &str, actor_id: &str, until: pgrx::datum::Ti
             )));
         }
         if !later {
-            return Err(LbError::invalid_parameter("until must be later than the current scheduled cleanup")
-                .hint("Postponing only extends the recovery window; it never brings a cleanup forward."));
+            return Err(LbError::invalid_parameter(
+                "until must be later than the current scheduled cleanup",
+            )
+            .hint(
+                "Postponing only extends the recovery window; it never brings a cleanup forward.",
+            ));
         }
         client.update(
             "UPDATE legacy_import_sessions SET cleanup_scheduled_at = $2, updated_at = now() WHERE id = $1",
@@ -228,11 +253,16 @@ pub fn require_partner(actor_id: &str) -> LbResult<()> {
         &[actor.as_str().into()],
     )?;
     match role.as_deref() {
-        None => Err(LbError::not_found(format!("user \"{actor}\" does not exist"))),
+        None => Err(LbError::not_found(format!(
+            "user \"{actor}\" does not exist"
+        ))),
         Some("Partner/Active") => Ok(()),
         Some(other) => Err(LbError::new(
             PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
-            format!("only an active partner may do this; user \"{actor}\" is {}", other.replace('/', ", ")),
+            format!(
+                "only an active partner may do this; user \"{actor}\" is {}",
+                other.replace('/', ", ")
+            ),
         )),
     }
 }

@@ -28,10 +28,16 @@ pub extern "C" fn pg_finfo_legacy_backup_drop_guard() -> &'static pg_sys::Pg_fin
 /// Called by PostgreSQL's function manager with a valid `fcinfo`.
 #[pg_guard]
 #[no_mangle]
-pub unsafe extern "C-unwind" fn legacy_backup_drop_guard(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
+pub unsafe extern "C-unwind" fn legacy_backup_drop_guard(
+    fcinfo: pg_sys::FunctionCallInfo,
+) -> pg_sys::Datum {
     let context = unsafe { (*fcinfo).context };
     if !unsafe { pgrx::is_a(context, pg_sys::NodeTag::T_EventTriggerData) } {
-        LbError::new(PgSqlErrorCode::ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED, "legacy_backup.drop_guard() must be called as an event trigger").raise();
+        LbError::new(
+            PgSqlErrorCode::ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED,
+            "legacy_backup.drop_guard() must be called as an event trigger",
+        )
+        .raise();
     }
     if guc::ALLOW_DROP.get() {
         return pg_sys::Datum::from(0);
@@ -60,7 +66,9 @@ impl DropRequest {
         let names = unsafe { string_list(stmt.objects) };
         match stmt.removeType {
             pg_sys::ObjectType::OBJECT_EXTENSION => Some(DropRequest::Extension { names }),
-            pg_sys::ObjectType::OBJECT_SCHEMA if stmt.behavior == pg_sys::DropBehavior::DROP_CASCADE => {
+            pg_sys::ObjectType::OBJECT_SCHEMA
+                if stmt.behavior == pg_sys::DropBehavior::DROP_CASCADE =>
+            {
                 Some(DropRequest::SchemaCascade { names })
             }
             _ => None,
@@ -78,8 +86,11 @@ unsafe fn string_list(list: *mut pg_sys::List) -> Vec<String> {
         .iter()
         .filter_map(|cell| {
             let node = unsafe { cell.ptr_value } as *mut pg_sys::Node;
-            unsafe { pgrx::is_a(node, pg_sys::NodeTag::T_String) }
-                .then(|| unsafe { CStr::from_ptr((*(node as *mut pg_sys::String)).sval) }.to_string_lossy().into_owned())
+            unsafe { pgrx::is_a(node, pg_sys::NodeTag::T_String) }.then(|| {
+                unsafe { CStr::from_ptr((*(node as *mut pg_sys::String)).sval) }
+                    .to_string_lossy()
+                    .into_owned()
+            })
         })
         .collect()
 }
@@ -91,8 +102,12 @@ fn refusal(drop: &DropRequest) -> Option<LbError> {
     let schema_name = crate::attach::extension_schema().ok()?;
     let schema = quote_identifier(&schema_name);
     let statement = match drop {
-        DropRequest::Extension { names } if names.iter().any(|n| n == "legacy_backup") => "DROP EXTENSION".to_string(),
-        DropRequest::SchemaCascade { names } if names.contains(&schema_name) => format!("DROP SCHEMA {schema} CASCADE"),
+        DropRequest::Extension { names } if names.iter().any(|n| n == "legacy_backup") => {
+            "DROP EXTENSION".to_string()
+        }
+        DropRequest::SchemaCascade { names } if names.contains(&schema_name) => {
+            format!("DROP SCHEMA {schema} CASCADE")
+        }
         _ => return None,
     };
     let log = format!("{schema}.category_assignment_logs");

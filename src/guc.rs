@@ -26,16 +26,20 @@ pub enum ChangeSource {
     Baseline,
 }
 
-pub static CHANGE_SOURCE: GucSetting<ChangeSource> = GucSetting::<ChangeSource>::new(ChangeSource::App);
+pub static CHANGE_SOURCE: GucSetting<ChangeSource> =
+    GucSetting::<ChangeSource>::new(ChangeSource::App);
 
 /// `legacy_backup.undo_window`: how far back `legacy_undo_last_categorization` may reach.
-pub static UNDO_WINDOW: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"24 hours"));
+pub static UNDO_WINDOW: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"24 hours"));
 
 /// `legacy_backup.max_snapshot_age`: the newest snapshot must be younger than this to export.
-pub static MAX_SNAPSHOT_AGE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"1 hour"));
+pub static MAX_SNAPSHOT_AGE: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"1 hour"));
 
 /// `legacy_backup.cleanup_delay`: how long after export the R2 cleanup is scheduled.
-pub static CLEANUP_DELAY: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"7 days"));
+pub static CLEANUP_DELAY: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"7 days"));
 
 /// `legacy_backup.skip_snapshot_check`: export without a fresh snapshot; honoured only for
 /// superusers and members of legacy_backup_admin, and always audited.
@@ -45,20 +49,26 @@ pub static SKIP_SNAPSHOT_CHECK: GucSetting<bool> = GucSetting::<bool>::new(false
 pub static ALLOW_DROP: GucSetting<bool> = GucSetting::<bool>::new(false);
 
 /// `legacy_backup.cleanup_wait`: how long legacy_cleanup_session waits for the worker.
-pub static CLEANUP_WAIT: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"60s"));
-pub static DATABASE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"postgres"));
+pub static CLEANUP_WAIT: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"60s"));
+pub static DATABASE: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"postgres"));
 pub static NAPTIME: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"10s"));
 pub static MAX_ATTEMPTS: GucSetting<i32> = GucSetting::<i32>::new(10);
-pub static SNAPSHOT_RETENTION: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"30 days"));
-pub static HTTP_TIMEOUT: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"60s"));
+pub static SNAPSHOT_RETENTION: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"30 days"));
+pub static HTTP_TIMEOUT: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"60s"));
 pub static R2_ENDPOINT: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static R2_ACCOUNT_ID: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static R2_BUCKET: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static R2_REGION: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static R2_ACCESS_KEY_ID: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 /// Never shown to non-superusers: not in SHOW ALL, not in pg_settings, not readable by SHOW.
-pub static R2_SECRET_ACCESS_KEY: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
-pub static R2_CREDENTIALS_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+pub static R2_SECRET_ACCESS_KEY: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(None);
+pub static R2_CREDENTIALS_FILE: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(None);
 
 const SECOND_US: i64 = 1_000_000;
 const DAY_US: i64 = 86_400 * SECOND_US;
@@ -75,7 +85,11 @@ fn parse_interval(text: &CStr) -> Option<pg_sys::Interval> {
         // SAFETY: interval_in takes (cstring, oid, typmod) and returns a palloc'd Interval.
         let datum = pgrx::direct_function_call_as_datum(
             pg_sys::interval_in,
-            &[text.as_c_str().into_datum(), pg_sys::InvalidOid.into_datum(), (-1i32).into_datum()],
+            &[
+                text.as_c_str().into_datum(),
+                pg_sys::InvalidOid.into_datum(),
+                (-1i32).into_datum(),
+            ],
         )?;
         Some(*datum.cast_mut_ptr::<pg_sys::Interval>())
     })
@@ -84,14 +98,29 @@ fn parse_interval(text: &CStr) -> Option<pg_sys::Interval> {
 }
 
 /// Checks a duration setting against [min, max]; sets the GUC error detail when it fails.
-fn check_duration(newval: *mut *mut std::ffi::c_char, min_us: i64, max_us: i64, range: &str) -> bool {
+fn check_duration(
+    newval: *mut *mut std::ffi::c_char,
+    min_us: i64,
+    max_us: i64,
+    range: &str,
+) -> bool {
     // SAFETY: GUC passes a valid pointer to a NUL-terminated string (or NULL for no value).
-    let text = unsafe { if newval.is_null() || (*newval).is_null() { return false } else { CStr::from_ptr(*newval) } };
+    let text = unsafe {
+        if newval.is_null() || (*newval).is_null() {
+            return false;
+        } else {
+            CStr::from_ptr(*newval)
+        }
+    };
     let problem = match parse_interval(text) {
-        None => Some(format!("\"{}\" is not an interval; use PostgreSQL's notation, e.g. '30s' or '7 days'", text.to_string_lossy())),
+        None => Some(format!(
+            "\"{}\" is not an interval; use PostgreSQL's notation, e.g. '30s' or '7 days'",
+            text.to_string_lossy()
+        )),
         Some(iv) => {
             let us = interval_micros(&iv);
-            (us < min_us as i128 || us > max_us as i128).then(|| format!("it must be between {range}"))
+            (us < min_us as i128 || us > max_us as i128)
+                .then(|| format!("it must be between {range}"))
         }
     };
     match problem {
@@ -119,13 +148,48 @@ macro_rules! duration_check_hook {
     };
 }
 
-duration_check_hook!(check_undo_window, SECOND_US, 366 * DAY_US, "1 second and 366 days");
-duration_check_hook!(check_max_snapshot_age, SECOND_US, 30 * DAY_US, "1 second and 30 days");
-duration_check_hook!(check_cleanup_delay, 0, 3660 * DAY_US, "0 seconds and 3660 days");
-duration_check_hook!(check_naptime, SECOND_US, 3600 * SECOND_US, "1 second and 1 hour");
-duration_check_hook!(check_retention, 3600 * SECOND_US, 3660 * DAY_US, "1 hour and 3660 days");
-duration_check_hook!(check_http_timeout, SECOND_US, 3600 * SECOND_US, "1 second and 1 hour");
-duration_check_hook!(check_cleanup_wait, 0, 3600 * SECOND_US, "0 seconds and 1 hour");
+duration_check_hook!(
+    check_undo_window,
+    SECOND_US,
+    366 * DAY_US,
+    "1 second and 366 days"
+);
+duration_check_hook!(
+    check_max_snapshot_age,
+    SECOND_US,
+    30 * DAY_US,
+    "1 second and 30 days"
+);
+duration_check_hook!(
+    check_cleanup_delay,
+    0,
+    3660 * DAY_US,
+    "0 seconds and 3660 days"
+);
+duration_check_hook!(
+    check_naptime,
+    SECOND_US,
+    3600 * SECOND_US,
+    "1 second and 1 hour"
+);
+duration_check_hook!(
+    check_retention,
+    3600 * SECOND_US,
+    3660 * DAY_US,
+    "1 hour and 3660 days"
+);
+duration_check_hook!(
+    check_http_timeout,
+    SECOND_US,
+    3600 * SECOND_US,
+    "1 second and 1 hour"
+);
+duration_check_hook!(
+    check_cleanup_wait,
+    0,
+    3600 * SECOND_US,
+    "0 seconds and 1 hour"
+);
 
 /// The current value of a duration setting (already validated by its check hook).
 pub fn duration(setting: &GucSetting<Option<CString>>) -> std::time::Duration {
@@ -139,7 +203,10 @@ pub fn duration(setting: &GucSetting<Option<CString>>) -> std::time::Duration {
 
 /// A string setting's value, empty when unset.
 pub fn text(setting: &GucSetting<Option<CString>>) -> String {
-    setting.get().map(|v| v.to_string_lossy().into_owned()).unwrap_or_default()
+    setting
+        .get()
+        .map(|v| v.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 pub fn register() {
@@ -235,14 +302,45 @@ pub fn register() {
         GucFlags::default(),
     );
     for (name, short, setting) in [
-        (c"legacy_backup.r2_endpoint", c"Object-storage endpoint, e.g. https://<account>.r2.cloudflarestorage.com.", &R2_ENDPOINT),
-        (c"legacy_backup.r2_account_id", c"Cloudflare account id; the R2 endpoint is derived from it when r2_endpoint is empty.", &R2_ACCOUNT_ID),
-        (c"legacy_backup.r2_bucket", c"Bucket name (default legacy-import).", &R2_BUCKET),
-        (c"legacy_backup.r2_region", c"Signing region (default auto).", &R2_REGION),
-        (c"legacy_backup.r2_access_key_id", c"Access key id for object storage.", &R2_ACCESS_KEY_ID),
-        (c"legacy_backup.r2_credentials_file", c"File with R2_* credentials (mode 0600), used for what the settings leave empty.", &R2_CREDENTIALS_FILE),
+        (
+            c"legacy_backup.r2_endpoint",
+            c"Object-storage endpoint, e.g. https://<account>.r2.cloudflarestorage.com.",
+            &R2_ENDPOINT,
+        ),
+        (
+            c"legacy_backup.r2_account_id",
+            c"Cloudflare account id; the R2 endpoint is derived from it when r2_endpoint is empty.",
+            &R2_ACCOUNT_ID,
+        ),
+        (
+            c"legacy_backup.r2_bucket",
+            c"Bucket name (default legacy-import).",
+            &R2_BUCKET,
+        ),
+        (
+            c"legacy_backup.r2_region",
+            c"Signing region (default auto).",
+            &R2_REGION,
+        ),
+        (
+            c"legacy_backup.r2_access_key_id",
+            c"Access key id for object storage.",
+            &R2_ACCESS_KEY_ID,
+        ),
+        (
+            c"legacy_backup.r2_credentials_file",
+            c"File with R2_* credentials (mode 0600), used for what the settings leave empty.",
+            &R2_CREDENTIALS_FILE,
+        ),
     ] {
-        GucRegistry::define_string_guc(name, short, c"", setting, GucContext::Sighup, GucFlags::default());
+        GucRegistry::define_string_guc(
+            name,
+            short,
+            c"",
+            setting,
+            GucContext::Sighup,
+            GucFlags::default(),
+        );
     }
     GucRegistry::define_string_guc(
         c"legacy_backup.r2_secret_access_key",

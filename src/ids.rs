@@ -15,7 +15,9 @@ pub const MAX_ID_LEN: usize = 128;
 pub fn validate_id(param: &str, value: Option<&str>) -> LbResult<String> {
     let value = value.ok_or_else(|| LbError::null_value(param))?;
     if value.is_empty() {
-        return Err(LbError::invalid_parameter(format!("{param} must not be empty")));
+        return Err(LbError::invalid_parameter(format!(
+            "{param} must not be empty"
+        )));
     }
     let unsafe_key = |why: &str| {
         LbError::invalid_parameter(format!("{param} is not a safe identifier"))
@@ -23,11 +25,21 @@ pub fn validate_id(param: &str, value: Option<&str>) -> LbResult<String> {
             .hint("Ids become part of object-storage keys, so they may contain only A-Z, a-z, 0-9, '-', '_', '.' and '~', with no '..', up to 128 characters.")
     };
     if value.len() > MAX_ID_LEN {
-        return Err(unsafe_key(&format!("is {} bytes long, over the limit of {MAX_ID_LEN}", value.len())));
+        return Err(unsafe_key(&format!(
+            "is {} bytes long, over the limit of {MAX_ID_LEN}",
+            value.len()
+        )));
     }
-    if let Some(bad) = value.chars().find(|c| !(c.is_ascii_alphanumeric() || "-._~".contains(*c))) {
+    if let Some(bad) = value
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "-._~".contains(*c)))
+    {
         let code = bad as u32;
-        let shown = if bad.is_control() { format!("control character U+{code:04X}") } else { format!("character \"{bad}\" (U+{code:04X})") };
+        let shown = if bad.is_control() {
+            format!("control character U+{code:04X}")
+        } else {
+            format!("character \"{bad}\" (U+{code:04X})")
+        };
         return Err(unsafe_key(&format!("contains the {shown}")));
     }
     if value.contains("..") {
@@ -40,7 +52,10 @@ pub fn validate_id(param: &str, value: Option<&str>) -> LbResult<String> {
 /// timestamp is JavaScript's `toISOString()` (UTC, milliseconds, `Z`) with ':' and '.' replaced
 /// by '-'. These are the names the application's own backups already use.
 pub fn snapshot_key(session_id: &str, at: DateTime<Utc>) -> String {
-    format!("backups/{session_id}/categorization-{}.json", at.format("%Y-%m-%dT%H-%M-%S-%3fZ"))
+    format!(
+        "backups/{session_id}/categorization-{}.json",
+        at.format("%Y-%m-%dT%H-%M-%S-%3fZ")
+    )
 }
 
 #[cfg(test)]
@@ -50,16 +65,41 @@ mod tests {
 
     #[test]
     fn accepts_uuids_and_plain_ids() {
-        assert_eq!(validate_id("session_id", Some("8f2c9a4e-1b7d-4c3e-9f00-0123456789ab")).unwrap(), "8f2c9a4e-1b7d-4c3e-9f00-0123456789ab");
+        assert_eq!(
+            validate_id("session_id", Some("8f2c9a4e-1b7d-4c3e-9f00-0123456789ab")).unwrap(),
+            "8f2c9a4e-1b7d-4c3e-9f00-0123456789ab"
+        );
         assert!(validate_id("id", Some("cuid_abc.DEF~1")).is_ok());
     }
 
     #[test]
     fn rejects_null_empty_and_hostile_ids() {
-        assert_eq!(validate_id("session_id", None).unwrap_err().code, pgrx::PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED);
-        for bad in ["", "../x", "a/b", "..", "a..b", "x\u{0}y", "tab\tid", "a b", "%2F", "a\\b", "é", "x'; drop table y; --"] {
+        assert_eq!(
+            validate_id("session_id", None).unwrap_err().code,
+            pgrx::PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED
+        );
+        for bad in [
+            "",
+            "../x",
+            "a/b",
+            "..",
+            "a..b",
+            "x\u{0}y",
+            "tab\tid",
+            "a b",
+            "%2F",
+            "a\\b",
+            "é",
+            "x'; drop table y; --",
+        ] {
             let err = validate_id("session_id", Some(bad)).unwrap_err();
-            assert!(matches!(err.code, pgrx::PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE), "{bad:?} accepted");
+            assert!(
+                matches!(
+                    err.code,
+                    pgrx::PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE
+                ),
+                "{bad:?} accepted"
+            );
         }
         assert!(validate_id("id", Some(&"a".repeat(MAX_ID_LEN))).is_ok());
         assert!(validate_id("id", Some(&"a".repeat(MAX_ID_LEN + 1))).is_err());
@@ -73,9 +113,16 @@ mod tests {
 
     #[test]
     fn snapshot_key_matches_the_applications_naming() {
-        let at = Utc.with_ymd_and_hms(2025, 12, 9, 10, 20, 30).unwrap() + chrono::Duration::microseconds(123_456);
-        assert_eq!(snapshot_key("s1", at), "backups/s1/categorization-2025-12-09T10-20-30-123Z.json");
+        let at = Utc.with_ymd_and_hms(2025, 12, 9, 10, 20, 30).unwrap()
+            + chrono::Duration::microseconds(123_456);
+        assert_eq!(
+            snapshot_key("s1", at),
+            "backups/s1/categorization-2025-12-09T10-20-30-123Z.json"
+        );
         let whole = Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap();
-        assert_eq!(snapshot_key("s1", whole), "backups/s1/categorization-2026-01-02T03-04-05-000Z.json");
+        assert_eq!(
+            snapshot_key("s1", whole),
+            "backups/s1/categorization-2026-01-02T03-04-05-000Z.json"
+        );
     }
 }

@@ -44,8 +44,15 @@ pub fn validate_snapshot_key(key: Option<&str>) -> LbResult<String> {
     let rest = key.strip_prefix("backups/").ok_or_else(bad)?;
     let (session, file) = rest.split_once('/').ok_or_else(bad)?;
     crate::ids::validate_id("session id in key", Some(session)).map_err(|_| bad())?;
-    let stamp = file.strip_prefix("categorization-").and_then(|f| f.strip_suffix(".json")).ok_or_else(bad)?;
-    if stamp.len() != 24 || !stamp.chars().all(|c| c.is_ascii_digit() || c == '-' || c == 'T' || c == 'Z') {
+    let stamp = file
+        .strip_prefix("categorization-")
+        .and_then(|f| f.strip_suffix(".json"))
+        .ok_or_else(bad)?;
+    if stamp.len() != 24
+        || !stamp
+            .chars()
+            .all(|c| c.is_ascii_digit() || c == '-' || c == 'T' || c == 'Z')
+    {
         return Err(bad());
     }
     Ok(key.to_string())
@@ -53,11 +60,18 @@ pub fn validate_snapshot_key(key: Option<&str>) -> LbResult<String> {
 
 /// Downloads a snapshot object and checks it is JSON.
 pub fn fetch(key: &str) -> LbResult<Vec<u8>> {
-    let body = client()?.get_object(key).map_err(storage_error)?.ok_or_else(|| {
-        LbError::not_found(format!("object {key} does not exist in object storage"))
+    let body = client()?
+        .get_object(key)
+        .map_err(storage_error)?
+        .ok_or_else(|| {
+            LbError::not_found(format!("object {key} does not exist in object storage"))
+        })?;
+    serde_json::from_slice::<serde::de::IgnoredAny>(&body).map_err(|e| {
+        LbError::new(
+            PgSqlErrorCode::ERRCODE_INVALID_TEXT_REPRESENTATION,
+            format!("object {key} is not valid JSON: {e}"),
+        )
     })?;
-    serde_json::from_slice::<serde::de::IgnoredAny>(&body)
-        .map_err(|e| LbError::new(PgSqlErrorCode::ERRCODE_INVALID_TEXT_REPRESENTATION, format!("object {key} is not valid JSON: {e}")))?;
     Ok(body)
 }
 
@@ -77,12 +91,22 @@ pub struct Verification {
 /// result; a mismatch is reported, never repaired.
 pub fn verify(snapshot_id: &str) -> LbResult<Verification> {
     let (key, sha, bytes) = Spi::connect(|c| -> LbResult<(String, String, i64)> {
-        let t = c.select("SELECT snapshot_key, sha256, bytes FROM legacy_backup.snapshots WHERE id = $1", None, &[snapshot_id.into()])?;
+        let t = c.select(
+            "SELECT snapshot_key, sha256, bytes FROM legacy_backup.snapshots WHERE id = $1",
+            None,
+            &[snapshot_id.into()],
+        )?;
         if t.is_empty() {
-            return Err(LbError::not_found(format!("snapshot \"{snapshot_id}\" does not exist")));
+            return Err(LbError::not_found(format!(
+                "snapshot \"{snapshot_id}\" does not exist"
+            )));
         }
         let r = t.first();
-        Ok((r.get(1)?.unwrap_or_default(), r.get(2)?.unwrap_or_default(), r.get(3)?.unwrap_or(0)))
+        Ok((
+            r.get(1)?.unwrap_or_default(),
+            r.get(2)?.unwrap_or_default(),
+            r.get(3)?.unwrap_or(0),
+        ))
     })?;
     // No lock is held here: the HTTP request runs before this function writes anything.
     let body = client()?.get_object(&key).map_err(storage_error)?;
@@ -133,22 +157,40 @@ struct SnapshotDocument {
 
 /// Parses and checks a snapshot document: format, shape, and that it is complete.
 fn parse_snapshot(bytes: &[u8]) -> LbResult<SnapshotDoc> {
-    let bad = |why: String| LbError::new(PgSqlErrorCode::ERRCODE_INVALID_TEXT_REPRESENTATION, format!("not a usable snapshot: {why}"));
+    let bad = |why: String| {
+        LbError::new(
+            PgSqlErrorCode::ERRCODE_INVALID_TEXT_REPRESENTATION,
+            format!("not a usable snapshot: {why}"),
+        )
+    };
     let doc: SnapshotDoc = serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
     if doc.format_version != crate::snapshot::format::FORMAT_VERSION as i64 {
-        return Err(bad(format!("formatVersion {} is not supported (expected 1)", doc.format_version)));
+        return Err(bad(format!(
+            "formatVersion {} is not supported (expected 1)",
+            doc.format_version
+        )));
     }
     crate::ids::validate_id("sessionId", Some(&doc.session_id))?;
     if let Some(stats) = &doc.stats {
         if stats.total != doc.documents.len() as i64 {
-            return Err(bad(format!("it lists {} documents but its stats say {} (truncated?)", doc.documents.len(), stats.total)));
+            return Err(bad(format!(
+                "it lists {} documents but its stats say {} (truncated?)",
+                doc.documents.len(),
+                stats.total
+            )));
         }
     } else {
         return Err(bad("it has no stats (truncated?)".into()));
     }
     for d in &doc.documents {
-        if !matches!(d.status.as_str(), "Uncategorized" | "Categorized" | "Skipped") {
-            return Err(bad(format!("document {:?} has status {:?}", d.id, d.status)));
+        if !matches!(
+            d.status.as_str(),
+            "Uncategorized" | "Categorized" | "Skipped"
+        ) {
+            return Err(bad(format!(
+                "document {:?} has status {:?}",
+                d.id, d.status
+            )));
         }
         if d.id.is_empty() {
             return Err(bad("a document has an empty id".into()));
@@ -187,22 +229,33 @@ pub struct RestoreReport {
 /// against the stored sha256 either way).
 fn snapshot_bytes(snapshot_id: &str) -> LbResult<(Vec<u8>, String)> {
     let (key, sha, body) = Spi::connect(|c| -> LbResult<(String, String, Option<Vec<u8>>)> {
-        let t = c.select("SELECT snapshot_key, sha256, body FROM legacy_backup.snapshots WHERE id = $1", None, &[snapshot_id.into()])?;
+        let t = c.select(
+            "SELECT snapshot_key, sha256, body FROM legacy_backup.snapshots WHERE id = $1",
+            None,
+            &[snapshot_id.into()],
+        )?;
         if t.is_empty() {
             return Err(LbError::not_found(format!("snapshot \"{snapshot_id}\" does not exist"))
                 .hint("See the legacy_snapshots view; a snapshot only in R2 can be restored with legacy_snapshot_import(legacy_snapshot_fetch(key), …)."));
         }
         let r = t.first();
-        Ok((r.get(1)?.unwrap_or_default(), r.get(2)?.unwrap_or_default(), r.get(3)?))
+        Ok((
+            r.get(1)?.unwrap_or_default(),
+            r.get(2)?.unwrap_or_default(),
+            r.get(3)?,
+        ))
     })?;
     let (body, source) = match body {
         Some(b) => (b, "database".to_string()),
         None => (fetch(&key)?, format!("object storage ({key})")),
     };
     if hex::encode(Sha256::digest(&body)) != sha {
-        return Err(LbError::new(PgSqlErrorCode::ERRCODE_DATA_CORRUPTED, format!("snapshot {snapshot_id} does not match its sha256"))
-            .detail(format!("Source: {source}."))
-            .hint("Verify it with legacy_snapshot_verify(); restore from another snapshot."));
+        return Err(LbError::new(
+            PgSqlErrorCode::ERRCODE_DATA_CORRUPTED,
+            format!("snapshot {snapshot_id} does not match its sha256"),
+        )
+        .detail(format!("Source: {source}."))
+        .hint("Verify it with legacy_snapshot_verify(); restore from another snapshot."));
     }
     Ok((body, source))
 }
@@ -211,7 +264,13 @@ pub fn restore_snapshot(snapshot_id: &str, actor: &str, dry_run: bool) -> LbResu
     crate::gate::require_partner(actor)?;
     let (bytes, source) = snapshot_bytes(snapshot_id)?;
     let doc = parse_snapshot(&bytes)?;
-    restore(doc, actor, dry_run, format!("snapshot {snapshot_id} from the {source}"), Some(snapshot_id))
+    restore(
+        doc,
+        actor,
+        dry_run,
+        format!("snapshot {snapshot_id} from the {source}"),
+        Some(snapshot_id),
+    )
 }
 
 pub fn import_snapshot(json: &str, actor: &str, dry_run: bool) -> LbResult<RestoreReport> {
@@ -220,17 +279,35 @@ pub fn import_snapshot(json: &str, actor: &str, dry_run: bool) -> LbResult<Resto
     restore(doc, actor, dry_run, "imported document".into(), None)
 }
 
-fn restore(doc: SnapshotDoc, actor: &str, dry_run: bool, source: String, snapshot_id: Option<&str>) -> LbResult<RestoreReport> {
+fn restore(
+    doc: SnapshotDoc,
+    actor: &str,
+    dry_run: bool,
+    source: String,
+    snapshot_id: Option<&str>,
+) -> LbResult<RestoreReport> {
     let session_id = doc.session_id.clone();
     Spi::connect_mut(|client| {
-        let exists = client.update("SELECT 1 FROM legacy_import_sessions WHERE id = $1 FOR UPDATE", None, &[session_id.as_str().into()])?;
+        let exists = client.update(
+            "SELECT 1 FROM legacy_import_sessions WHERE id = $1 FOR UPDATE",
+            None,
+            &[session_id.as_str().into()],
+        )?;
         if exists.is_empty() {
-            return Err(LbError::not_found(format!("the snapshot's session \"{session_id}\" does not exist in this database"))
-                .hint("Restore the session's rows first (pg_restore); a restore never invents documents."));
+            return Err(LbError::not_found(format!(
+                "the snapshot's session \"{session_id}\" does not exist in this database"
+            ))
+            .hint(
+                "Restore the session's rows first (pg_restore); a restore never invents documents.",
+            ));
         }
         // Categories of the session: id -> merged_into.
         let mut categories: HashMap<String, Option<String>> = HashMap::new();
-        for row in client.update("SELECT id, merged_into FROM import_categories WHERE session_id = $1", None, &[session_id.as_str().into()])? {
+        for row in client.update(
+            "SELECT id, merged_into FROM import_categories WHERE session_id = $1",
+            None,
+            &[session_id.as_str().into()],
+        )? {
             categories.insert(row.get(1)?.unwrap_or_default(), row.get(2)?);
         }
         // Current documents, locked so the diff stays true until the transaction ends.
@@ -247,7 +324,13 @@ fn restore(doc: SnapshotDoc, actor: &str, dry_run: bool, source: String, snapsho
         let mut missing_categories = std::collections::BTreeSet::new();
         let mut merged = BTreeMap::new();
         let mut diffs = Vec::new();
-        let mut apply: Vec<(String, Option<String>, String, Option<String>, Option<String>)> = Vec::new();
+        let mut apply: Vec<(
+            String,
+            Option<String>,
+            String,
+            Option<String>,
+            Option<String>,
+        )> = Vec::new();
         let mut unchanged = 0;
         let mut seen = std::collections::HashSet::new();
         'docs: for d in &doc.documents {
@@ -290,9 +373,18 @@ fn restore(doc: SnapshotDoc, actor: &str, dry_run: bool, source: String, snapsho
                 restored_category_id: target.clone(),
                 snapshot_status: d.status.clone(),
             });
-            apply.push((d.id.clone(), target, d.status.clone(), d.categorized_by.clone(), d.categorized_at.clone()));
+            apply.push((
+                d.id.clone(),
+                target,
+                d.status.clone(),
+                d.categorized_by.clone(),
+                d.categorized_at.clone(),
+            ));
         }
-        let not_in_snapshot = current.keys().filter(|id| !seen.contains(id.as_str())).count();
+        let not_in_snapshot = current
+            .keys()
+            .filter(|id| !seen.contains(id.as_str()))
+            .count();
 
         if !dry_run && !apply.is_empty() {
             client.update(
@@ -313,7 +405,11 @@ fn restore(doc: SnapshotDoc, actor: &str, dry_run: bool, source: String, snapsho
                 None,
                 &[ids.into(), cats.into(), statuses.into(), bys.into(), ats.into(), session_id.as_str().into()],
             )?;
-            client.update("SELECT set_config('legacy_backup.change_source', 'app', true)", None, &[])?;
+            client.update(
+                "SELECT set_config('legacy_backup.change_source', 'app', true)",
+                None,
+                &[],
+            )?;
         }
         if !dry_run {
             recount(client, &session_id)?;

@@ -7,7 +7,10 @@ use legacy_backup::storage::{md5_hex, Client, Config, StorageError};
 use std::time::Duration;
 
 fn config() -> Config {
-    let var = |name: &str| std::env::var(name).unwrap_or_else(|_| panic!("{name} must be set (run tests/integration/t_s3_client.sh)"));
+    let var = |name: &str| {
+        std::env::var(name)
+            .unwrap_or_else(|_| panic!("{name} must be set (run tests/integration/t_s3_client.sh)"))
+    };
     Config {
         endpoint: var("LB_S3_ENDPOINT"),
         bucket: var("LB_S3_BUCKET"),
@@ -25,7 +28,11 @@ fn config() -> Config {
 #[ignore = "needs s3s-fs: run tests/integration/t_s3_client.sh"]
 fn put_head_get_with_odd_keys() {
     let client = Client::new(config()).unwrap();
-    for key in ["backups/s1/categorization-2025-12-09T10-20-30-123Z.json", "documents/s1/a b+c=d(1).pdf", "documents/s1/ümlaut & co/ü.msg"] {
+    for key in [
+        "backups/s1/categorization-2025-12-09T10-20-30-123Z.json",
+        "documents/s1/a b+c=d(1).pdf",
+        "documents/s1/ümlaut & co/ü.msg",
+    ] {
         let body = format!("{{\"key\":{key:?}}}").into_bytes();
         let etag = client.put_object(key, &body).unwrap();
         assert_eq!(etag, md5_hex(&body), "{key}");
@@ -42,13 +49,19 @@ fn put_head_get_with_odd_keys() {
 #[ignore = "needs s3s-fs: run tests/integration/t_s3_client.sh"]
 fn listing_follows_continuation_tokens_and_deletes_in_batches() {
     let client = Client::new(config()).unwrap();
-    let keys: Vec<String> = (0..2100).map(|i| format!("documents/page-test/{i:05} x+y.pdf")).collect();
+    let keys: Vec<String> = (0..2100)
+        .map(|i| format!("documents/page-test/{i:05} x+y.pdf"))
+        .collect();
     for k in &keys {
         client.put_object(k, b"x").unwrap();
     }
-    client.put_object("documents/page-testx/neighbour.pdf", b"n").unwrap();
+    client
+        .put_object("documents/page-testx/neighbour.pdf", b"n")
+        .unwrap();
     let mut pages = 0;
-    let listed = client.list_all("documents/page-test/", |_| pages += 1).unwrap();
+    let listed = client
+        .list_all("documents/page-test/", |_| pages += 1)
+        .unwrap();
     assert_eq!(listed.len(), 2100);
     assert_eq!(pages, 3, "1000 + 1000 + 100");
     let mut deleted = 0;
@@ -58,8 +71,18 @@ fn listing_follows_continuation_tokens_and_deletes_in_batches() {
         deleted += outcome.deleted.len();
     }
     assert_eq!(deleted, 2100);
-    assert!(client.list_all("documents/page-test/", |_| {}).unwrap().is_empty());
-    assert_eq!(client.list_all("documents/page-testx/", |_| {}).unwrap().len(), 1, "neighbour prefix untouched");
+    assert!(client
+        .list_all("documents/page-test/", |_| {})
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        client
+            .list_all("documents/page-testx/", |_| {})
+            .unwrap()
+            .len(),
+        1,
+        "neighbour prefix untouched"
+    );
 }
 
 #[test]

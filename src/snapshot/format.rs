@@ -98,7 +98,9 @@ impl Timestamp {
             Timestamp::NegInfinity => return b"-infinity",
             Timestamp::Micros(us) => us,
         };
-        let Some(t) = DateTime::<Utc>::from_timestamp_micros(us) else { return b"infinity" };
+        let Some(t) = DateTime::<Utc>::from_timestamp_micros(us) else {
+            return b"infinity";
+        };
         let (year, frac) = (t.year(), t.timestamp_subsec_micros());
         if !(0..=9999).contains(&year) {
             // Outside four-digit years fall back to chrono's own (allocating) formatter.
@@ -256,7 +258,8 @@ fn write_json<W: Write, T: Serialize + ?Sized>(out: &mut W, value: &T) {
 }
 
 fn write_raw<W: Write>(out: &mut W, bytes: &[u8]) {
-    out.write_all(bytes).expect("writing JSON to memory cannot fail");
+    out.write_all(bytes)
+        .expect("writing JSON to memory cannot fail");
 }
 
 impl<'s> SnapshotWriter<'s> {
@@ -264,8 +267,18 @@ impl<'s> SnapshotWriter<'s> {
     pub fn new(meta: SessionMeta, staged: &'s mut Vec<u8>) -> Self {
         staged.clear();
         let expected = meta.total_documents.clamp(0, 1_000_000) as usize;
-        let category_index = meta.categories.iter().enumerate().map(|(i, c)| (c.id.clone(), i)).collect();
-        let batch_index = meta.batches.iter().enumerate().map(|(i, b)| (b.id.clone(), i)).collect();
+        let category_index = meta
+            .categories
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.id.clone(), i))
+            .collect();
+        let batch_index = meta
+            .batches
+            .iter()
+            .enumerate()
+            .map(|(i, b)| (b.id.clone(), i))
+            .collect();
         SnapshotWriter {
             category_real: vec![0; meta.categories.len()],
             batch_real: vec![BatchTally::default(); meta.batches.len()],
@@ -347,30 +360,82 @@ impl<'s> SnapshotWriter<'s> {
         self.ids.extend_from_slice(d.id.as_bytes());
         let json_start = self.staged.len() as u32;
         write_json(&mut *self.staged, &doc);
-        self.index.push((id_start, self.ids.len() as u32, json_start, self.staged.len() as u32));
+        self.index.push((
+            id_start,
+            self.ids.len() as u32,
+            json_start,
+            self.staged.len() as u32,
+        ));
     }
 
     fn inconsistencies(&self) -> Vec<Inconsistency> {
         let mut out = Vec::new();
-        let mut check = |entity: &'static str, id: &str, field: &'static str, stored: i64, actual: i64| {
-            if stored != actual {
-                out.push(Inconsistency { entity, id: id.to_string(), field, stored, actual });
-            }
-        };
+        let mut check =
+            |entity: &'static str, id: &str, field: &'static str, stored: i64, actual: i64| {
+                if stored != actual {
+                    out.push(Inconsistency {
+                        entity,
+                        id: id.to_string(),
+                        field,
+                        stored,
+                        actual,
+                    });
+                }
+            };
         let m = &self.meta;
-        check("session", &m.id, "total_documents", m.total_documents, self.stats.total);
-        check("session", &m.id, "categorized_count", m.categorized_count, self.stats.categorized);
-        check("session", &m.id, "skipped_count", m.skipped_count, self.stats.skipped);
+        check(
+            "session",
+            &m.id,
+            "total_documents",
+            m.total_documents,
+            self.stats.total,
+        );
+        check(
+            "session",
+            &m.id,
+            "categorized_count",
+            m.categorized_count,
+            self.stats.categorized,
+        );
+        check(
+            "session",
+            &m.id,
+            "skipped_count",
+            m.skipped_count,
+            self.stats.skipped,
+        );
         for (c, real) in m.categories.iter().zip(&self.category_real) {
             check("category", &c.id, "document_count", c.document_count, *real);
         }
         for (b, real) in m.batches.iter().zip(&self.batch_real) {
-            check("batch", &b.id, "document_count", b.document_count, real.documents);
-            check("batch", &b.id, "categorized_count", b.categorized_count, real.categorized);
-            check("batch", &b.id, "skipped_count", b.skipped_count, real.skipped);
+            check(
+                "batch",
+                &b.id,
+                "document_count",
+                b.document_count,
+                real.documents,
+            );
+            check(
+                "batch",
+                &b.id,
+                "categorized_count",
+                b.categorized_count,
+                real.categorized,
+            );
+            check(
+                "batch",
+                &b.id,
+                "skipped_count",
+                b.skipped_count,
+                real.skipped,
+            );
         }
         let mut foreign = self.foreign_refs.clone();
-        foreign.sort_by(|a, b| a.id.as_bytes().cmp(b.id.as_bytes()).then(a.field.cmp(b.field)));
+        foreign.sort_by(|a, b| {
+            a.id.as_bytes()
+                .cmp(b.id.as_bytes())
+                .then(a.field.cmp(b.field))
+        });
         out.extend(foreign);
         out
     }
@@ -378,7 +443,9 @@ impl<'s> SnapshotWriter<'s> {
     /// Sorts documents by id (bytewise) and serializes the header and summaries.
     pub fn finish(mut self) -> Finished<'s> {
         let ids = &self.ids;
-        self.index.sort_unstable_by(|a, b| ids[a.0 as usize..a.1 as usize].cmp(&ids[b.0 as usize..b.1 as usize]));
+        self.index.sort_unstable_by(|a, b| {
+            ids[a.0 as usize..a.1 as usize].cmp(&ids[b.0 as usize..b.1 as usize])
+        });
         let order = self.index.iter().map(|e| (e.2, e.3)).collect();
 
         let m = &self.meta;
@@ -446,7 +513,13 @@ impl<'s> SnapshotWriter<'s> {
             taken_at_us: m.taken_at_us,
             visibility: m.visibility.clone(),
         };
-        Finished { head, staged: self.staged, order, tail, summary }
+        Finished {
+            head,
+            staged: self.staged,
+            order,
+            tail,
+            summary,
+        }
     }
 }
 
@@ -539,7 +612,15 @@ mod tests {
     #[test]
     fn counts_come_from_the_documents() {
         let (_, summary, v) = build();
-        assert_eq!(summary.stats, Stats { total: 3, categorized: 2, skipped: 1, uncategorized: 0 });
+        assert_eq!(
+            summary.stats,
+            Stats {
+                total: 3,
+                categorized: 2,
+                skipped: 1,
+                uncategorized: 0
+            }
+        );
         assert_eq!(v["categories"][0]["realDocumentCount"], 2);
         assert_eq!(v["categories"][0]["documentCount"], 1);
         assert_eq!(v["documents"][0]["categoryName"], "Contracts");
@@ -551,8 +632,15 @@ mod tests {
     fn drifted_counters_are_reported() {
         let (_, summary, v) = build();
         let c = v["consistency"].as_array().unwrap();
-        let fields: Vec<(String, String)> =
-            c.iter().map(|i| (i["entity"].as_str().unwrap().into(), i["field"].as_str().unwrap().into())).collect();
+        let fields: Vec<(String, String)> = c
+            .iter()
+            .map(|i| {
+                (
+                    i["entity"].as_str().unwrap().into(),
+                    i["field"].as_str().unwrap().into(),
+                )
+            })
+            .collect();
         assert!(fields.contains(&("category".into(), "document_count".into())));
         assert!(fields.contains(&("batch".into(), "categorized_count".into())));
         assert!(fields.contains(&("session".into(), "skipped_count".into())));
@@ -565,13 +653,25 @@ mod tests {
         let (json, _, _) = build();
         let text = String::from_utf8(json).unwrap();
         assert!(text.starts_with(r#"{"formatVersion":1,"sessionId":"s1","snapshotAt":"2025-12-09T10:20:30.123456Z","firmId":"f1","pstFileName":"a.pst","status":"InProgress","documents":[{"id":"d1""#), "{text}");
-        let order: Vec<usize> = ["\"documents\"", "\"stats\"", "\"categories\"", "\"batches\"", "\"consistency\""].iter().map(|k| text.find(k).unwrap()).collect();
+        let order: Vec<usize> = [
+            "\"documents\"",
+            "\"stats\"",
+            "\"categories\"",
+            "\"batches\"",
+            "\"consistency\"",
+        ]
+        .iter()
+        .map(|k| text.find(k).unwrap())
+        .collect();
         assert!(order.windows(2).all(|w| w[0] < w[1]), "{order:?}");
     }
 
     #[test]
     fn timestamps_are_utc_microseconds_and_infinities_survive() {
-        assert_eq!(Timestamp::Micros(0).to_rfc3339(), "1970-01-01T00:00:00.000000Z");
+        assert_eq!(
+            Timestamp::Micros(0).to_rfc3339(),
+            "1970-01-01T00:00:00.000000Z"
+        );
         assert_eq!(Timestamp::PosInfinity.to_rfc3339(), "infinity");
         assert_eq!(Timestamp::NegInfinity.to_rfc3339(), "-infinity");
         let (_, _, v) = build();
@@ -581,19 +681,39 @@ mod tests {
 
     #[test]
     fn fast_timestamp_format_agrees_with_chrono() {
-        for us in [0i64, 1, -1, 1_765_275_630_123_456, 253_402_300_799_999_999, -62_135_596_800_000_000, 951_782_400_000_000] {
-            let chrono = DateTime::<Utc>::from_timestamp_micros(us).unwrap().to_rfc3339_opts(SecondsFormat::Micros, true);
+        for us in [
+            0i64,
+            1,
+            -1,
+            1_765_275_630_123_456,
+            253_402_300_799_999_999,
+            -62_135_596_800_000_000,
+            951_782_400_000_000,
+        ] {
+            let chrono = DateTime::<Utc>::from_timestamp_micros(us)
+                .unwrap()
+                .to_rfc3339_opts(SecondsFormat::Micros, true);
             assert_eq!(Timestamp::Micros(us).to_rfc3339(), chrono, "{us}");
         }
         // Years beyond 9999 take chrono's path.
         let far = 253_402_300_800_000_000i64;
-        assert_eq!(Timestamp::Micros(far).to_rfc3339(), DateTime::<Utc>::from_timestamp_micros(far).unwrap().to_rfc3339_opts(SecondsFormat::Micros, true));
+        assert_eq!(
+            Timestamp::Micros(far).to_rfc3339(),
+            DateTime::<Utc>::from_timestamp_micros(far)
+                .unwrap()
+                .to_rfc3339_opts(SecondsFormat::Micros, true)
+        );
     }
 
     #[test]
     fn documents_are_sorted_bytewise_and_empty_sessions_work() {
         let (_, _, v) = build();
-        let ids: Vec<&str> = v["documents"].as_array().unwrap().iter().map(|d| d["id"].as_str().unwrap()).collect();
+        let ids: Vec<&str> = v["documents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["id"].as_str().unwrap())
+            .collect();
         assert_eq!(ids, ["d1", "d2", "d3"]);
         let mut staged = vec![1, 2, 3];
         let finished = SnapshotWriter::new(meta(), &mut staged).finish();
@@ -613,7 +733,11 @@ mod tests {
         let mut w = SnapshotWriter::new(meta(), &mut staged);
         w.push_document(&doc("d9", Some("other-session-cat"), "Categorized"));
         let v: serde_json::Value = serde_json::from_slice(&w.finish().to_vec()).unwrap();
-        assert!(v["consistency"].as_array().unwrap().iter().any(|i| i["field"] == "category_id_outside_session"));
+        assert!(v["consistency"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["field"] == "category_id_outside_session"));
         assert_eq!(v["documents"][0]["categoryName"], serde_json::Value::Null);
     }
 }

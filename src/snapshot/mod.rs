@@ -13,10 +13,10 @@ pub mod format;
 use crate::error::{LbError, LbResult};
 use crate::ids;
 use format::{DocumentRow, SessionMeta, SnapshotSummary, SnapshotWriter, Stats, Timestamp};
-use std::cell::RefCell;
 use pgrx::prelude::*;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
+use std::cell::RefCell;
 
 /// Rows fetched per cursor round trip: bounds tuple memory for very large sessions.
 const FETCH_BATCH: i64 = 5000;
@@ -154,11 +154,15 @@ pub fn build(session_id: &str) -> LbResult<BuiltSnapshot> {
             let total = len + pg_sys::VARHDRSZ;
             let ptr = pg_sys::SPI_palloc(total).cast::<pg_sys::varlena>();
             pgrx::varlena::set_varsize_4b(ptr, total as i32);
-            let body = std::slice::from_raw_parts_mut(pgrx::varlena::vardata_any(ptr) as *mut u8, len);
+            let body =
+                std::slice::from_raw_parts_mut(pgrx::varlena::vardata_any(ptr) as *mut u8, len);
             finished.write_to(body);
             ptr
         };
-        Ok(BuiltSnapshot { datum, summary: finished.summary })
+        Ok(BuiltSnapshot {
+            datum,
+            summary: finished.summary,
+        })
     });
     if staged.capacity() <= KEEP_BUFFER_BYTES {
         STAGED.with(|o| *o.borrow_mut() = staged);
@@ -176,12 +180,17 @@ unsafe fn read_batch<'a>(
     let tupdesc = (*tt).tupdesc;
     let natts = (*tupdesc).natts as usize;
     if natts != EXPECTED_TYPES.len() {
-        return Err(LbError::internal(format!("snapshot query returned {natts} columns")));
+        return Err(LbError::internal(format!(
+            "snapshot query returned {natts} columns"
+        )));
     }
     for (i, expected) in EXPECTED_TYPES.iter().enumerate() {
         let actual = pg_sys::SPI_gettypeid(tupdesc, (i + 1) as i32);
         if actual != *expected {
-            return Err(LbError::internal(format!("snapshot query column {} has type oid {actual:?}", i + 1)));
+            return Err(LbError::internal(format!(
+                "snapshot query column {} has type oid {actual:?}",
+                i + 1
+            )));
         }
     }
     let mut values = vec![pg_sys::Datum::from(0usize); natts];
@@ -190,9 +199,15 @@ unsafe fn read_batch<'a>(
         let tuple = *(*tt).vals.add(r);
         pg_sys::heap_deform_tuple(tuple, tupdesc, values.as_mut_ptr(), nulls.as_mut_ptr());
         let text = |i: usize| -> Option<&str> {
-            if nulls[i] { None } else { <&str as FromDatum>::from_polymorphic_datum(values[i], false, pg_sys::TEXTOID) }
+            if nulls[i] {
+                None
+            } else {
+                <&str as FromDatum>::from_polymorphic_datum(values[i], false, pg_sys::TEXTOID)
+            }
         };
-        let ts = |i: usize| -> Option<Timestamp> { (!nulls[i]).then(|| timestamp_from_datum(values[i])) };
+        let ts = |i: usize| -> Option<Timestamp> {
+            (!nulls[i]).then(|| timestamp_from_datum(values[i]))
+        };
         let kind = values[0].value() as i32;
         if kind == 0 {
             let meta_json = if nulls[15] {
@@ -202,15 +217,21 @@ unsafe fn read_batch<'a>(
             };
             let meta: SessionMeta = serde_json::from_str(meta_json.unwrap_or("null"))
                 .map_err(|e| LbError::internal(format!("snapshot header is malformed: {e}")))?;
-            let staged = scratch.take().ok_or_else(|| LbError::internal("snapshot header row seen twice"))?;
+            let staged = scratch
+                .take()
+                .ok_or_else(|| LbError::internal("snapshot header row seen twice"))?;
             // The session's own document count is only a claim, but a good size hint.
-            staged.reserve(meta.total_documents.clamp(0, 1_000_000) as usize * BYTES_PER_DOCUMENT_HINT);
+            staged.reserve(
+                meta.total_documents.clamp(0, 1_000_000) as usize * BYTES_PER_DOCUMENT_HINT,
+            );
             *writer = Some(SnapshotWriter::new(meta, staged));
             continue;
         }
         // The header row is the first branch of a non-parallel UNION ALL, so it comes first.
         let Some(w) = writer.as_mut() else {
-            return Err(LbError::internal("snapshot rows arrived before the session header"));
+            return Err(LbError::internal(
+                "snapshot rows arrived before the session header",
+            ));
         };
         let required = |i: usize| text(i).unwrap_or("");
         w.push_document(&DocumentRow {
@@ -259,18 +280,25 @@ pub struct TakenSnapshot {
 pub fn resolve_actor(actor_id: Option<&str>) -> LbResult<String> {
     if let Some(actor) = actor_id {
         let actor = ids::validate_id("actor_id", Some(actor))?;
-        let exists = Spi::get_one_with_args::<bool>("SELECT EXISTS (SELECT 1 FROM users WHERE id = $1)", &[actor.as_str().into()])?
-            .unwrap_or(false);
+        let exists = Spi::get_one_with_args::<bool>(
+            "SELECT EXISTS (SELECT 1 FROM users WHERE id = $1)",
+            &[actor.as_str().into()],
+        )?
+        .unwrap_or(false);
         if !exists {
             return Err(LbError::not_found(format!("user \"{actor}\" does not exist"))
                 .hint("actor_id must be a users.id; pass NULL to attribute the action to legacy_backup.actor or the database role."));
         }
         return Ok(actor);
     }
-    let from_setting = Spi::get_one::<String>("SELECT NULLIF(current_setting('legacy_backup.actor', true), '')")?;
+    let from_setting =
+        Spi::get_one::<String>("SELECT NULLIF(current_setting('legacy_backup.actor', true), '')")?;
     match from_setting {
         Some(actor) => Ok(actor),
-        None => Ok(format!("pg:{}", Spi::get_one::<String>("SELECT current_user::text")?.unwrap_or_default())),
+        None => Ok(format!(
+            "pg:{}",
+            Spi::get_one::<String>("SELECT current_user::text")?.unwrap_or_default()
+        )),
     }
 }
 
@@ -318,7 +346,8 @@ pub fn take(session_id: &str, actor: &str) -> LbResult<TakenSnapshot> {
             }
             key_at += chrono::Duration::milliseconds(1);
         }
-        let snapshot_id = inserted.ok_or_else(|| LbError::internal("no free snapshot key after 1000 attempts"))?;
+        let snapshot_id = inserted
+            .ok_or_else(|| LbError::internal("no free snapshot key after 1000 attempts"))?;
         let key = ids::snapshot_key(session_id, key_at);
         let taken = TakenSnapshot {
             snapshot_id,
@@ -330,7 +359,13 @@ pub fn take(session_id: &str, actor: &str) -> LbResult<TakenSnapshot> {
             consistency_issues: summary.inconsistencies,
         };
         let details = serde_json::to_value(&taken).expect("details serialize");
-        crate::audit_log::write(client, session_id, actor, "CATEGORIZATION_SNAPSHOT", &details)?;
+        crate::audit_log::write(
+            client,
+            session_id,
+            actor,
+            "CATEGORIZATION_SNAPSHOT",
+            &details,
+        )?;
         // Queued in the same transaction; the worker is woken when it commits.
         client.update(
             "INSERT INTO legacy_backup.jobs (kind, session_id, snapshot_id, requested_by) VALUES ('upload', $1, $2, $3)",

@@ -30,7 +30,11 @@ use std::time::{Duration, SystemTime};
 pub const MAX_KEYS_PER_REQUEST: usize = 1000;
 
 /// Everything but RFC 3986 unreserved characters is escaped (S3's rule for keys and query values).
-const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
 
 #[derive(Clone)]
 pub struct Config {
@@ -64,9 +68,17 @@ impl fmt::Debug for Config {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StorageError {
     /// The server answered with an error status.
-    Http { status: u16, code: String, message: String, operation: &'static str },
+    Http {
+        status: u16,
+        code: String,
+        message: String,
+        operation: &'static str,
+    },
     /// No usable answer: connection refused, timeout, broken body.
-    Transport { message: String, operation: &'static str },
+    Transport {
+        message: String,
+        operation: &'static str,
+    },
     /// A response we could not read, or a request we refuse to send.
     Invalid(String),
 }
@@ -85,7 +97,12 @@ impl StorageError {
 impl fmt::Display for StorageError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            StorageError::Http { status, code, message, operation } => {
+            StorageError::Http {
+                status,
+                code,
+                message,
+                operation,
+            } => {
                 write!(f, "{operation} failed: HTTP {status}")?;
                 if !code.is_empty() {
                     write!(f, " {code}")?;
@@ -95,7 +112,9 @@ impl fmt::Display for StorageError {
                 }
                 Ok(())
             }
-            StorageError::Transport { message, operation } => write!(f, "{operation} failed: {message}"),
+            StorageError::Transport { message, operation } => {
+                write!(f, "{operation} failed: {message}")
+            }
             StorageError::Invalid(message) => f.write_str(message),
         }
     }
@@ -139,13 +158,22 @@ pub struct Client {
 
 /// Percent-encodes an object key, segment by segment, keeping the `/` separators.
 pub fn encode_key(key: &str) -> String {
-    key.split('/').map(|segment| utf8_percent_encode(segment, UNRESERVED).to_string()).collect::<Vec<_>>().join("/")
+    key.split('/')
+        .map(|segment| utf8_percent_encode(segment, UNRESERVED).to_string())
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 fn encode_query(pairs: &[(&str, String)]) -> String {
     pairs
         .iter()
-        .map(|(k, v)| format!("{}={}", utf8_percent_encode(k, UNRESERVED), utf8_percent_encode(v, UNRESERVED)))
+        .map(|(k, v)| {
+            format!(
+                "{}={}",
+                utf8_percent_encode(k, UNRESERVED),
+                utf8_percent_encode(v, UNRESERVED)
+            )
+        })
         .collect::<Vec<_>>()
         .join("&")
 }
@@ -161,11 +189,21 @@ pub fn md5_hex(body: &[u8]) -> String {
 
 impl Config {
     fn object_url(&self, key: &str) -> String {
-        format!("{}/{}/{}", self.endpoint.trim_end_matches('/'), utf8_percent_encode(&self.bucket, UNRESERVED), encode_key(key))
+        format!(
+            "{}/{}/{}",
+            self.endpoint.trim_end_matches('/'),
+            utf8_percent_encode(&self.bucket, UNRESERVED),
+            encode_key(key)
+        )
     }
 
     fn bucket_url(&self, query: &[(&str, String)]) -> String {
-        format!("{}/{}?{}", self.endpoint.trim_end_matches('/'), utf8_percent_encode(&self.bucket, UNRESERVED), encode_query(query))
+        format!(
+            "{}/{}?{}",
+            self.endpoint.trim_end_matches('/'),
+            utf8_percent_encode(&self.bucket, UNRESERVED),
+            encode_query(query)
+        )
     }
 
     pub fn plan_put(&self, key: &str, body: &[u8]) -> PlannedRequest {
@@ -181,41 +219,81 @@ impl Config {
     }
 
     pub fn plan_head(&self, key: &str) -> PlannedRequest {
-        PlannedRequest { method: "HEAD", url: self.object_url(key), headers: vec![], body: vec![] }
+        PlannedRequest {
+            method: "HEAD",
+            url: self.object_url(key),
+            headers: vec![],
+            body: vec![],
+        }
     }
 
     pub fn plan_get(&self, key: &str) -> PlannedRequest {
-        PlannedRequest { method: "GET", url: self.object_url(key), headers: vec![], body: vec![] }
+        PlannedRequest {
+            method: "GET",
+            url: self.object_url(key),
+            headers: vec![],
+            body: vec![],
+        }
     }
 
-    pub fn plan_list(&self, prefix: &str, continuation: Option<&str>, max_keys: usize) -> PlannedRequest {
+    pub fn plan_list(
+        &self,
+        prefix: &str,
+        continuation: Option<&str>,
+        max_keys: usize,
+    ) -> PlannedRequest {
         let mut query = vec![
             ("list-type", "2".to_string()),
-            ("max-keys", max_keys.clamp(1, MAX_KEYS_PER_REQUEST).to_string()),
+            (
+                "max-keys",
+                max_keys.clamp(1, MAX_KEYS_PER_REQUEST).to_string(),
+            ),
             ("prefix", prefix.to_string()),
         ];
         if let Some(token) = continuation {
             query.push(("continuation-token", token.to_string()));
         }
-        PlannedRequest { method: "GET", url: self.bucket_url(&query), headers: vec![], body: vec![] }
+        PlannedRequest {
+            method: "GET",
+            url: self.bucket_url(&query),
+            headers: vec![],
+            body: vec![],
+        }
     }
 
     pub fn plan_delete(&self, keys: &[String]) -> StorageResult<PlannedRequest> {
         if keys.is_empty() || keys.len() > MAX_KEYS_PER_REQUEST {
-            return Err(StorageError::Invalid(format!("a delete batch holds 1 to {MAX_KEYS_PER_REQUEST} keys, not {}", keys.len())));
+            return Err(StorageError::Invalid(format!(
+                "a delete batch holds 1 to {MAX_KEYS_PER_REQUEST} keys, not {}",
+                keys.len()
+            )));
         }
         let body = xml::delete_request(keys).into_bytes();
         Ok(PlannedRequest {
             method: "POST",
             url: self.bucket_url(&[("delete", String::new())]),
-            headers: vec![("content-md5".into(), content_md5(&body)), ("content-type".into(), "application/xml".into())],
+            headers: vec![
+                ("content-md5".into(), content_md5(&body)),
+                ("content-type".into(), "application/xml".into()),
+            ],
             body,
         })
     }
 
     /// Signs a planned request: returns every header to send (ours and the signature's).
-    pub fn sign(&self, req: &PlannedRequest, at: SystemTime) -> StorageResult<Vec<(String, String)>> {
-        let identity = Credentials::new(&self.access_key_id, &self.secret_access_key, None, None, "legacy_backup").into();
+    pub fn sign(
+        &self,
+        req: &PlannedRequest,
+        at: SystemTime,
+    ) -> StorageResult<Vec<(String, String)>> {
+        let identity = Credentials::new(
+            &self.access_key_id,
+            &self.secret_access_key,
+            None,
+            None,
+            "legacy_backup",
+        )
+        .into();
         let mut settings = SigningSettings::default();
         settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
         settings.percent_encoding_mode = PercentEncodingMode::Single;
@@ -240,7 +318,11 @@ impl Config {
             .map_err(|e| StorageError::Invalid(format!("cannot sign request: {e}")))?
             .into_parts();
         let mut headers = req.headers.clone();
-        headers.extend(instructions.headers().map(|(k, v)| (k.to_string(), v.to_string())));
+        headers.extend(
+            instructions
+                .headers()
+                .map(|(k, v)| (k.to_string(), v.to_string())),
+        );
         Ok(headers)
     }
 }
@@ -262,7 +344,11 @@ impl Client {
             .pool_max_idle_per_host(4)
             .build()
             .map_err(|e| StorageError::Invalid(format!("cannot build HTTP client: {e}")))?;
-        Ok(Client { config, http, requests: Default::default() })
+        Ok(Client {
+            config,
+            http,
+            requests: Default::default(),
+        })
     }
 
     pub fn config(&self) -> &Config {
@@ -274,7 +360,11 @@ impl Client {
     }
 
     /// Sends with retries; returns status, headers and body of the final answer.
-    fn execute(&self, req: &PlannedRequest, operation: &'static str) -> StorageResult<(u16, reqwest::header::HeaderMap, Vec<u8>)> {
+    fn execute(
+        &self,
+        req: &PlannedRequest,
+        operation: &'static str,
+    ) -> StorageResult<(u16, reqwest::header::HeaderMap, Vec<u8>)> {
         let mut attempt = 1;
         loop {
             let result = self.send_once(req, operation);
@@ -288,9 +378,14 @@ impl Client {
         }
     }
 
-    fn send_once(&self, req: &PlannedRequest, operation: &'static str) -> StorageResult<(u16, reqwest::header::HeaderMap, Vec<u8>)> {
+    fn send_once(
+        &self,
+        req: &PlannedRequest,
+        operation: &'static str,
+    ) -> StorageResult<(u16, reqwest::header::HeaderMap, Vec<u8>)> {
         let headers = self.config.sign(req, SystemTime::now())?;
-        self.requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.requests
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let method = reqwest::Method::from_bytes(req.method.as_bytes()).expect("known method");
         let mut builder = self.http.request(method, &req.url);
         for (k, v) in &headers {
@@ -299,7 +394,10 @@ impl Client {
         if !req.body.is_empty() || req.method == "PUT" || req.method == "POST" {
             builder = builder.body(req.body.clone());
         }
-        let transport = |e: reqwest::Error| StorageError::Transport { message: describe_transport(&e), operation };
+        let transport = |e: reqwest::Error| StorageError::Transport {
+            message: describe_transport(&e),
+            operation,
+        };
         let response = builder.send().map_err(transport)?;
         let status = response.status().as_u16();
         let response_headers = response.headers().clone();
@@ -308,7 +406,12 @@ impl Client {
             return Ok((status, response_headers, body));
         }
         let err = xml::parse_error(&String::from_utf8_lossy(&body));
-        Err(StorageError::Http { status, code: err.code, message: err.message, operation })
+        Err(StorageError::Http {
+            status,
+            code: err.code,
+            message: err.message,
+            operation,
+        })
     }
 
     /// Uploads a body; returns the ETag the server gave it.
@@ -325,8 +428,13 @@ impl Client {
                     .get(reqwest::header::CONTENT_LENGTH)
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| v.parse().ok())
-                    .ok_or_else(|| StorageError::Invalid("HeadObject answer has no Content-Length".into()))?;
-                Ok(Some(ObjectInfo { size, etag: etag_of(&headers) }))
+                    .ok_or_else(|| {
+                        StorageError::Invalid("HeadObject answer has no Content-Length".into())
+                    })?;
+                Ok(Some(ObjectInfo {
+                    size,
+                    etag: etag_of(&headers),
+                }))
             }
             Err(StorageError::Http { status: 404, .. }) => Ok(None),
             Err(e) => Err(e),
@@ -342,22 +450,36 @@ impl Client {
     }
 
     /// Every object under a prefix, following continuation tokens; `on_page` sees each page.
-    pub fn list_all(&self, prefix: &str, mut on_page: impl FnMut(&[xml::ListedObject])) -> StorageResult<Vec<xml::ListedObject>> {
+    pub fn list_all(
+        &self,
+        prefix: &str,
+        mut on_page: impl FnMut(&[xml::ListedObject]),
+    ) -> StorageResult<Vec<xml::ListedObject>> {
         let mut all = Vec::new();
         let mut token: Option<String> = None;
         loop {
-            let req = self.config.plan_list(prefix, token.as_deref(), MAX_KEYS_PER_REQUEST);
+            let req = self
+                .config
+                .plan_list(prefix, token.as_deref(), MAX_KEYS_PER_REQUEST);
             let (_, _, body) = self.execute(&req, "ListObjectsV2")?;
-            let page = xml::parse_list(&String::from_utf8_lossy(&body)).map_err(StorageError::Invalid)?;
+            let page =
+                xml::parse_list(&String::from_utf8_lossy(&body)).map_err(StorageError::Invalid)?;
             // A page may only hold keys under the prefix; anything else is a server bug we refuse to act on.
             if let Some(bad) = page.contents.iter().find(|o| !o.key.starts_with(prefix)) {
-                return Err(StorageError::Invalid(format!("listing of {prefix:?} returned a key outside it: {:?}", bad.key)));
+                return Err(StorageError::Invalid(format!(
+                    "listing of {prefix:?} returned a key outside it: {:?}",
+                    bad.key
+                )));
             }
             on_page(&page.contents);
             all.extend(page.contents);
             match (page.is_truncated, page.next_continuation_token) {
                 (true, Some(next)) => token = Some(next),
-                (true, None) => return Err(StorageError::Invalid("truncated listing without a continuation token".into())),
+                (true, None) => {
+                    return Err(StorageError::Invalid(
+                        "truncated listing without a continuation token".into(),
+                    ))
+                }
                 (false, _) => return Ok(all),
             }
         }
@@ -365,17 +487,32 @@ impl Client {
 
     /// Deletes one object (what the old cleanup did per key; kept for comparison in the bench).
     pub fn delete_object(&self, key: &str) -> StorageResult<()> {
-        let req = PlannedRequest { method: "DELETE", url: self.config.object_url(key), headers: vec![], body: vec![] };
+        let req = PlannedRequest {
+            method: "DELETE",
+            url: self.config.object_url(key),
+            headers: vec![],
+            body: vec![],
+        };
         self.execute(&req, "DeleteObject").map(|_| ())
     }
 
     /// Deletes up to 1000 keys in one request; per-key failures are reported, not raised.
     pub fn delete_batch(&self, keys: &[String]) -> StorageResult<DeleteOutcome> {
         let (_, _, body) = self.execute(&self.config.plan_delete(keys)?, "DeleteObjects")?;
-        let result = xml::parse_delete(&String::from_utf8_lossy(&body)).map_err(StorageError::Invalid)?;
+        let result =
+            xml::parse_delete(&String::from_utf8_lossy(&body)).map_err(StorageError::Invalid)?;
         Ok(DeleteOutcome {
             deleted: result.deleted.into_iter().map(|d| d.key).collect(),
-            failed: result.errors.into_iter().map(|e| (e.key, format!("{} {}", e.code, e.message).trim().to_string())).collect(),
+            failed: result
+                .errors
+                .into_iter()
+                .map(|e| {
+                    (
+                        e.key,
+                        format!("{} {}", e.code, e.message).trim().to_string(),
+                    )
+                })
+                .collect(),
         })
     }
 }
@@ -429,7 +566,10 @@ mod tests {
 
     #[test]
     fn keys_are_encoded_per_segment() {
-        assert_eq!(encode_key("backups/s1/a b+c=d(1).json"), "backups/s1/a%20b%2Bc%3Dd%281%29.json");
+        assert_eq!(
+            encode_key("backups/s1/a b+c=d(1).json"),
+            "backups/s1/a%20b%2Bc%3Dd%281%29.json"
+        );
         assert_eq!(encode_key("documents/s1/ü.pdf"), "documents/s1/%C3%BC.pdf");
         assert_eq!(encode_key("a/~x_y-z.1"), "a/~x_y-z.1");
     }
@@ -437,7 +577,10 @@ mod tests {
     #[test]
     fn urls_are_path_style() {
         let c = config();
-        assert_eq!(c.plan_head("pst/s1/f.pst").url, "https://acct.r2.cloudflarestorage.com/legacy-import/pst/s1/f.pst");
+        assert_eq!(
+            c.plan_head("pst/s1/f.pst").url,
+            "https://acct.r2.cloudflarestorage.com/legacy-import/pst/s1/f.pst"
+        );
         let list = c.plan_list("documents/s1/", Some("a/b+c"), 5000);
         assert_eq!(
             list.url,
@@ -449,18 +592,38 @@ mod tests {
     fn uploads_and_deletes_carry_content_md5_and_no_checksum_headers() {
         let c = config();
         let put = c.plan_put("backups/s1/x.json", b"{}");
-        assert!(put.headers.iter().any(|(k, v)| k == "content-md5" && v == "mZFLkyvTelC5g8XnyQrpOw=="));
+        assert!(put
+            .headers
+            .iter()
+            .any(|(k, v)| k == "content-md5" && v == "mZFLkyvTelC5g8XnyQrpOw=="));
         let del = c.plan_delete(&["a".into(), "b".into()]).unwrap();
         assert_eq!(del.method, "POST");
         assert!(del.url.ends_with("?delete="));
         assert!(del.headers.iter().any(|(k, _)| k == "content-md5"));
         for req in [&put, &del] {
-            let signed = c.sign(req, SystemTime::UNIX_EPOCH + Duration::from_secs(1_765_275_630)).unwrap();
-            assert!(signed.iter().all(|(k, _)| !k.to_ascii_lowercase().starts_with("x-amz-checksum")), "{signed:?}");
-            assert!(signed.iter().any(|(k, v)| k == "x-amz-content-sha256" && v.len() == 64));
+            let signed = c
+                .sign(
+                    req,
+                    SystemTime::UNIX_EPOCH + Duration::from_secs(1_765_275_630),
+                )
+                .unwrap();
+            assert!(
+                signed
+                    .iter()
+                    .all(|(k, _)| !k.to_ascii_lowercase().starts_with("x-amz-checksum")),
+                "{signed:?}"
+            );
+            assert!(signed
+                .iter()
+                .any(|(k, v)| k == "x-amz-content-sha256" && v.len() == 64));
             assert!(signed.iter().any(|(k, v)| k == "authorization"
-                && v.starts_with("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20251209/auto/s3/aws4_request")));
-            assert!(signed.iter().all(|(_, v)| !v.contains("wJalrXUtnFEMI")), "secret leaked into a header");
+                && v.starts_with(
+                    "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20251209/auto/s3/aws4_request"
+                )));
+            assert!(
+                signed.iter().all(|(_, v)| !v.contains("wJalrXUtnFEMI")),
+                "secret leaked into a header"
+            );
         }
     }
 
@@ -468,21 +631,32 @@ mod tests {
     fn delete_batches_are_bounded() {
         let c = config();
         assert!(c.plan_delete(&[]).is_err());
-        let keys: Vec<String> = (0..=MAX_KEYS_PER_REQUEST).map(|i| format!("k{i}")).collect();
+        let keys: Vec<String> = (0..=MAX_KEYS_PER_REQUEST)
+            .map(|i| format!("k{i}"))
+            .collect();
         assert!(c.plan_delete(&keys).is_err());
         assert!(c.plan_delete(&keys[..MAX_KEYS_PER_REQUEST]).is_ok());
     }
 
     #[test]
     fn only_transient_failures_are_retried() {
-        let http = |status| StorageError::Http { status, code: String::new(), message: String::new(), operation: "PutObject" };
+        let http = |status| StorageError::Http {
+            status,
+            code: String::new(),
+            message: String::new(),
+            operation: "PutObject",
+        };
         assert!(http(500).is_retryable());
         assert!(http(503).is_retryable());
         assert!(http(429).is_retryable());
         assert!(!http(403).is_retryable());
         assert!(!http(404).is_retryable());
         assert!(!http(400).is_retryable());
-        assert!(StorageError::Transport { message: "timed out".into(), operation: "PutObject" }.is_retryable());
+        assert!(StorageError::Transport {
+            message: "timed out".into(),
+            operation: "PutObject"
+        }
+        .is_retryable());
         assert!(!StorageError::Invalid("x".into()).is_retryable());
     }
 
@@ -492,7 +666,10 @@ mod tests {
         for attempt in 1..6 {
             let d = backoff_delay(base, attempt);
             let floor = base * (1 << (attempt - 1));
-            assert!(d >= floor && d <= floor.mul_f64(1.5), "attempt {attempt}: {d:?}");
+            assert!(
+                d >= floor && d <= floor.mul_f64(1.5),
+                "attempt {attempt}: {d:?}"
+            );
         }
     }
 
@@ -511,6 +688,10 @@ mod tests {
         let client = Client::new(c).unwrap();
         let err = client.head_object("x").unwrap_err();
         assert!(err.is_retryable(), "{err}");
-        assert!(err.to_string().starts_with("HeadObject failed: could not connect"), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("HeadObject failed: could not connect"),
+            "{err}"
+        );
     }
 }

@@ -76,7 +76,10 @@ struct DeleteObject<'a> {
 
 /// The DeleteObjects body. Not quiet: the response then names every deleted key and every error.
 pub fn delete_request(keys: &[String]) -> String {
-    let body = DeleteRequest { quiet: false, objects: keys.iter().map(|k| DeleteObject { key: k }).collect() };
+    let body = DeleteRequest {
+        quiet: false,
+        objects: keys.iter().map(|k| DeleteObject { key: k }).collect(),
+    };
     let xml = quick_xml::se::to_string(&body).expect("serializing a delete request cannot fail");
     format!(r#"<?xml version="1.0" encoding="UTF-8"?>{xml}"#)
 }
@@ -132,13 +135,18 @@ mod tests {
     fn delete_request_escapes_keys() {
         let body = delete_request(&["a<b>&\"c".to_string(), "d".to_string()]);
         assert!(body.contains("<Quiet>false</Quiet>"));
-        assert!(body.contains("<Key>a&lt;b&gt;&amp;\"c</Key>") || body.contains("<Key>a&lt;b&gt;&amp;&quot;c</Key>"), "{body}");
+        assert!(
+            body.contains("<Key>a&lt;b&gt;&amp;\"c</Key>")
+                || body.contains("<Key>a&lt;b&gt;&amp;&quot;c</Key>"),
+            "{body}"
+        );
         assert_eq!(body.matches("<Object>").count(), 2);
     }
 
     #[test]
     fn reads_error_bodies() {
-        let e = parse_error("<Error><Code>SignatureDoesNotMatch</Code><Message>bad</Message></Error>");
+        let e =
+            parse_error("<Error><Code>SignatureDoesNotMatch</Code><Message>bad</Message></Error>");
         assert_eq!(e.code, "SignatureDoesNotMatch");
         assert_eq!(parse_error("not xml").code, "");
     }

@@ -36,16 +36,25 @@ struct JobError {
 
 impl JobError {
     fn permanent(message: impl Into<String>) -> Self {
-        JobError { message: message.into(), retryable: false }
+        JobError {
+            message: message.into(),
+            retryable: false,
+        }
     }
     fn transient(message: impl Into<String>) -> Self {
-        JobError { message: message.into(), retryable: true }
+        JobError {
+            message: message.into(),
+            retryable: true,
+        }
     }
 }
 
 impl From<StorageError> for JobError {
     fn from(e: StorageError) -> Self {
-        JobError { retryable: e.is_retryable(), message: e.to_string() }
+        JobError {
+            retryable: e.is_retryable(),
+            message: e.to_string(),
+        }
     }
 }
 
@@ -57,7 +66,9 @@ pub struct Runner {
 
 /// Runs `f` in its own transaction with the extension's schema on the search_path. Returns None
 /// when the extension is not installed in this database (the worker then idles).
-fn in_transaction<R>(f: impl FnOnce(&mut SpiClient<'_>) -> R + std::panic::UnwindSafe + std::panic::RefUnwindSafe) -> Option<R> {
+fn in_transaction<R>(
+    f: impl FnOnce(&mut SpiClient<'_>) -> R + std::panic::UnwindSafe + std::panic::RefUnwindSafe,
+) -> Option<R> {
     let result = BackgroundWorker::transaction(|| {
         let schema = pgrx::spi::quote_identifier(crate::attach::extension_schema().ok()?);
         Spi::connect_mut(|client| {
@@ -78,7 +89,10 @@ fn in_transaction<R>(f: impl FnOnce(&mut SpiClient<'_>) -> R + std::panic::Unwin
 
 impl Runner {
     pub fn new() -> Self {
-        Runner { client: None, idle_reason: None }
+        Runner {
+            client: None,
+            idle_reason: None,
+        }
     }
 
     /// Settings changed (SIGHUP): rebuild the storage client on next use.
@@ -126,7 +140,9 @@ impl Runner {
         // Idle until the extension is installed and attached: every job touches the
         // application's tables (audit rows, sessions), and an ERROR would restart the worker.
         let attached = in_transaction(|client| {
-            let is_attached = crate::attach::missing_tables().map(|m| m.is_empty()).unwrap_or(false);
+            let is_attached = crate::attach::missing_tables()
+                .map(|m| m.is_empty())
+                .unwrap_or(false);
             if is_attached {
                 schedule(client);
             }
@@ -147,7 +163,9 @@ impl Runner {
         self.idle_reason = None;
         let mut ran = 0;
         while !shutdown_requested() {
-            let Some(Some(job)) = in_transaction(claim) else { break };
+            let Some(Some(job)) = in_transaction(claim) else {
+                break;
+            };
             let outcome = self.run(&job);
             in_transaction(|client| finish(client, &job, outcome));
             ran += 1;
@@ -169,29 +187,47 @@ impl Runner {
 
     /// PUT the stored bytes, then HEAD: size and ETag (the MD5) must match before it counts.
     fn upload(&mut self, job: &Job) -> Result<serde_json::Value, JobError> {
-        let snapshot_id = job.snapshot_id.clone().ok_or_else(|| JobError::permanent("upload job without a snapshot"))?;
-        let row = in_transaction(|client| -> Result<(String, Option<Vec<u8>>, String), JobError> {
-            let t = client
+        let snapshot_id = job
+            .snapshot_id
+            .clone()
+            .ok_or_else(|| JobError::permanent("upload job without a snapshot"))?;
+        let row = in_transaction(
+            |client| -> Result<(String, Option<Vec<u8>>, String), JobError> {
+                let t = client
                 .update(
                     "SELECT snapshot_key, body, sha256 FROM legacy_backup.snapshots WHERE id = $1",
                     None,
                     &[snapshot_id.as_str().into()],
                 )
                 .map_err(|e| JobError::transient(e.to_string()))?;
-            if t.is_empty() {
-                return Err(JobError::permanent(format!("snapshot {snapshot_id} no longer exists")));
-            }
-            let r = t.first();
-            Ok((r.get(1).ok().flatten().unwrap_or_default(), r.get::<Vec<u8>>(2).ok().flatten(), r.get(3).ok().flatten().unwrap_or_default()))
-        })
+                if t.is_empty() {
+                    return Err(JobError::permanent(format!(
+                        "snapshot {snapshot_id} no longer exists"
+                    )));
+                }
+                let r = t.first();
+                Ok((
+                    r.get(1).ok().flatten().unwrap_or_default(),
+                    r.get::<Vec<u8>>(2).ok().flatten(),
+                    r.get(3).ok().flatten().unwrap_or_default(),
+                ))
+            },
+        )
         .ok_or_else(|| JobError::transient("extension not installed"))??;
         let (key, body, sha256) = row;
-        let body = body.ok_or_else(|| JobError::permanent("the snapshot's body was pruned before it was uploaded"))?;
+        let body = body.ok_or_else(|| {
+            JobError::permanent("the snapshot's body was pruned before it was uploaded")
+        })?;
         let client = self.client()?;
         let etag = client.put_object(&key, &body)?;
         let expected = md5_hex(&body);
-        let info = client.head_object(&key)?.ok_or_else(|| JobError::transient(format!("{key} is missing right after upload")))?;
-        if info.size != body.len() as u64 || info.etag != expected || (!etag.is_empty() && etag != expected) {
+        let info = client
+            .head_object(&key)?
+            .ok_or_else(|| JobError::transient(format!("{key} is missing right after upload")))?;
+        if info.size != body.len() as u64
+            || info.etag != expected
+            || (!etag.is_empty() && etag != expected)
+        {
             return Err(JobError::transient(format!(
                 "verification of {key} failed: stored {} bytes, ETag {}; expected {} bytes, MD5 {expected}",
                 info.size,
@@ -205,10 +241,15 @@ impl Runner {
     /// Deletes everything under `pst/{id}/` and `documents/{id}/`, only for an exported session
     /// whose newest uploaded snapshot is verified in R2 now, then confirms nothing is left.
     fn cleanup(&mut self, job: &Job) -> Result<serde_json::Value, JobError> {
-        let session_id = job.session_id.clone().ok_or_else(|| JobError::permanent("cleanup job without a session"))?;
-        ids::validate_id("session_id", Some(&session_id)).map_err(|e| JobError::permanent(e.message))?;
+        let session_id = job
+            .session_id
+            .clone()
+            .ok_or_else(|| JobError::permanent("cleanup job without a session"))?;
+        ids::validate_id("session_id", Some(&session_id))
+            .map_err(|e| JobError::permanent(e.message))?;
         let manual = job.manual;
-        let guard = in_transaction(|client| cleanup_guard(client, &session_id, manual)).ok_or_else(|| JobError::transient("extension not installed"))??;
+        let guard = in_transaction(|client| cleanup_guard(client, &session_id, manual))
+            .ok_or_else(|| JobError::transient("extension not installed"))??;
         let (snapshot_key, snapshot_bytes, snapshot_etag) = guard;
         let client = self.client()?;
         let info = client.head_object(&snapshot_key)?;
@@ -222,7 +263,10 @@ impl Runner {
             }
             None => return Err(JobError::transient(format!("refusing cleanup: snapshot {snapshot_key} is not in object storage"))),
         }
-        let prefixes = [format!("pst/{session_id}/"), format!("documents/{session_id}/")];
+        let prefixes = [
+            format!("pst/{session_id}/"),
+            format!("documents/{session_id}/"),
+        ];
         let mut deleted_total: i64 = 0;
         let mut first_keys: Vec<String> = Vec::new();
         for prefix in &prefixes {
@@ -230,7 +274,9 @@ impl Runner {
             let keys: Vec<String> = objects.into_iter().map(|o| o.key).collect();
             for batch in keys.chunks(crate::storage::MAX_KEYS_PER_REQUEST) {
                 if shutdown_requested() {
-                    return Err(JobError::transient(format!("interrupted by shutdown after {deleted_total} objects; will resume")));
+                    return Err(JobError::transient(format!(
+                        "interrupted by shutdown after {deleted_total} objects; will resume"
+                    )));
                 }
                 let outcome = client.delete_batch(batch)?;
                 deleted_total += outcome.deleted.len() as i64;
@@ -248,7 +294,10 @@ impl Runner {
                     );
                 });
                 if let Some((key, why)) = outcome.failed.first() {
-                    return Err(JobError::transient(format!("{} object(s) could not be deleted, e.g. {key}: {why}", outcome.failed.len())));
+                    return Err(JobError::transient(format!(
+                        "{} object(s) could not be deleted, e.g. {key}: {why}",
+                        outcome.failed.len()
+                    )));
                 }
             }
         }
@@ -257,15 +306,23 @@ impl Runner {
             left += client.list_all(prefix, |_| {})?.len();
         }
         if left > 0 {
-            return Err(JobError::transient(format!("{left} object(s) still listed after deleting; will retry")));
+            return Err(JobError::transient(format!(
+                "{left} object(s) still listed after deleting; will retry"
+            )));
         }
-        Ok(json!({"deleted": deleted_total, "firstKeys": first_keys, "snapshotKey": snapshot_key, "prefixes": prefixes}))
+        Ok(
+            json!({"deleted": deleted_total, "firstKeys": first_keys, "snapshotKey": snapshot_key, "prefixes": prefixes}),
+        )
     }
 }
 
 /// The cleanup guards, checked in the database: exported, due (unless a partner confirmed it),
 /// not cleaned, a snapshot uploaded. Returns the newest uploaded snapshot's key, size and ETag.
-fn cleanup_guard(client: &mut SpiClient<'_>, session_id: &str, manual: bool) -> Result<(String, i64, String), JobError> {
+fn cleanup_guard(
+    client: &mut SpiClient<'_>,
+    session_id: &str,
+    manual: bool,
+) -> Result<(String, i64, String), JobError> {
     let t = client
         .update(
             "SELECT s.status::text, s.cleanup_scheduled_at <= now(), s.cleaned_up_at IS NOT NULL, \
@@ -278,22 +335,34 @@ fn cleanup_guard(client: &mut SpiClient<'_>, session_id: &str, manual: bool) -> 
         )
         .map_err(|e| JobError::transient(e.to_string()))?;
     if t.is_empty() {
-        return Err(JobError::permanent(format!("session {session_id} no longer exists")));
+        return Err(JobError::permanent(format!(
+            "session {session_id} no longer exists"
+        )));
     }
     let r = t.first();
     let status: String = r.get(1).ok().flatten().unwrap_or_default();
     if status != "Exported" {
-        return Err(JobError::permanent(format!("refusing cleanup: session is {status}, not Exported")));
+        return Err(JobError::permanent(format!(
+            "refusing cleanup: session is {status}, not Exported"
+        )));
     }
     if r.get::<bool>(3).ok().flatten().unwrap_or(false) {
         return Err(JobError::permanent("session is already cleaned up"));
     }
     if !manual && !r.get::<bool>(2).ok().flatten().unwrap_or(false) {
-        return Err(JobError::permanent("refusing cleanup: its scheduled time has not come (postponed?)"));
+        return Err(JobError::permanent(
+            "refusing cleanup: its scheduled time has not come (postponed?)",
+        ));
     }
     let key: Option<String> = r.get(4).ok().flatten();
-    let key = key.ok_or_else(|| JobError::transient("refusing cleanup: no snapshot of this session is uploaded yet"))?;
-    Ok((key, r.get(5).ok().flatten().unwrap_or(0), r.get(6).ok().flatten().unwrap_or_default()))
+    let key = key.ok_or_else(|| {
+        JobError::transient("refusing cleanup: no snapshot of this session is uploaded yet")
+    })?;
+    Ok((
+        key,
+        r.get(5).ok().flatten().unwrap_or(0),
+        r.get(6).ok().flatten().unwrap_or_default(),
+    ))
 }
 
 /// Drops bodies of uploaded snapshots older than the retention; never the newest uploaded one of
@@ -408,13 +477,22 @@ fn finish(client: &mut SpiClient<'_>, job: &Job, outcome: Result<serde_json::Val
                 );
             }
             if give_up {
-                warning!("legacy_backup worker: {} job {} failed: {}", job.kind, job.id, e.message);
+                warning!(
+                    "legacy_backup worker: {} job {} failed: {}",
+                    job.kind,
+                    job.id,
+                    e.message
+                );
             }
         }
     }
 }
 
-fn record_success(client: &mut SpiClient<'_>, job: &Job, details: &serde_json::Value) -> Result<serde_json::Value, JobError> {
+fn record_success(
+    client: &mut SpiClient<'_>,
+    job: &Job,
+    details: &serde_json::Value,
+) -> Result<serde_json::Value, JobError> {
     let sql_err = |e: pgrx::spi::SpiError| JobError::transient(e.to_string());
     match job.kind.as_str() {
         "upload" => {
@@ -426,11 +504,21 @@ fn record_success(client: &mut SpiClient<'_>, job: &Job, details: &serde_json::V
                     &[job.snapshot_id.as_deref().into(), details["etag"].as_str().into()],
                 )
                 .map_err(sql_err)?;
-            let session: Option<String> = if t.is_empty() { None } else { t.first().get(1).ok().flatten() };
+            let session: Option<String> = if t.is_empty() {
+                None
+            } else {
+                t.first().get(1).ok().flatten()
+            };
             let mut audit = details.clone();
             audit["snapshotId"] = json!(job.snapshot_id);
-            crate::audit_log::write(client, session.as_deref().unwrap_or_default(), WORKER_ACTOR, "SNAPSHOT_UPLOADED", &audit)
-                .map_err(sql_err)?;
+            crate::audit_log::write(
+                client,
+                session.as_deref().unwrap_or_default(),
+                WORKER_ACTOR,
+                "SNAPSHOT_UPLOADED",
+                &audit,
+            )
+            .map_err(sql_err)?;
             Ok(details.clone())
         }
         "cleanup" => {
@@ -443,15 +531,27 @@ fn record_success(client: &mut SpiClient<'_>, job: &Job, details: &serde_json::V
                 )
                 .map_err(sql_err)?;
             if t.is_empty() {
-                return Err(JobError::permanent("session changed during cleanup (re-opened or already cleaned); not marked"));
+                return Err(JobError::permanent(
+                    "session changed during cleanup (re-opened or already cleaned); not marked",
+                ));
             }
             let mut audit = details.clone();
             audit["triggeredManually"] = json!(job.manual);
             audit["requestedBy"] = json!(job.requested_by);
             audit["jobId"] = json!(job.id);
-            let by = if job.manual { job.requested_by.as_deref().unwrap_or(WORKER_ACTOR) } else { WORKER_ACTOR };
-            crate::audit_log::write(client, job.session_id.as_deref().unwrap_or_default(), by, "R2_CLEANUP_COMPLETED", &audit)
-                .map_err(sql_err)?;
+            let by = if job.manual {
+                job.requested_by.as_deref().unwrap_or(WORKER_ACTOR)
+            } else {
+                WORKER_ACTOR
+            };
+            crate::audit_log::write(
+                client,
+                job.session_id.as_deref().unwrap_or_default(),
+                by,
+                "R2_CLEANUP_COMPLETED",
+                &audit,
+            )
+            .map_err(sql_err)?;
             Ok(details.clone())
         }
         _ => Ok(details.clone()),

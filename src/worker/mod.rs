@@ -13,14 +13,17 @@
 pub mod jobs;
 pub mod settings;
 
-use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, SignalWakeFlags};
+use pgrx::bgworkers::{
+    BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, SignalWakeFlags,
+};
 use pgrx::prelude::*;
 use pgrx::{pg_shmem_init, PgAtomic};
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::time::Duration;
 
 /// The worker's pgprocno + 1 (0: no worker running), so any backend can set its latch.
-pub static WORKER_PROCNO: PgAtomic<AtomicI32> = unsafe { PgAtomic::new(c"legacy_backup_worker_procno") };
+pub static WORKER_PROCNO: PgAtomic<AtomicI32> =
+    unsafe { PgAtomic::new(c"legacy_backup_worker_procno") };
 
 /// Whether shared memory was set up, i.e. the library was preloaded (inherited by every backend).
 static SHMEM_READY: AtomicBool = AtomicBool::new(false);
@@ -109,7 +112,11 @@ pub extern "C-unwind" fn legacy_backup_worker_main(_arg: pg_sys::Datum) {
         if shutdown_requested() {
             break;
         }
-        let nap = if more { Duration::from_millis(0) } else { crate::guc::duration(&crate::guc::NAPTIME) };
+        let nap = if more {
+            Duration::from_millis(0)
+        } else {
+            crate::guc::duration(&crate::guc::NAPTIME)
+        };
         if !BackgroundWorker::wait_latch(Some(nap.max(Duration::from_millis(1)))) {
             break;
         }
@@ -126,10 +133,17 @@ pub extern "C-unwind" fn legacy_backup_worker_main(_arg: pg_sys::Datum) {
 /// Starts a short-lived worker that queues a confirmed manual cleanup in its own, committed
 /// transaction and wakes the main worker: a SQL function cannot commit, and the main worker
 /// could not see a job queued in the caller's still-open transaction.
-pub fn request_manual_cleanup(database: pg_sys::Oid, session_id: &str, actor: &str) -> Result<(), String> {
+pub fn request_manual_cleanup(
+    database: pg_sys::Oid,
+    session_id: &str,
+    actor: &str,
+) -> Result<(), String> {
     let extra = format!("{}\t{session_id}\t{actor}", u32::from(database));
     if extra.len() >= pg_sys::BGW_EXTRALEN as usize {
-        return Err("session and actor ids are too long for a cleanup request (over 120 bytes together)".into());
+        return Err(
+            "session and actor ids are too long for a cleanup request (over 120 bytes together)"
+                .into(),
+        );
     }
     BackgroundWorkerBuilder::new("legacy_backup cleanup request")
         .set_type("legacy_backup cleanup request")

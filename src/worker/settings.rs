@@ -31,7 +31,11 @@ const FIELDS: &[(&str, &str)] = &[
 
 impl Sources {
     fn pick(&self, field: &str) -> Option<String> {
-        let var = FIELDS.iter().find(|(f, _)| *f == field).map(|(_, v)| *v).expect("known field");
+        let var = FIELDS
+            .iter()
+            .find(|(f, _)| *f == field)
+            .map(|(_, v)| *v)
+            .expect("known field");
         [self.gucs.get(field), self.file.get(var), self.env.get(var)]
             .into_iter()
             .flatten()
@@ -49,7 +53,9 @@ impl Sources {
             }
         };
         if !(endpoint.starts_with("https://") || endpoint.starts_with("http://")) {
-            return Err(format!("legacy_backup.r2_endpoint must start with https:// or http://, not {endpoint:?}"));
+            return Err(format!(
+                "legacy_backup.r2_endpoint must start with https:// or http://, not {endpoint:?}"
+            ));
         }
         let access_key_id = self.pick("access_key_id").ok_or("object storage credentials missing: set legacy_backup.r2_access_key_id (or R2_ACCESS_KEY_ID)")?;
         let secret_access_key = self
@@ -57,7 +63,9 @@ impl Sources {
             .ok_or("object storage credentials missing: set legacy_backup.r2_secret_access_key (or R2_SECRET_ACCESS_KEY)")?;
         Ok(Config {
             endpoint,
-            bucket: self.pick("bucket").unwrap_or_else(|| "legacy-import".into()),
+            bucket: self
+                .pick("bucket")
+                .unwrap_or_else(|| "legacy-import".into()),
             region: self.pick("region").unwrap_or_else(|| "auto".into()),
             access_key_id,
             secret_access_key,
@@ -98,12 +106,16 @@ pub fn client_from_settings() -> Result<crate::storage::Client, String> {
 /// Reads a credentials file: refused unless only its owner may read it.
 pub fn read_credentials_file(path: &str) -> Result<HashMap<String, String>, String> {
     use std::os::unix::fs::PermissionsExt;
-    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read credentials file {path}: {e}"))?;
+    let meta =
+        std::fs::metadata(path).map_err(|e| format!("cannot read credentials file {path}: {e}"))?;
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
-        return Err(format!("credentials file {path} has mode {mode:o}; it must be 0600 or stricter"));
+        return Err(format!(
+            "credentials file {path} has mode {mode:o}; it must be 0600 or stricter"
+        ));
     }
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read credentials file {path}: {e}"))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read credentials file {path}: {e}"))?;
     Ok(parse_credentials(&text))
 }
 
@@ -112,12 +124,20 @@ pub fn parse_credentials(text: &str) -> HashMap<String, String> {
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
         .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.trim().trim_start_matches("export ").trim().to_string(), v.trim().trim_matches('"').to_string()))
+        .map(|(k, v)| {
+            (
+                k.trim().trim_start_matches("export ").trim().to_string(),
+                v.trim().trim_matches('"').to_string(),
+            )
+        })
         .collect()
 }
 
 pub fn environment() -> HashMap<String, String> {
-    FIELDS.iter().filter_map(|(_, var)| std::env::var(var).ok().map(|v| (var.to_string(), v))).collect()
+    FIELDS
+        .iter()
+        .filter_map(|(_, var)| std::env::var(var).ok().map(|v| (var.to_string(), v)))
+        .collect()
 }
 
 #[cfg(test)]
@@ -133,7 +153,8 @@ mod tests {
         let mut s = sources();
         s.env.insert("R2_ACCOUNT_ID".into(), "envacct".into());
         s.env.insert("R2_ACCESS_KEY_ID".into(), "env-key".into());
-        s.env.insert("R2_SECRET_ACCESS_KEY".into(), "env-secret".into());
+        s.env
+            .insert("R2_SECRET_ACCESS_KEY".into(), "env-secret".into());
         s.env.insert("R2_BUCKET_NAME".into(), "env-bucket".into());
         s.file.insert("R2_ACCESS_KEY_ID".into(), "file-key".into());
         s.gucs.insert("access_key_id", "guc-key".into());
@@ -156,12 +177,17 @@ mod tests {
         let err = s.resolve(Duration::from_secs(1), 1).unwrap_err();
         assert!(err.contains("r2_secret_access_key"));
         s.gucs.insert("endpoint", "ftp://x".into());
-        assert!(s.resolve(Duration::from_secs(1), 1).unwrap_err().contains("https://"));
+        assert!(s
+            .resolve(Duration::from_secs(1), 1)
+            .unwrap_err()
+            .contains("https://"));
     }
 
     #[test]
     fn credentials_files_parse_and_must_be_private() {
-        let parsed = parse_credentials("# comment\nexport R2_ACCESS_KEY_ID=abc\nR2_SECRET_ACCESS_KEY = \"s=ecret\"\n\n");
+        let parsed = parse_credentials(
+            "# comment\nexport R2_ACCESS_KEY_ID=abc\nR2_SECRET_ACCESS_KEY = \"s=ecret\"\n\n",
+        );
         assert_eq!(parsed["R2_ACCESS_KEY_ID"], "abc");
         assert_eq!(parsed["R2_SECRET_ACCESS_KEY"], "s=ecret");
         let dir = std::env::temp_dir().join(format!("lb-cred-{}", std::process::id()));
@@ -173,7 +199,10 @@ mod tests {
         let err = read_credentials_file(path.to_str().unwrap()).unwrap_err();
         assert!(err.contains("0600"), "{err}");
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-        assert_eq!(read_credentials_file(path.to_str().unwrap()).unwrap()["R2_ACCESS_KEY_ID"], "abc");
+        assert_eq!(
+            read_credentials_file(path.to_str().unwrap()).unwrap()["R2_ACCESS_KEY_ID"],
+            "abc"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
