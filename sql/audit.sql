@@ -20,7 +20,8 @@ CREATE TABLE @extschema@.category_assignment_logs (
     changed_at         timestamptz NOT NULL DEFAULT clock_timestamp(),
     source             text NOT NULL DEFAULT 'app' CHECK (source IN ('app', 'undo', 'restore', 'baseline')),
     txid               xid8 NOT NULL DEFAULT pg_current_xact_id(),
-    undone_by          bigint          -- set when an undo reverted this change: the undo's own row
+    undone_by          bigint,         -- set when an undo reverted this change: the undo's own row
+    db_role            text            -- the authenticated database role (session_user); NULL before 0.3.0
 );
 -- Two indexes only, because every logged change pays for each index it has (a bulk merge logs
 -- thousands of rows in one statement): a B-tree by session then document, for everything asked
@@ -34,6 +35,8 @@ COMMENT ON TABLE @extschema@.category_assignment_logs IS
     'legacy_backup audit trail: every change of a document''s category or status, who (and how that was known), when, and in which transaction';
 COMMENT ON COLUMN @extschema@.category_assignment_logs.attribution IS
     'How changed_by was obtained: setting (legacy_backup.actor), categorized_by (the statement set it), db_user (the database role)';
+COMMENT ON COLUMN @extschema@.category_assignment_logs.db_role IS
+    'The database role that was logged in (session_user) when the change was made: changed_by is the application''s claim, this is who PostgreSQL authenticated';
 COMMENT ON COLUMN @extschema@.category_assignment_logs.source IS
     'app (the application''s own statements), undo, restore, or baseline (state recorded when the extension attached)';
 
@@ -48,24 +51,28 @@ SELECT pg_catalog.pg_extension_config_dump(
 -- legacy_backup.change_source is superuser-only: the application cannot disguise its changes.
 -- SECURITY DEFINER: the application's role needs no privilege on the log to have its changes
 -- logged (the trigger runs as the extension's owner); the database user is session_user.
+-- Because they run as the extension's owner on rows of the application's table, they evaluate
+-- nothing the application can define: search_path is pg_catalog only (its operators on the
+-- enums are pg_catalog's), and enums are read with format('%s', …), which uses the type's
+-- output function, never a cast the application could create.
 
 CREATE FUNCTION @extschema@.legacy_backup_log_update() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, @extschema@, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     actor text := nullif(current_setting('legacy_backup.actor', true), '');
     src text := coalesce(nullif(current_setting('legacy_backup.change_source', true), ''), 'app');
     at timestamptz := clock_timestamp();
     role_name text := 'pg:' || session_user;
 BEGIN
-    INSERT INTO category_assignment_logs
+    INSERT INTO @extschema@.category_assignment_logs
         (session_id, document_id, old_category_id, new_category_id, old_status, new_status,
          old_categorized_by, new_categorized_by, old_categorized_at, new_categorized_at,
-         changed_by, attribution, changed_at, source)
-    SELECT n.session_id, n.id, o.category_id, n.category_id, o.status::text, n.status::text,
+         changed_by, attribution, changed_at, source, db_role)
+    SELECT n.session_id, n.id, o.category_id, n.category_id, format('%s', o.status), format('%s', n.status),
            o.categorized_by, n.categorized_by, o.categorized_at, n.categorized_at,
            CASE a.how WHEN 'setting' THEN actor WHEN 'categorized_by' THEN n.categorized_by ELSE role_name END,
            a.how,
-           at, src
+           at, src, session_user
     FROM new_rows n JOIN old_rows o ON o.id = n.id
     -- How the change is attributed, decided once: changed_by follows from it.
     CROSS JOIN LATERAL (
@@ -79,86 +86,89 @@ BEGIN
 END $$;
 
 CREATE FUNCTION @extschema@.legacy_backup_log_insert() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, @extschema@, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     actor text := nullif(current_setting('legacy_backup.actor', true), '');
     src text := coalesce(nullif(current_setting('legacy_backup.change_source', true), ''), 'app');
 BEGIN
     -- Only documents that arrive already categorized (or skipped) change categorization.
-    INSERT INTO category_assignment_logs
+    INSERT INTO @extschema@.category_assignment_logs
         (session_id, document_id, new_category_id, new_status, new_categorized_by, new_categorized_at,
-         changed_by, attribution, changed_at, source)
-    SELECT n.session_id, n.id, n.category_id, n.status::text, n.categorized_by, n.categorized_at,
+         changed_by, attribution, changed_at, source, db_role)
+    SELECT n.session_id, n.id, n.category_id, format('%s', n.status), n.categorized_by, n.categorized_at,
            coalesce(actor, n.categorized_by, 'pg:' || session_user),
            CASE WHEN actor IS NOT NULL THEN 'setting' WHEN n.categorized_by IS NOT NULL THEN 'categorized_by' ELSE 'db_user' END,
-           clock_timestamp(), src
+           clock_timestamp(), src, session_user
     FROM new_rows n
     WHERE n.category_id IS NOT NULL OR n.status <> 'Uncategorized';
     RETURN NULL;
 END $$;
 
 CREATE FUNCTION @extschema@.legacy_backup_log_delete() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, @extschema@, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     actor text := nullif(current_setting('legacy_backup.actor', true), '');
     src text := coalesce(nullif(current_setting('legacy_backup.change_source', true), ''), 'app');
 BEGIN
     -- Every deleted document is logged, so the state at an earlier moment can be rebuilt.
-    INSERT INTO category_assignment_logs
+    INSERT INTO @extschema@.category_assignment_logs
         (session_id, document_id, old_category_id, old_status, old_categorized_by, old_categorized_at,
-         changed_by, attribution, changed_at, source)
-    SELECT o.session_id, o.id, o.category_id, o.status::text, o.categorized_by, o.categorized_at,
+         changed_by, attribution, changed_at, source, db_role)
+    SELECT o.session_id, o.id, o.category_id, format('%s', o.status), o.categorized_by, o.categorized_at,
            coalesce(actor, 'pg:' || session_user),
            CASE WHEN actor IS NOT NULL THEN 'setting' ELSE 'db_user' END,
-           clock_timestamp(), src
+           clock_timestamp(), src, session_user
     FROM old_rows o;
+    RETURN NULL;
+END $$;
+
+-- TRUNCATE has no transition table: the rows are read before they go, and logged as deletions.
+CREATE FUNCTION @extschema@.legacy_backup_log_truncate() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    actor text := nullif(current_setting('legacy_backup.actor', true), '');
+    src text := coalesce(nullif(current_setting('legacy_backup.change_source', true), ''), 'app');
+BEGIN
+    INSERT INTO @extschema@.category_assignment_logs
+        (session_id, document_id, old_category_id, old_status, old_categorized_by, old_categorized_at,
+         changed_by, attribution, changed_at, source, db_role)
+    SELECT o.session_id, o.id, o.category_id, format('%s', o.status), o.categorized_by, o.categorized_at,
+           coalesce(actor, 'pg:' || session_user),
+           CASE WHEN actor IS NOT NULL THEN 'setting' ELSE 'db_user' END,
+           clock_timestamp(), src, session_user
+    FROM @extschema@.extracted_documents o;
     RETURN NULL;
 END $$;
 
 COMMENT ON FUNCTION @extschema@.legacy_backup_log_update() IS 'Trigger: logs category/status changes of extracted_documents (statement level, transition tables)';
 COMMENT ON FUNCTION @extschema@.legacy_backup_log_insert() IS 'Trigger: logs extracted_documents inserted already categorized or skipped';
 COMMENT ON FUNCTION @extschema@.legacy_backup_log_delete() IS 'Trigger: logs deleted extracted_documents';
+COMMENT ON FUNCTION @extschema@.legacy_backup_log_truncate() IS 'Trigger: logs every row of extracted_documents as deleted before a TRUNCATE';
 
 -- Reading the log.
 
--- The id rule of src/ids.rs, for the SQL-language functions: NULL/empty 22004, anything but
--- A-Z a-z 0-9 - _ . ~ (or "..", or over 128 characters) 22023.
-CREATE FUNCTION @extschema@.legacy_backup_check_id(param text, value text) RETURNS void
-LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
-BEGIN
-    IF value IS NULL OR value = '' THEN
-        RAISE EXCEPTION '% must not be NULL or empty', param USING ERRCODE = '22004';
-    END IF;
-    IF length(value) > 128 OR value !~ '^[A-Za-z0-9._~-]+$' OR strpos(value, '..') > 0 THEN
-        RAISE EXCEPTION '% is not a safe identifier', param USING ERRCODE = '22023',
-            HINT = 'Ids may contain only A-Z, a-z, 0-9, ''-'', ''_'', ''.'' and ''~'', with no ''..'', up to 128 characters.';
-    END IF;
-END $$;
-COMMENT ON FUNCTION @extschema@.legacy_backup_check_id(text, text) IS
-    'Internal: the id rule for the extension''s SQL-language functions';
-
 CREATE FUNCTION @extschema@.legacy_document_history(document_id text)
 RETURNS SETOF @extschema@.category_assignment_logs
-LANGUAGE plpgsql STABLE SET search_path = pg_catalog, @extschema@, pg_temp AS $$
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     session text;
 BEGIN
-    PERFORM legacy_backup_check_id('document_id', document_id);
+    PERFORM @extschema@.legacy_backup_check_id('document_id', document_id);
     -- The document's session leads the index; a deleted document's session is found in the log
     -- (a scan, on that rare path only).
-    session := (SELECT d.session_id FROM extracted_documents d WHERE d.id = $1);
+    session := (SELECT d.session_id FROM @extschema@.extracted_documents d WHERE d.id = $1);
     IF session IS NULL THEN
-        session := (SELECT l.session_id FROM category_assignment_logs l WHERE l.document_id = $1 LIMIT 1);
+        session := (SELECT l.session_id FROM @extschema@.category_assignment_logs l WHERE l.document_id = $1 LIMIT 1);
     END IF;
     IF session IS NULL THEN
         RAISE EXCEPTION 'document "%" is unknown', document_id USING ERRCODE = 'P0002',
             HINT = 'It is neither in extracted_documents nor in the audit trail.';
     END IF;
     RETURN QUERY
-    SELECT l.* FROM category_assignment_logs l
+    SELECT l.* FROM @extschema@.category_assignment_logs l
     WHERE l.session_id = coalesce(
-              (SELECT d.session_id FROM extracted_documents d WHERE d.id = $1),
-              (SELECT l2.session_id FROM category_assignment_logs l2 WHERE l2.document_id = $1 LIMIT 1))
+              (SELECT d.session_id FROM @extschema@.extracted_documents d WHERE d.id = $1),
+              (SELECT l2.session_id FROM @extschema@.category_assignment_logs l2 WHERE l2.document_id = $1 LIMIT 1))
       AND l.document_id = $1
     ORDER BY l.changed_at, l.id;
 END $$;
@@ -167,14 +177,14 @@ COMMENT ON FUNCTION @extschema@.legacy_document_history(text) IS
 
 CREATE FUNCTION @extschema@.legacy_categorization_at(session_id text, at timestamptz)
 RETURNS TABLE (document_id text, category_id text, status text, changed_by text, changed_at timestamptz)
-LANGUAGE plpgsql STABLE SET search_path = pg_catalog, @extschema@, pg_temp AS $$
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    PERFORM legacy_backup_check_id('session_id', session_id);
+    PERFORM @extschema@.legacy_backup_check_id('session_id', session_id);
     IF at IS NULL OR NOT isfinite(at) THEN
         RAISE EXCEPTION 'at must be a finite timestamp' USING ERRCODE = '22023';
     END IF;
-    IF NOT EXISTS (SELECT 1 FROM legacy_import_sessions s WHERE s.id = $1)
-       AND NOT EXISTS (SELECT 1 FROM category_assignment_logs l WHERE l.session_id = $1) THEN
+    IF NOT EXISTS (SELECT 1 FROM @extschema@.legacy_import_sessions s WHERE s.id = $1)
+       AND NOT EXISTS (SELECT 1 FROM @extschema@.category_assignment_logs l WHERE l.session_id = $1) THEN
         RAISE EXCEPTION 'import session "%" does not exist', session_id USING ERRCODE = 'P0002',
             HINT = 'Check the id against legacy_import_sessions.id.';
     END IF;
@@ -183,11 +193,11 @@ BEGIN
     RETURN QUERY
     WITH before AS (
         SELECT DISTINCT ON (l.document_id) l.document_id, l.new_category_id, l.new_status, l.changed_by, l.changed_at
-        FROM category_assignment_logs l WHERE l.session_id = $1 AND l.changed_at <= $2
+        FROM @extschema@.category_assignment_logs l WHERE l.session_id = $1 AND l.changed_at <= $2
         ORDER BY l.document_id, l.changed_at DESC, l.id DESC
     ), later AS (
         SELECT DISTINCT ON (l.document_id) l.document_id, l.old_category_id, l.old_status
-        FROM category_assignment_logs l WHERE l.session_id = $1 AND l.changed_at > $2
+        FROM @extschema@.category_assignment_logs l WHERE l.session_id = $1 AND l.changed_at > $2
         ORDER BY l.document_id, l.changed_at, l.id
     ), state AS (
         SELECT b.document_id, b.new_category_id AS category_id, b.new_status AS status, b.changed_by, b.changed_at
@@ -196,10 +206,10 @@ BEGIN
         SELECT a.document_id, a.old_category_id, a.old_status, NULL, NULL
         FROM later a WHERE NOT EXISTS (SELECT 1 FROM before b WHERE b.document_id = a.document_id)
         UNION ALL
-        SELECT d.id, d.category_id, d.status::text, NULL, NULL
-        FROM extracted_documents d
+        SELECT d.id, d.category_id, format('%s', d.status), NULL, NULL
+        FROM @extschema@.extracted_documents d
         WHERE d.session_id = $1 AND d.created_at <= $2
-          AND NOT EXISTS (SELECT 1 FROM category_assignment_logs l WHERE l.session_id = $1 AND l.document_id = d.id)
+          AND NOT EXISTS (SELECT 1 FROM @extschema@.category_assignment_logs l WHERE l.session_id = $1 AND l.document_id = d.id)
     )
     SELECT s.document_id, s.category_id, s.status, s.changed_by, s.changed_at
     FROM state s WHERE s.status IS NOT NULL
@@ -211,18 +221,18 @@ COMMENT ON FUNCTION @extschema@.legacy_categorization_at(text, timestamptz) IS
 CREATE FUNCTION @extschema@.legacy_session_activity(session_id text, since timestamptz DEFAULT NULL)
 RETURNS TABLE (changed_by text, name text, source text, documents bigint, changes bigint,
                first_change timestamptz, last_change timestamptz)
-LANGUAGE plpgsql STABLE SET search_path = pg_catalog, @extschema@, pg_temp AS $$
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    PERFORM legacy_backup_check_id('session_id', session_id);
-    IF NOT EXISTS (SELECT 1 FROM legacy_import_sessions s WHERE s.id = $1)
-       AND NOT EXISTS (SELECT 1 FROM category_assignment_logs l WHERE l.session_id = $1) THEN
+    PERFORM @extschema@.legacy_backup_check_id('session_id', session_id);
+    IF NOT EXISTS (SELECT 1 FROM @extschema@.legacy_import_sessions s WHERE s.id = $1)
+       AND NOT EXISTS (SELECT 1 FROM @extschema@.category_assignment_logs l WHERE l.session_id = $1) THEN
         RAISE EXCEPTION 'import session "%" does not exist', session_id USING ERRCODE = 'P0002',
             HINT = 'Check the id against legacy_import_sessions.id.';
     END IF;
     RETURN QUERY
     SELECT l.changed_by, nullif(btrim(concat_ws(' ', u.first_name, u.last_name)), '')::text,
            l.source, count(DISTINCT l.document_id), count(*), min(l.changed_at), max(l.changed_at)
-    FROM category_assignment_logs l LEFT JOIN users u ON u.id = l.changed_by
+    FROM @extschema@.category_assignment_logs l LEFT JOIN @extschema@.users u ON u.id = l.changed_by
     WHERE l.session_id = $1 AND ($2 IS NULL OR l.changed_at >= $2) AND l.source <> 'baseline'
     GROUP BY l.changed_by, u.first_name, u.last_name, l.source
     ORDER BY max(l.changed_at) DESC;

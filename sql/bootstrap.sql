@@ -86,6 +86,22 @@ COMMENT ON TABLE legacy_backup.jobs IS 'legacy_backup background jobs: state, at
 SELECT pg_catalog.pg_extension_config_dump('legacy_backup.jobs', '');
 SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('legacy_backup.jobs', 'id'), '');
 
+-- When each exported session's files may be deleted: the extension's own record, written only by
+-- the export check (sql/gate.sql), legacy_postpone_cleanup and a re-open. The worker trusts
+-- nothing else; the application's column legacy_import_sessions.cleanup_scheduled_at mirrors it
+-- and any other change of that column is refused (LB005).
+CREATE TABLE legacy_backup.cleanup_schedule (
+    session_id   text PRIMARY KEY,
+    scheduled_at timestamptz NOT NULL,
+    exported_at  timestamptz NOT NULL DEFAULT now(),
+    set_by       text NOT NULL,
+    db_role      text NOT NULL DEFAULT session_user,
+    updated_at   timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE legacy_backup.cleanup_schedule IS
+    'Scheduled cleanup per exported session, as the extension set it (export, postponement); the worker reads only this';
+SELECT pg_catalog.pg_extension_config_dump('legacy_backup.cleanup_schedule', '');
+
 -- lz4 compresses a 4 MB snapshot body several times faster than the default pglz; servers built
 -- without lz4 keep pglz.
 DO $$

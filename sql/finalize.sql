@@ -46,7 +46,13 @@ COMMENT ON FUNCTION @extschema@.legacy_undo_last_categorization(text, text) IS
 COMMENT ON FUNCTION @extschema@.legacy_export_readiness(text) IS
     'Whether a session may be exported now (ready, code, message, snapshot age, changes since, upload and cleanup state); the same verdict as the export trigger';
 COMMENT ON FUNCTION @extschema@.legacy_backup_export_verdict(text) IS
-    'Internal: the export trigger''s verdict';
+    'Internal: the export check trigger''s verdict (not executable by PUBLIC)';
+COMMENT ON FUNCTION @extschema@.legacy_backup_audit(text, text, text, jsonb) IS
+    'Internal: writes a legacy_import_audit_logs row as that table''s owner, with the database role (not executable by PUBLIC)';
+COMMENT ON FUNCTION @extschema@.legacy_backup_trigger_problems() IS
+    'The extension''s triggers on application tables that exist but are disabled, replication-only, replaced or renamed (empty when all is well)';
+COMMENT ON FUNCTION @extschema@.legacy_backup_check_id(text, text) IS
+    'Internal: the id rule (src/ids.rs) for the extension''s SQL-language functions';
 COMMENT ON FUNCTION @extschema@.legacy_postpone_cleanup(text, text, timestamptz) IS
     'Moves a session''s scheduled cleanup later (active partners only); audited';
 
@@ -106,9 +112,13 @@ GRANT EXECUTE ON FUNCTION
     @extschema@.legacy_snapshot_verify(text),
     @extschema@.legacy_snapshot_fetch(text)
 TO legacy_backup_admin;
--- The export trigger runs as the application's role and calls the verdict; the log triggers
--- are SECURITY DEFINER. Neither needs more.
+-- Trigger functions fire whatever their EXECUTE privilege; revoking it only stops anyone from
+-- attaching them elsewhere.
 REVOKE EXECUTE ON FUNCTION @extschema@.legacy_backup_log_update(), @extschema@.legacy_backup_log_insert(),
-                           @extschema@.legacy_backup_log_delete() FROM PUBLIC;
+                           @extschema@.legacy_backup_log_delete(), @extschema@.legacy_backup_log_truncate(),
+                           @extschema@.legacy_backup_export_check() FROM PUBLIC;
+-- Called only by the export check trigger, which runs as the extension's owner.
+REVOKE EXECUTE ON FUNCTION @extschema@.legacy_backup_export_verdict(text),
+                           @extschema@.legacy_backup_audit(text, text, text, jsonb) FROM PUBLIC;
 
 SELECT @extschema@.legacy_backup_on_create();

@@ -1,76 +1,133 @@
--- The export gate: a trigger on legacy_import_sessions that refuses to mark a session Exported
--- unless a fresh snapshot holds its current categorization, and that schedules the cleanup for
--- later instead of anything being deleted. The verdict itself is computed by
--- legacy_backup_export_verdict (src/gate.rs), the same code as legacy_export_readiness.
+-- The export gate on legacy_import_sessions, in two triggers:
+--
+-- legacy_backup_export_gate (BEFORE, runs as the role that changed the row): fills in the
+--   columns an export sets, exported_at and the earliest cleanup_scheduled_at the extension
+--   allows (now() + legacy_backup.cleanup_delay, or a later time the statement asked for), and
+--   clears the schedule when a session leaves Exported. It reads no data of the extension.
+-- legacy_backup_export_check (AFTER, SECURITY DEFINER): sees the row as stored, after every BEFORE
+--   trigger, the application's included. It refuses an export without a fresh snapshot, records
+--   the cleanup schedule in legacy_backup.cleanup_schedule (the only schedule the worker trusts),
+--   refuses any other change of cleanup_scheduled_at, and writes the audit rows. It evaluates no
+--   operator, cast or function of the application: names are qualified, search_path is
+--   pg_catalog only, enums are read with format(), and the audit rows are written by
+--   legacy_backup_audit() as the audit table's owner.
 --
 -- SQLSTATEs (class LB): LB001 snapshot required, LB002 snapshot stale, LB003 snapshot outdated,
--- LB004 cleanup of a session that is not exported.
+-- LB004 cleanup of a session that is not exported, LB005 cleanup schedule changed outside the
+-- extension, LB007 audit trail not recording.
 
 CREATE FUNCTION @extschema@.legacy_backup_export_gate() RETURNS trigger
-LANGUAGE plpgsql SET search_path = pg_catalog, @extschema@, pg_temp AS $$
-DECLARE
-    verdict jsonb;
-    actor text := coalesce(nullif(current_setting('legacy_backup.actor', true), ''), 'pg:' || current_user);
-    skip boolean := coalesce(nullif(current_setting('legacy_backup.skip_snapshot_check', true), ''), 'off')::boolean;
-    may_skip boolean;
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
+    IF NEW.status = 'Exported' AND (TG_OP = 'INSERT' OR OLD.status IS DISTINCT FROM 'Exported') THEN
+        NEW.exported_at := coalesce(NEW.exported_at, now());
+        NEW.cleanup_scheduled_at := greatest(NEW.cleanup_scheduled_at,
+                                             now() + current_setting('legacy_backup.cleanup_delay')::interval);
+    ELSIF TG_OP = 'UPDATE' AND OLD.status = 'Exported' AND NEW.status IS DISTINCT FROM 'Exported'
+          AND NEW.cleaned_up_at IS NULL THEN
+        NEW.cleanup_scheduled_at := NULL;
+    END IF;
+    RETURN NEW;
+END $$;
+COMMENT ON FUNCTION @extschema@.legacy_backup_export_gate() IS
+    'Trigger (BEFORE): on export sets exported_at and the earliest allowed cleanup_scheduled_at; on re-open clears the schedule';
+
+CREATE FUNCTION @extschema@.legacy_backup_export_check() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    actor text := coalesce(nullif(current_setting('legacy_backup.actor', true), ''), 'pg:' || session_user);
+    new_status text := format('%s', NEW.status);
+    old_status text;
+    skip boolean := coalesce(nullif(current_setting('legacy_backup.skip_snapshot_check', true), ''), 'off')::boolean;
+    earliest timestamptz := now() + current_setting('legacy_backup.cleanup_delay')::interval;
+    recorded timestamptz;
+    verdict jsonb;
+BEGIN
+    IF TG_OP = 'UPDATE' THEN
+        old_status := format('%s', OLD.status);
+    END IF;
+
     -- Files are only ever deleted for an exported session.
-    IF TG_OP = 'UPDATE' AND NEW.cleaned_up_at IS NOT NULL AND OLD.cleaned_up_at IS NULL
-       AND NEW.status::text <> 'Exported' THEN
-        RAISE EXCEPTION 'session "%" cannot be marked cleaned up: it is not exported (status %)', NEW.id, NEW.status
+    IF NEW.cleaned_up_at IS NOT NULL AND (TG_OP = 'INSERT' OR OLD.cleaned_up_at IS NULL)
+       AND new_status <> 'Exported' THEN
+        RAISE EXCEPTION 'session "%" cannot be marked cleaned up: it is not exported (status %)', NEW.id, new_status
             USING ERRCODE = 'LB004';
     END IF;
 
-    -- Leaving Exported (a re-opened session) cancels the scheduled cleanup.
-    IF TG_OP = 'UPDATE' AND OLD.status::text = 'Exported' AND NEW.status::text <> 'Exported' THEN
-        IF NEW.cleanup_scheduled_at IS NOT NULL AND NEW.cleaned_up_at IS NULL THEN
-            INSERT INTO legacy_import_audit_logs (id, session_id, user_id, action, details, "timestamp")
-            VALUES (gen_random_uuid()::text, NEW.id, actor, 'EXPORT_CLEANUP_CANCELLED',
-                    jsonb_build_object('cancelledCleanupScheduledAt', NEW.cleanup_scheduled_at,
-                                       'newStatus', NEW.status::text), now());
-            NEW.cleanup_scheduled_at := NULL;
-        END IF;
-        RETURN NEW;
-    END IF;
-
     -- Becoming Exported (an UPDATE to a row already Exported is not a new export).
-    IF NEW.status::text = 'Exported' AND (TG_OP = 'INSERT' OR OLD.status::text <> 'Exported') THEN
-        verdict := legacy_backup_export_verdict(NEW.id);
+    IF new_status = 'Exported' AND old_status IS DISTINCT FROM 'Exported' THEN
+        verdict := @extschema@.legacy_backup_export_verdict(NEW.id);
         IF NOT (verdict->>'ready')::boolean THEN
             IF NOT skip THEN
                 RAISE EXCEPTION '%', verdict->>'message'
                     USING ERRCODE = CASE verdict->>'code' WHEN 'SNAPSHOT_REQUIRED' THEN 'LB001'
                                                           WHEN 'SNAPSHOT_STALE' THEN 'LB002'
+                                                          WHEN 'AUDIT_TRAIL_INACTIVE' THEN 'LB007'
                                                           ELSE 'LB003' END,
                           DETAIL = 'Reason: ' || (verdict->>'code') || '. Last snapshot: '
                                    || coalesce(verdict->>'lastSnapshotAt', 'none')
                                    || coalesce(' (' || (verdict->>'snapshotAgeMinutes') || ' minutes old)', '') || '.',
                           HINT = verdict->>'hint';
             END IF;
-            may_skip := (SELECT r.rolsuper FROM pg_roles r WHERE r.rolname = current_user)
-                        OR pg_has_role(current_user, 'legacy_backup_admin', 'MEMBER');
-            IF NOT may_skip THEN
-                RAISE EXCEPTION 'role "%" may not skip the export snapshot check', current_user
+            IF NOT (SELECT r.rolsuper OR pg_has_role(r.oid, 'legacy_backup_admin', 'MEMBER')
+                    FROM pg_roles r WHERE r.rolname = session_user) THEN
+                RAISE EXCEPTION 'role "%" may not skip the export snapshot check', session_user
                     USING ERRCODE = '42501',
                           DETAIL = 'The export would have been refused: ' || (verdict->>'message'),
                           HINT = 'Only superusers and members of legacy_backup_admin may set legacy_backup.skip_snapshot_check.';
             END IF;
-            INSERT INTO legacy_import_audit_logs (id, session_id, user_id, action, details, "timestamp")
-            VALUES (gen_random_uuid()::text, NEW.id, actor, 'EXPORT_SNAPSHOT_CHECK_SKIPPED',
-                    jsonb_build_object('role', current_user, 'code', verdict->'code', 'message', verdict->'message',
-                                       'snapshotId', verdict->'snapshotId', 'snapshotKey', verdict->'snapshotKey'), now());
+            PERFORM @extschema@.legacy_backup_audit(NEW.id, actor, 'EXPORT_SNAPSHOT_CHECK_SKIPPED',
+                jsonb_build_object('role', session_user, 'code', verdict->'code', 'message', verdict->'message',
+                                   'snapshotId', verdict->'snapshotId', 'snapshotKey', verdict->'snapshotKey'));
         END IF;
-        NEW.exported_at := coalesce(NEW.exported_at, now());
-        NEW.cleanup_scheduled_at := coalesce(NEW.cleanup_scheduled_at,
-                                             now() + current_setting('legacy_backup.cleanup_delay')::interval);
-        INSERT INTO legacy_import_audit_logs (id, session_id, user_id, action, details, "timestamp")
-        VALUES (gen_random_uuid()::text, NEW.id, actor, 'EXPORT_SNAPSHOT_VERIFIED',
-                jsonb_build_object('snapshotId', verdict->'snapshotId', 'snapshotKey', verdict->'snapshotKey',
-                                   'snapshotAt', verdict->'lastSnapshotAt', 'snapshotAgeMinutes', verdict->'snapshotAgeMinutes',
-                                   'verdict', verdict->'code', 'checkSkipped', NOT (verdict->>'ready')::boolean,
-                                   'cleanupScheduledAt', NEW.cleanup_scheduled_at), now());
+        IF NEW.cleanup_scheduled_at IS NULL OR NEW.cleanup_scheduled_at < earliest THEN
+            RAISE EXCEPTION 'export of session "%" refused: its cleanup would be scheduled for %, before %',
+                            NEW.id, coalesce(NEW.cleanup_scheduled_at::text, 'no time at all'), earliest
+                USING ERRCODE = 'LB005',
+                      DETAIL = 'legacy_backup.cleanup_delay is ' || current_setting('legacy_backup.cleanup_delay')
+                               || '; something changed cleanup_scheduled_at after the export gate set it.',
+                      HINT = 'Leave cleanup_scheduled_at to the extension; a partner may postpone it with legacy_postpone_cleanup().';
+        END IF;
+        INSERT INTO legacy_backup.cleanup_schedule AS c (session_id, scheduled_at, set_by)
+        VALUES (NEW.id, NEW.cleanup_scheduled_at, actor)
+        ON CONFLICT (session_id) DO UPDATE
+            SET scheduled_at = EXCLUDED.scheduled_at, set_by = EXCLUDED.set_by, exported_at = now(),
+                db_role = session_user, updated_at = now();
+        PERFORM @extschema@.legacy_backup_audit(NEW.id, actor, 'EXPORT_SNAPSHOT_VERIFIED',
+            jsonb_build_object('snapshotId', verdict->'snapshotId', 'snapshotKey', verdict->'snapshotKey',
+                               'snapshotAt', verdict->'lastSnapshotAt', 'snapshotAgeMinutes', verdict->'snapshotAgeMinutes',
+                               'verdict', verdict->'code', 'checkSkipped', NOT (verdict->>'ready')::boolean,
+                               'cleanupScheduledAt', NEW.cleanup_scheduled_at));
+        RETURN NULL;
     END IF;
-    RETURN NEW;
+
+    -- Leaving Exported (a re-opened session) cancels the scheduled cleanup.
+    IF old_status = 'Exported' AND new_status <> 'Exported' THEN
+        DELETE FROM legacy_backup.cleanup_schedule c WHERE c.session_id = NEW.id RETURNING c.scheduled_at INTO recorded;
+        IF NEW.cleaned_up_at IS NULL AND NEW.cleanup_scheduled_at IS NOT NULL THEN
+            RAISE EXCEPTION 'session "%" left Exported but keeps a cleanup scheduled for %', NEW.id, NEW.cleanup_scheduled_at
+                USING ERRCODE = 'LB005',
+                      HINT = 'Leave cleanup_scheduled_at to the extension: re-opening a session cancels its cleanup.';
+        END IF;
+        IF recorded IS NOT NULL AND NEW.cleaned_up_at IS NULL THEN
+            PERFORM @extschema@.legacy_backup_audit(NEW.id, actor, 'EXPORT_CLEANUP_CANCELLED',
+                jsonb_build_object('cancelledCleanupScheduledAt', recorded, 'newStatus', new_status));
+        END IF;
+        RETURN NULL;
+    END IF;
+
+    -- Any other change of cleanup_scheduled_at must be the extension's own (it mirrors the record).
+    IF TG_OP = 'INSERT' OR NEW.cleanup_scheduled_at IS DISTINCT FROM OLD.cleanup_scheduled_at THEN
+        SELECT c.scheduled_at INTO recorded FROM legacy_backup.cleanup_schedule c WHERE c.session_id = NEW.id;
+        IF NEW.cleanup_scheduled_at IS DISTINCT FROM recorded THEN
+            RAISE EXCEPTION 'cleanup_scheduled_at of session "%" may only be changed by legacy_backup', NEW.id
+                USING ERRCODE = 'LB005',
+                      DETAIL = 'The extension scheduled it for ' || coalesce(recorded::text, 'no time (not exported)')
+                               || '; the statement set ' || coalesce(NEW.cleanup_scheduled_at::text, 'NULL') || '.',
+                      HINT = 'Exporting schedules it (legacy_backup.cleanup_delay later); a partner may postpone it with legacy_postpone_cleanup(); re-opening cancels it.';
+        END IF;
+    END IF;
+    RETURN NULL;
 END $$;
-COMMENT ON FUNCTION @extschema@.legacy_backup_export_gate() IS
-    'Trigger: refuses Exported without a fresh snapshot (LB001-LB003), schedules cleanup, cancels it on re-open, guards cleaned_up_at (LB004)';
+COMMENT ON FUNCTION @extschema@.legacy_backup_export_check() IS
+    'Trigger (AFTER): refuses Exported without a fresh snapshot (LB001-LB003, LB007), records the cleanup schedule, refuses other schedule changes (LB005), guards cleaned_up_at (LB004); audited';

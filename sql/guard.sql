@@ -1,13 +1,103 @@
--- The DROP EXTENSION guard (src/guard.rs): DROP EXTENSION, or DROP SCHEMA … CASCADE of the
--- extension's schema, would drop every snapshot and the whole audit trail with the extension's
--- tables, so it is refused while they hold data.
+-- The guards (event triggers). Each refusal can be confirmed by a superuser with
+-- SET legacy_backup.allow_drop = on.
+--
+-- 1. legacy_backup_drop_guard (src/guard.rs, ddl_command_start): DROP EXTENSION, DROP SCHEMA …
+--    CASCADE of the extension's schema and DROP OWNED BY the extension's owner would drop every
+--    snapshot and the whole audit trail; refused while they hold data.
+-- 2. legacy_backup_sql_drop_guard (sql_drop): the backstop for every other statement, whatever
+--    cascade brought it there: refused when it dropped the extension's data tables, or one of
+--    the extension's triggers on an application table that itself stays.
+-- 3. legacy_backup_trigger_guard (ddl_command_end): refuses a statement that left one of the
+--    extension's triggers disabled, replication-only, calling another function, or renamed
+--    (SQLSTATE LB006). The table owner may do all of these; none may silence the trail unseen.
 CREATE FUNCTION legacy_backup.drop_guard() RETURNS event_trigger
     LANGUAGE c SET search_path = pg_catalog, pg_temp AS 'MODULE_PATHNAME', 'legacy_backup_drop_guard';
 COMMENT ON FUNCTION legacy_backup.drop_guard() IS
-    'Event trigger: refuses DROP EXTENSION legacy_backup while snapshots or audit-trail changes exist, unless legacy_backup.allow_drop is on';
+    'Event trigger: refuses DROP EXTENSION legacy_backup (and DROP SCHEMA … CASCADE, DROP OWNED BY its owner) while snapshots or audit-trail changes exist, unless legacy_backup.allow_drop is on';
 REVOKE ALL ON FUNCTION legacy_backup.drop_guard() FROM PUBLIC;
 CREATE EVENT TRIGGER legacy_backup_drop_guard ON ddl_command_start
-    WHEN TAG IN ('DROP EXTENSION', 'DROP SCHEMA')
+    WHEN TAG IN ('DROP EXTENSION', 'DROP SCHEMA', 'DROP OWNED')
     EXECUTE FUNCTION legacy_backup.drop_guard();
 COMMENT ON EVENT TRIGGER legacy_backup_drop_guard IS
-    'Refuses DROP EXTENSION legacy_backup (and DROP SCHEMA … CASCADE of its schema) while snapshots or audit-trail changes exist (SET legacy_backup.allow_drop = on to confirm)';
+    'Refuses DROP EXTENSION legacy_backup (and DROP SCHEMA … CASCADE of its schema, DROP OWNED BY its owner) while snapshots or audit-trail changes exist (SET legacy_backup.allow_drop = on to confirm)';
+
+CREATE FUNCTION legacy_backup.sql_drop_guard() RETURNS event_trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    lost text;
+    trigger_names text[] := ARRAY['legacy_backup_log_update', 'legacy_backup_log_insert', 'legacy_backup_log_delete',
+                                  'legacy_backup_log_truncate', 'legacy_backup_export_gate',
+                                  'legacy_backup_export_gate_insert', 'legacy_backup_export_check',
+                                  'legacy_backup_export_check_insert'];
+BEGIN
+    IF coalesce(nullif(current_setting('legacy_backup.allow_drop', true), ''), 'off')::boolean THEN
+        RETURN;
+    END IF;
+    -- DROP EXTENSION and DROP SCHEMA were judged, with row counts, before they ran.
+    IF tg_tag IN ('DROP EXTENSION', 'DROP SCHEMA') THEN
+        RETURN;
+    END IF;
+    SELECT string_agg(d.object_identity, ', ') INTO lost
+    FROM pg_event_trigger_dropped_objects() d
+    WHERE (d.object_type = 'extension' AND d.object_identity = 'legacy_backup')
+       OR (d.object_type = 'schema' AND d.object_identity = 'legacy_backup')
+       OR (d.object_type = 'table' AND (d.schema_name = 'legacy_backup'
+                                         OR (d.schema_name = '@extschema@' AND d.object_name = 'category_assignment_logs')));
+    IF lost IS NOT NULL THEN
+        RAISE EXCEPTION '% would drop the data of extension legacy_backup: %', tg_tag, lost
+            USING ERRCODE = '2BP01',
+                  DETAIL = 'Snapshots, jobs and the audit trail are dropped only with DROP EXTENSION, after confirmation.',
+                  HINT = 'Keep them first (pg_dump), then SET legacy_backup.allow_drop = on and run the statement again.';
+    END IF;
+    SELECT string_agg(t.object_identity, ', ') INTO lost
+    FROM pg_event_trigger_dropped_objects() t
+    WHERE t.object_type = 'trigger' AND split_part(t.object_identity, ' on ', 1) = ANY (trigger_names)
+      AND NOT EXISTS (SELECT 1 FROM pg_event_trigger_dropped_objects() x
+                      WHERE x.object_type = 'table' AND x.object_identity = split_part(t.object_identity, ' on ', 2));
+    IF lost IS NOT NULL THEN
+        RAISE EXCEPTION 'cannot drop trigger %: it keeps the audit trail and the export gate of legacy_backup', lost
+            USING ERRCODE = 'LB006',
+                  DETAIL = 'Without it, changes would go unlogged or exports unguarded.',
+                  HINT = 'A superuser may confirm with SET legacy_backup.allow_drop = on; legacy_backup_attach() recreates it.';
+    END IF;
+END $$;
+COMMENT ON FUNCTION legacy_backup.sql_drop_guard() IS
+    'Event trigger: refuses any statement (DROP OWNED, cascades) that drops the extension''s data tables or its triggers, unless legacy_backup.allow_drop is on';
+REVOKE ALL ON FUNCTION legacy_backup.sql_drop_guard() FROM PUBLIC;
+CREATE EVENT TRIGGER legacy_backup_sql_drop_guard ON sql_drop
+    EXECUTE FUNCTION legacy_backup.sql_drop_guard();
+COMMENT ON EVENT TRIGGER legacy_backup_sql_drop_guard IS
+    'Refuses statements that drop the snapshots, the audit trail or the extension''s triggers (SET legacy_backup.allow_drop = on to confirm)';
+
+CREATE FUNCTION legacy_backup.trigger_guard() RETURNS event_trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    problems text;
+BEGIN
+    IF coalesce(nullif(current_setting('legacy_backup.allow_drop', true), ''), 'off')::boolean THEN
+        RETURN;
+    END IF;
+    -- ALTER TABLE of other tables is none of our business.
+    IF tg_tag = 'ALTER TABLE' AND NOT EXISTS (
+           SELECT 1 FROM pg_event_trigger_ddl_commands() c
+           WHERE c.classid = 'pg_catalog.pg_class'::regclass
+             AND c.objid IN (to_regclass('@extschema@.extracted_documents'), to_regclass('@extschema@.legacy_import_sessions'))) THEN
+        RETURN;
+    END IF;
+    SELECT string_agg(p.trigger_name || ' ' || p.problem, '; ') INTO problems
+    FROM @extschema@.legacy_backup_trigger_problems() p;
+    IF problems IS NOT NULL THEN
+        RAISE EXCEPTION 'refused: % would leave the triggers of legacy_backup not doing their job', tg_tag
+            USING ERRCODE = 'LB006',
+                  DETAIL = 'After it: ' || problems || '.',
+                  HINT = 'These triggers keep the audit trail and the export gate. A superuser may confirm with SET legacy_backup.allow_drop = on.';
+    END IF;
+END $$;
+COMMENT ON FUNCTION legacy_backup.trigger_guard() IS
+    'Event trigger: refuses ALTER TABLE / ALTER TRIGGER / CREATE TRIGGER that disable, rename or replace the extension''s triggers (LB006), unless legacy_backup.allow_drop is on';
+REVOKE ALL ON FUNCTION legacy_backup.trigger_guard() FROM PUBLIC;
+CREATE EVENT TRIGGER legacy_backup_trigger_guard ON ddl_command_end
+    WHEN TAG IN ('ALTER TABLE', 'ALTER TRIGGER', 'CREATE TRIGGER')
+    EXECUTE FUNCTION legacy_backup.trigger_guard();
+COMMENT ON EVENT TRIGGER legacy_backup_trigger_guard IS
+    'Refuses statements that disable, rename or replace the extension''s triggers on application tables (SQLSTATE LB006)';

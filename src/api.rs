@@ -1,8 +1,10 @@
 //! The SQL API: thin `#[pg_extern]` wrappers. Each validates its arguments, checks attachment,
 //! calls the domain module and raises domain errors with their SQLSTATE.
 //!
-//! Every function pins `search_path` to `pg_catalog, <extension schema>, pg_temp`, so application
-//! tables are always those of the extension's schema, never whatever the caller's path finds.
+//! Every function pins `search_path` to `pg_catalog, pg_temp` and names application tables with
+//! their schema (`attach::sql`), so nothing the application or the caller creates in a schema can
+//! capture a name, an operator or a function in them. Who each statement runs as is decided in
+//! `privilege`.
 
 use crate::attach;
 use crate::audit;
@@ -21,7 +23,7 @@ use pgrx::prelude::*;
 #[pg_extern(sql = r#"
 CREATE FUNCTION "legacy_snapshot"("session_id" TEXT) RETURNS json
 STABLE PARALLEL UNSAFE
-SET search_path TO pg_catalog, @extschema@, pg_temp
+SET search_path TO pg_catalog, pg_temp
 LANGUAGE c AS 'MODULE_PATHNAME', 'legacy_snapshot_wrapper';
 "#)]
 fn legacy_snapshot(session_id: Option<&str>) -> Internal {
@@ -36,7 +38,7 @@ fn legacy_snapshot(session_id: Option<&str>) -> Internal {
 /// Builds, stores and records a snapshot in one transaction; returns its id, key, time and hash.
 /// SECURITY DEFINER: it writes the extension's own tables, which callers need no privilege on.
 #[pg_extern(volatile, parallel_unsafe, security_definer)]
-#[search_path(pg_catalog, @extschema@, pg_temp)]
+#[search_path(pg_catalog, pg_temp)]
 fn legacy_snapshot_take(
     session_id: Option<&str>,
     actor_id: default!(Option<&str>, "NULL"),
@@ -52,7 +54,7 @@ fn legacy_snapshot_take(
 /// (EXECUTE is granted to legacy_backup_admin only): it creates triggers on the application's
 /// tables with functions no one else may execute.
 #[pg_extern(volatile, parallel_unsafe, security_definer)]
-#[search_path(pg_catalog, @extschema@, pg_temp)]
+#[search_path(pg_catalog, pg_temp)]
 fn legacy_backup_attach() -> TableIterator<
     'static,
     (
@@ -72,7 +74,7 @@ fn legacy_backup_attach() -> TableIterator<
 /// Whether protection is active: tables, columns, worker, settings. SECURITY DEFINER: it counts
 /// rows of the extension's own tables.
 #[pg_extern(volatile, parallel_unsafe, security_definer)]
-#[search_path(pg_catalog, @extschema@, pg_temp)]
+#[search_path(pg_catalog, pg_temp)]
 fn legacy_backup_health() -> TableIterator<
     'static,
     (
@@ -87,7 +89,7 @@ fn legacy_backup_health() -> TableIterator<
 
 /// Run once at the end of CREATE EXTENSION (see sql/finalize.sql); not for direct use.
 #[pg_extern(volatile, parallel_unsafe)]
-#[search_path(pg_catalog, @extschema@, pg_temp)]
+#[search_path(pg_catalog, pg_temp)]
 fn legacy_backup_on_create() {
     attach::attach_on_create().or_raise();
 }
@@ -95,7 +97,7 @@ fn legacy_backup_on_create() {
 /// Reverts the actor's most recent change (to one document, or the whole transaction when it was
 /// a bulk change). SECURITY DEFINER so it can mark its own changes as source `undo`.
 #[pg_extern(volatile, parallel_unsafe, security_definer)]
-#[search_path(pg_catalog, @extschema@, pg_temp)]
+#[search_path(pg_catalog, pg_temp)]
 fn legacy_undo_last_categorization(
     actor_id: Option<&str>,
     document_id: default!(Option<&str>, "NULL"),
@@ -113,7 +115,7 @@ fn legacy_undo_last_categorization(
 /// Whether a session may be exported now, for the application's UI: the same verdict as the
 /// export trigger. SECURITY DEFINER: it reads the extension's snapshot table.
 #[pg_extern(stable, parallel_unsafe, security_definer)]
-#[search_path(pg_catalog, @extschema@, pg_temp)]
+#[search_path(pg_catalog, pg_temp)]
 fn legacy_export_readiness(session_id: Option<&str>) -> JsonB {
     let session_id = ids::validate_id("session_id", session_id).or_raise();
     attach::ensure_attached().or_raise();
@@ -121,17 +123,20 @@ fn legacy_export_readiness(session_id: Option<&str>) -> JsonB {
     JsonB(serde_json::to_value(readiness).expect("readiness serializes"))
 }
 
-/// The export trigger's verdict (no ALREADY_EXPORTED: the guarded row still holds the old status).
-#[pg_extern(stable, parallel_unsafe, security_definer)]
-#[search_path(pg_catalog, @extschema@, pg_temp)]
+/// The export trigger's verdict (no ALREADY_EXPORTED: the trigger asks about an export under
+/// way). Not SECURITY DEFINER and not executable by PUBLIC: only the export check trigger, which
+/// runs as the extension's owner, calls it.
+#[pg_extern(stable, parallel_unsafe)]
+#[search_path(pg_catalog, pg_temp)]
 fn legacy_backup_export_verdict(session_id: &str) -> JsonB {
     let readiness = gate::verdict(session_id, false).or_raise();
     JsonB(serde_json::to_value(readiness).expect("readiness serializes"))
 }
 
-/// Moves a session's scheduled cleanup later. Active partners only.
-#[pg_extern(volatile, parallel_unsafe)]
-#[search_path(pg_catalog, @extschema@, pg_temp)]
+/// Moves a session's scheduled cleanup later. Active partners only. SECURITY DEFINER: it writes
+/// the extension's own schedule (legacy_backup.cleanup_schedule).
+#[pg_extern(volatile, parallel_unsafe, security_definer)]
+#[search_path(pg_catalog, pg_temp)]
 fn legacy_postpone_cleanup(
     session_id: Option<&str>,
     actor_id: Option<&str>,
@@ -149,7 +154,7 @@ fn legacy_postpone_cleanup(
 /// Downloads a snapshot's object from R2 and checks its sha256 against the stored one; records
 /// and returns the result (verified, mismatch, missing). Never repairs anything.
 #[pg_extern(volatile, parallel_unsafe, security_definer)]
-#[search_path(pg_catalog, @extschema@, pg_temp)]
+#[search_path(pg_catalog, pg_temp)]
 fn legacy_snapshot_verify(snapshot_id: Option<&str>) -> JsonB {
     let snapshot_id = ids::validate_id("snapshot_id", snapshot_id).or_raise();
     JsonB(serde_json::to_value(recovery::verify(&snapshot_id).or_raise()).expect("serializes"))
@@ -159,7 +164,7 @@ fn legacy_snapshot_verify(snapshot_id: Option<&str>) -> JsonB {
 #[pg_extern(sql = r#"
 CREATE FUNCTION "legacy_snapshot_fetch"("key" TEXT) RETURNS json
 VOLATILE PARALLEL UNSAFE SECURITY DEFINER
-SET search_path TO pg_catalog, @extschema@, pg_temp
+SET search_path TO pg_catalog, pg_temp
 LANGUAGE c AS 'MODULE_PATHNAME', 'legacy_snapshot_fetch_wrapper';
 "#)]
 fn legacy_snapshot_fetch(key: Option<&str>) -> String {
@@ -173,7 +178,7 @@ fn legacy_snapshot_fetch(key: Option<&str>) -> String {
 
 /// Restores a session's categorization from a stored snapshot (dry run by default). Partners only.
 #[pg_extern(volatile, parallel_unsafe, security_definer)]
-#[search_path(pg_catalog, @extschema@, pg_temp)]
+#[search_path(pg_catalog, pg_temp)]
 fn legacy_restore_snapshot(
     snapshot_id: Option<&str>,
     actor_id: Option<&str>,
@@ -196,7 +201,7 @@ fn legacy_restore_snapshot(
 #[pg_extern(sql = r#"
 CREATE FUNCTION "legacy_snapshot_import"("snapshot" json, "actor_id" TEXT, "dry_run" bool DEFAULT true) RETURNS jsonb
 VOLATILE PARALLEL UNSAFE SECURITY DEFINER
-SET search_path TO pg_catalog, @extschema@, pg_temp
+SET search_path TO pg_catalog, pg_temp
 LANGUAGE c AS 'MODULE_PATHNAME', 'legacy_snapshot_import_wrapper';
 "#)]
 fn legacy_snapshot_import(
@@ -221,7 +226,7 @@ fn legacy_snapshot_import(
 /// A partner's manual cleanup of a session's files: a preview without `confirm`, the cleanup
 /// with `confirm` equal to the session id. Runs in the worker; waits up to cleanup_wait.
 #[pg_extern(volatile, parallel_unsafe, security_definer)]
-#[search_path(pg_catalog, @extschema@, pg_temp)]
+#[search_path(pg_catalog, pg_temp)]
 fn legacy_cleanup_session(
     session_id: Option<&str>,
     actor_id: Option<&str>,
@@ -231,4 +236,33 @@ fn legacy_cleanup_session(
     let actor = ids::validate_id("actor_id", actor_id).or_raise();
     attach::ensure_attached().or_raise();
     JsonB(cleanup::cleanup_session(&session_id, &actor, confirm).or_raise())
+}
+
+/// Writes a row of the application's audit log as the log table's owner (`audit_log::write`);
+/// for the extension's own triggers, which run as the extension's owner. Not for PUBLIC.
+#[pg_extern(volatile, parallel_unsafe)]
+#[search_path(pg_catalog, pg_temp)]
+fn legacy_backup_audit(session_id: &str, user_id: &str, action: &str, details: JsonB) {
+    Spi::connect_mut(|client| {
+        crate::audit_log::write(client, session_id, user_id, action, &details.0)
+    })
+    .or_raise();
+}
+
+/// The extension's triggers on application tables that exist but do not do their job (disabled,
+/// replication-only, calling another function, renamed). Empty when all is well. Reads only the
+/// catalog; the trigger guard calls it as the role that ran the DDL.
+#[pg_extern(stable, parallel_unsafe)]
+#[search_path(pg_catalog, pg_temp)]
+fn legacy_backup_trigger_problems(
+) -> TableIterator<'static, (name!(trigger_name, String), name!(problem, String))> {
+    TableIterator::new(attach::tampered_triggers().or_raise())
+}
+
+/// The id rule (`ids::validate_id`) for the extension's SQL-language functions: NULL 22004,
+/// empty or unsafe 22023.
+#[pg_extern(immutable, parallel_safe)]
+#[search_path(pg_catalog, pg_temp)]
+fn legacy_backup_check_id(param: &str, value: Option<&str>) {
+    ids::validate_id(param, value).or_raise();
 }

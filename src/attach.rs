@@ -67,6 +67,20 @@ pub fn extension_schema() -> LbResult<String> {
         .into_owned())
 }
 
+/// `query` with every `@extschema@.` replaced by the extension's schema, quoted. Queries name
+/// application tables (and the audit trail) this way because the extension's functions run with
+/// `search_path = pg_catalog, pg_temp`: nothing the application creates in its schema (an
+/// operator, a function) can then capture a name in them.
+pub fn sql(query: &str) -> LbResult<String> {
+    let schema = pgrx::spi::quote_identifier(extension_schema()?);
+    Ok(query.replace("@extschema@", &schema))
+}
+
+/// The oid of an application table in the extension's schema, if it exists.
+pub fn app_table_oid(name: &str) -> LbResult<Option<pg_sys::Oid>> {
+    Ok(app_table(extension_namespace()?, name))
+}
+
 /// The oid of an ordinary or partitioned table in the extension's schema, if it exists.
 fn app_table(nsp: pg_sys::Oid, name: &str) -> Option<pg_sys::Oid> {
     let cname = CString::new(name).expect("table names have no NUL");
@@ -161,6 +175,13 @@ pub const TRIGGERS: &[(&str, &str, &str, &str, &str)] = &[
         "legacy_backup_log_delete",
     ),
     (
+        "legacy_backup_log_truncate",
+        "BEFORE TRUNCATE",
+        "extracted_documents",
+        "FOR EACH STATEMENT",
+        "legacy_backup_log_truncate",
+    ),
+    (
         "legacy_backup_export_gate",
         "BEFORE UPDATE OF status, cleaned_up_at",
         "legacy_import_sessions",
@@ -174,42 +195,147 @@ pub const TRIGGERS: &[(&str, &str, &str, &str, &str)] = &[
         "FOR EACH ROW WHEN (NEW.status = 'Exported')",
         "legacy_backup_export_gate",
     ),
+    // AFTER row triggers see the row as it is stored, after every BEFORE trigger (including the
+    // application's, which may fire after the gate): they are the authority on exports and on
+    // the cleanup schedule.
+    (
+        "legacy_backup_export_check",
+        "AFTER UPDATE",
+        "legacy_import_sessions",
+        "FOR EACH ROW WHEN (OLD.status IS DISTINCT FROM NEW.status OR OLD.cleaned_up_at IS DISTINCT FROM NEW.cleaned_up_at \
+         OR OLD.cleanup_scheduled_at IS DISTINCT FROM NEW.cleanup_scheduled_at)",
+        "legacy_backup_export_check",
+    ),
+    (
+        "legacy_backup_export_check_insert",
+        "AFTER INSERT",
+        "legacy_import_sessions",
+        "FOR EACH ROW WHEN (NEW.status = 'Exported' OR NEW.cleaned_up_at IS NOT NULL OR NEW.cleanup_scheduled_at IS NOT NULL)",
+        "legacy_backup_export_check",
+    ),
 ];
 
-/// None when the trigger does not exist; Some(enabled) when it does.
-fn trigger_state(table: &str, name: &str) -> LbResult<Option<bool>> {
+/// The state of one of the extension's triggers on an application table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TriggerState {
+    /// Present, calling the extension's function, firing in normal operation ('O' or 'A').
+    Intact,
+    Missing,
+    /// DISABLE, or ENABLE REPLICA (fires only when session_replication_role = replica).
+    NotFiring(char),
+    /// A trigger of that name calls another function.
+    WrongFunction(String),
+}
+
+impl TriggerState {
+    pub fn describe(&self) -> String {
+        match self {
+            TriggerState::Intact => "enabled".into(),
+            TriggerState::Missing => "missing".into(),
+            TriggerState::NotFiring('D') => "disabled".into(),
+            TriggerState::NotFiring(_) => {
+                "enabled for replication only (ENABLE REPLICA): it does not fire".into()
+            }
+            TriggerState::WrongFunction(f) => {
+                format!("calls {f} instead of the extension's function")
+            }
+        }
+    }
+}
+
+const TRIGGER_STATE_QUERY: &str = "\
+    SELECT t.tgenabled::text, t.tgfoid = p.oid, t.tgfoid::regprocedure::text \
+    FROM pg_catalog.pg_trigger t \
+    LEFT JOIN pg_catalog.pg_proc p ON p.proname = $3 AND p.pronamespace = $4 AND p.pronargs = 0 \
+    WHERE t.tgrelid = $1 AND t.tgname = $2";
+
+/// The state of trigger `name` on application table `table` (None when the table is missing).
+pub fn trigger_state(table: &str, name: &str, function: &str) -> LbResult<Option<TriggerState>> {
     let nsp = extension_namespace()?;
     let Some(relid) = app_table(nsp, table) else {
         return Ok(None);
     };
-    // (Spi::get_one errors on zero rows, so the query always returns one.)
-    Ok(Spi::get_one_with_args::<bool>(
-        "SELECT (SELECT tgenabled <> 'D' FROM pg_catalog.pg_trigger WHERE tgrelid = $1 AND tgname = $2)",
-        &[relid.into(), name.into()],
-    )?)
+    Spi::connect(|c| {
+        let rows = c.select(
+            TRIGGER_STATE_QUERY,
+            None,
+            &[relid.into(), name.into(), function.into(), nsp.into()],
+        )?;
+        if rows.is_empty() {
+            return Ok(Some(TriggerState::Missing));
+        }
+        let row = rows.first();
+        let enabled: String = row.get(1)?.unwrap_or_default();
+        let ours: bool = row.get(2)?.unwrap_or(false);
+        let actual: String = row.get(3)?.unwrap_or_default();
+        Ok(Some(if !ours {
+            TriggerState::WrongFunction(actual)
+        } else if enabled == "O" || enabled == "A" {
+            TriggerState::Intact
+        } else {
+            TriggerState::NotFiring(enabled.chars().next().unwrap_or('D'))
+        }))
+    })
 }
 
-fn trigger_exists(table: &str, name: &str) -> LbResult<bool> {
-    Ok(trigger_state(table, name)? == Some(true))
+/// Every trigger of the extension that exists but does not do its job, as (table.trigger,
+/// problem), plus triggers on application tables that call the extension's trigger functions
+/// under another name (a renamed one). Missing triggers are not listed: attaching creates them.
+pub fn tampered_triggers() -> LbResult<Vec<(String, String)>> {
+    let mut problems = Vec::new();
+    for (name, _, table, _, function) in TRIGGERS {
+        match trigger_state(table, name, function)? {
+            None | Some(TriggerState::Intact) | Some(TriggerState::Missing) => {}
+            Some(state) => problems.push((format!("{table}.{name}"), state.describe())),
+        }
+    }
+    let names: Vec<&str> = TRIGGERS.iter().map(|t| t.0).collect();
+    let functions: Vec<&str> = TRIGGERS.iter().map(|t| t.4).collect();
+    let renamed = Spi::connect(|c| -> LbResult<Vec<(String, String)>> {
+        let rows = c.select(
+            "SELECT t.tgrelid::regclass::text || '.' || t.tgname, p.proname::text \
+             FROM pg_catalog.pg_trigger t JOIN pg_catalog.pg_proc p ON p.oid = t.tgfoid \
+             WHERE p.pronamespace = $1 AND p.proname = ANY($2) AND NOT (t.tgname = ANY($3))",
+            None,
+            &[
+                extension_namespace()?.into(),
+                functions.into(),
+                names.into(),
+            ],
+        )?;
+        let mut found = Vec::new();
+        for row in rows {
+            let trigger: String = row.get(1)?.unwrap_or_default();
+            let function: String = row.get(2)?.unwrap_or_default();
+            found.push((
+                trigger,
+                format!("calls the extension's {function}() under another name"),
+            ));
+        }
+        Ok(found)
+    })?;
+    problems.extend(renamed);
+    Ok(problems)
 }
 
 /// Records the current state of every document that has no history yet, so the audit trail is
 /// complete from the moment the extension attached. Returns how many documents it recorded.
 fn record_baseline() -> LbResult<i64> {
-    Ok(Spi::get_one::<i64>(
-        "WITH inserted AS ( \
-           INSERT INTO category_assignment_logs \
+    Ok(Spi::get_one_with_args::<i64>(
+        &sql("WITH inserted AS ( \
+           INSERT INTO @extschema@.category_assignment_logs \
              (session_id, document_id, new_category_id, new_status, new_categorized_by, new_categorized_at, \
-              changed_by, attribution, changed_at, source) \
-           SELECT d.session_id, d.id, d.category_id, d.status::text, d.categorized_by, d.categorized_at, \
-                  coalesce(d.categorized_by, 'pg:' || current_user), \
+              changed_by, attribution, changed_at, source, db_role) \
+           SELECT d.session_id, d.id, d.category_id, pg_catalog.format('%s', d.status), d.categorized_by, d.categorized_at, \
+                  coalesce(d.categorized_by, $1), \
                   CASE WHEN d.categorized_by IS NOT NULL THEN 'categorized_by' ELSE 'db_user' END, \
-                  clock_timestamp(), 'baseline' \
-           FROM extracted_documents d \
-           WHERE NOT EXISTS (SELECT 1 FROM category_assignment_logs l \
+                  pg_catalog.clock_timestamp(), 'baseline', session_user \
+           FROM @extschema@.extracted_documents d \
+           WHERE NOT EXISTS (SELECT 1 FROM @extschema@.category_assignment_logs l \
                              WHERE l.session_id = d.session_id AND l.document_id = d.id) \
            RETURNING 1) \
-         SELECT count(*) FROM inserted",
+         SELECT count(*) FROM inserted")?,
+        &[crate::privilege::role_actor().into()],
     )?
     .unwrap_or(0))
 }
@@ -243,9 +369,9 @@ pub fn attach() -> LbResult<Vec<AttachStep>> {
     for (column, ty) in SESSION_COLUMNS {
         let outcome = if missing_session_columns()?.contains(column) {
             // Names come from constants above, never from input.
-            Spi::run(&format!(
-                "ALTER TABLE legacy_import_sessions ADD COLUMN IF NOT EXISTS {column} {ty}"
-            ))?;
+            Spi::run(&sql(&format!(
+                "ALTER TABLE @extschema@.legacy_import_sessions ADD COLUMN IF NOT EXISTS {column} {ty}"
+            ))?)?;
             "added"
         } else {
             "present"
@@ -258,14 +384,23 @@ pub fn attach() -> LbResult<Vec<AttachStep>> {
     }
     for (name, event, table, level, function) in TRIGGERS {
         // Attaching always leaves the trigger enabled: a disabled one is what lost history looks like.
-        let outcome = match trigger_state(table, name)? {
-            Some(true) => "present",
-            Some(false) => {
-                Spi::run(&format!("ALTER TABLE {table} ENABLE TRIGGER {name}"))?;
+        let outcome = match trigger_state(table, name, function)? {
+            Some(TriggerState::Intact) => "present",
+            Some(TriggerState::NotFiring(_)) => {
+                Spi::run(&sql(&format!("ALTER TABLE @extschema@.{table} ENABLE TRIGGER {name}"))?)?;
                 "enabled"
             }
-            None => {
-                Spi::run(&format!("CREATE TRIGGER {name} {event} ON {table} {level} EXECUTE FUNCTION {function}()"))?;
+            Some(TriggerState::WrongFunction(other)) => {
+                return Err(LbError::new(
+                    PgSqlErrorCode::ERRCODE_DUPLICATE_OBJECT,
+                    format!("trigger {name} on {table} calls {other}, not the extension's {function}()"),
+                )
+                .hint(format!("Drop that trigger (SET legacy_backup.allow_drop = on; DROP TRIGGER {name} ON {table};), then attach again.")))
+            }
+            Some(TriggerState::Missing) | None => {
+                Spi::run(&sql(&format!(
+                    "CREATE TRIGGER {name} {event} ON @extschema@.{table} {level} EXECUTE FUNCTION @extschema@.{function}()"
+                ))?)?;
                 "created"
             }
         };
@@ -351,31 +486,61 @@ pub fn health() -> LbResult<Vec<HealthCheck>> {
         }
     }
     if missing.is_empty() {
-        for (name, _, table, _, _) in TRIGGERS {
-            let present = trigger_exists(table, name)?;
+        for (name, _, table, _, function) in TRIGGERS {
+            let state = trigger_state(table, name, function)?.unwrap_or(TriggerState::Missing);
+            let ok = state == TriggerState::Intact;
             checks.push(HealthCheck {
                 check: format!("trigger {table}.{name}"),
-                ok: present,
-                detail: if present {
-                    "enabled".into()
+                ok,
+                detail: if ok {
+                    state.describe()
                 } else {
-                    "missing or disabled: run legacy_backup_attach()".into()
+                    format!("{}: run legacy_backup_attach()", state.describe())
                 },
+            });
+        }
+        for (trigger, problem) in tampered_triggers()?
+            .into_iter()
+            .filter(|(_, p)| p.contains("another name"))
+        {
+            checks.push(HealthCheck {
+                check: format!("trigger {trigger}"),
+                ok: false,
+                detail: problem,
             });
         }
     }
     // The event trigger can be disabled (ALTER EVENT TRIGGER … DISABLE); say so.
-    let guard_enabled = Spi::get_one::<bool>(
-        "SELECT count(*) = 1 FROM pg_catalog.pg_event_trigger WHERE evtname = 'legacy_backup_drop_guard' AND evtenabled <> 'D'",
+    for (guard, what) in crate::guard::EVENT_TRIGGERS {
+        let enabled = Spi::get_one_with_args::<bool>(
+            "SELECT count(*) = 1 FROM pg_catalog.pg_event_trigger WHERE evtname = $1 AND evtenabled <> 'D'",
+            &[(*guard).into()],
+        )?
+        .unwrap_or(false);
+        checks.push(HealthCheck {
+            check: format!("event trigger {guard}"),
+            ok: enabled,
+            detail: if enabled {
+                (*what).to_string()
+            } else {
+                format!("missing or disabled: ALTER EVENT TRIGGER {guard} ENABLE")
+            },
+        });
+    }
+    // Nothing in the extension relies on the schema being closed (every name is qualified), but
+    // a schema anyone may create objects in is a standing invitation; say so.
+    let public_create = Spi::get_one_with_args::<bool>(
+        "SELECT pg_catalog.has_schema_privilege('public', $1, 'CREATE')",
+        &[schema.as_str().into()],
     )?
     .unwrap_or(false);
     checks.push(HealthCheck {
-        check: "drop guard".into(),
-        ok: guard_enabled,
-        detail: if guard_enabled {
-            "DROP EXTENSION refused while snapshots or changes exist".into()
+        check: "schema privileges".into(),
+        ok: !public_create,
+        detail: if public_create {
+            format!("PUBLIC may create objects in schema {schema}: REVOKE CREATE ON SCHEMA {schema} FROM PUBLIC")
         } else {
-            "event trigger legacy_backup_drop_guard missing or disabled: ALTER EVENT TRIGGER legacy_backup_drop_guard ENABLE".into()
+            format!("only named roles may create objects in schema {schema}")
         },
     });
     let pending = Spi::get_one::<i64>(

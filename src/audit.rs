@@ -15,7 +15,9 @@
 //! - The undo's own changes are logged by the triggers with source `undo`; the undone rows point
 //!   to them (`undone_by`), so repeated calls walk further back.
 
+use crate::attach::sql;
 use crate::error::{LbError, LbResult};
+use crate::privilege;
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 use pgrx::PgSqlErrorCode;
@@ -71,6 +73,13 @@ fn refused(code: PgSqlErrorCode, message: String) -> LbError {
 /// Undoes `actor`'s most recent change (to `document`, when given). Runs in the caller's
 /// transaction; every query takes a fresh snapshot after the locks, so racing writers are seen.
 pub fn undo_last(actor: &str, document: Option<&str>) -> LbResult<UndoResult> {
+    // A partner's restore is undone only by an administrator: an operator (the application's
+    // role) could otherwise revert it and have the revert recorded in the partner's name.
+    let sources: Vec<&str> = if privilege::session_is_admin()? {
+        vec!["app", "restore"]
+    } else {
+        vec!["app"]
+    };
     Spi::connect_mut(|client| {
         // One undo per actor at a time: two racing undos must not pick the same change.
         client.update(
@@ -81,26 +90,26 @@ pub fn undo_last(actor: &str, document: Option<&str>) -> LbResult<UndoResult> {
 
         // Within the window, found through the BRIN index on changed_at.
         let target = client.update(
-            "SELECT l.id, l.txid::text, l.session_id \
-             FROM category_assignment_logs l \
+            &sql("SELECT l.id, l.txid::text, l.session_id \
+             FROM @extschema@.category_assignment_logs l \
              WHERE l.changed_at >= now() - current_setting('legacy_backup.undo_window')::interval \
-               AND l.changed_by = $1 AND l.source IN ('app', 'restore') AND l.undone_by IS NULL \
+               AND l.changed_by = $1 AND l.source = ANY($3) AND l.undone_by IS NULL \
                AND l.old_status IS NOT NULL AND l.new_status IS NOT NULL \
                AND ($2::text IS NULL OR l.document_id = $2) \
-             ORDER BY l.changed_at DESC, l.id DESC LIMIT 1",
+             ORDER BY l.changed_at DESC, l.id DESC LIMIT 1")?,
             None,
-            &[actor.into(), document.into()],
+            &[actor.into(), document.into(), sources.clone().into()],
         )?;
         if target.is_empty() {
             // Tell "too old" from "nothing at all" (a scan of older history: the refusal path only).
             let older = client.update(
-                "SELECT (now() - max(l.changed_at))::text, current_setting('legacy_backup.undo_window') \
-                 FROM category_assignment_logs l \
-                 WHERE l.changed_by = $1 AND l.source IN ('app', 'restore') AND l.undone_by IS NULL \
+                &sql("SELECT (now() - max(l.changed_at))::text, current_setting('legacy_backup.undo_window') \
+                 FROM @extschema@.category_assignment_logs l \
+                 WHERE l.changed_by = $1 AND l.source = ANY($3) AND l.undone_by IS NULL \
                    AND l.old_status IS NOT NULL AND l.new_status IS NOT NULL \
-                   AND ($2::text IS NULL OR l.document_id = $2)",
+                   AND ($2::text IS NULL OR l.document_id = $2)")?,
                 None,
-                &[actor.into(), document.into()],
+                &[actor.into(), document.into(), sources.clone().into()],
             )?;
             let row = older.first();
             if let Some(age) = row.get::<String>(1)? {
@@ -126,27 +135,27 @@ pub fn undo_last(actor: &str, document: Option<&str>) -> LbResult<UndoResult> {
         let txid: String = row.get(2)?.unwrap_or_default();
         let session_id: String = row.get(3)?.unwrap_or_default();
 
-        let changes = load_changes(client, actor, target_id, &txid, document.is_some())?;
+        let changes = load_changes(
+            client,
+            actor,
+            target_id,
+            &txid,
+            document.is_some(),
+            &sources,
+        )?;
         let plan = plan_documents(&changes);
         let doc_ids: Vec<String> = plan.keys().cloned().collect();
         check_documents(client, &plan)?;
 
         let log_high_water: i64 = client
             .update(
-                "SELECT coalesce(max(id), 0) FROM category_assignment_logs",
+                &sql("SELECT coalesce(max(id), 0) FROM @extschema@.category_assignment_logs")?,
                 None,
                 &[],
             )?
             .first()
             .get(1)?
             .unwrap_or(0);
-        // The triggers record the undo itself, attributed to the actor, with source `undo`
-        // (a superuser-only setting: this function is SECURITY DEFINER).
-        client.update(
-            "SELECT set_config('legacy_backup.change_source', 'undo', true), set_config('legacy_backup.actor', $1, true)",
-            None,
-            &[actor.into()],
-        )?;
         let to_category: Vec<Option<String>> =
             plan.values().map(|p| p.to_category.clone()).collect();
         let to_status: Vec<String> = plan.values().map(|p| p.to_status.clone()).collect();
@@ -157,31 +166,34 @@ pub fn undo_last(actor: &str, document: Option<&str>) -> LbResult<UndoResult> {
         let from_category: Vec<Option<String>> =
             plan.values().map(|p| p.from_category.clone()).collect();
         let from_status: Vec<String> = plan.values().map(|p| p.from_status.clone()).collect();
-        client.update(
-            "UPDATE extracted_documents d SET category_id = p.cat, status = p.status::\"DocumentCategorizationStatus\", \
+        // The triggers record the undo itself, attributed to the actor, with source `undo`; the
+        // UPDATE runs as the documents' owner.
+        let revert = sql("UPDATE @extschema@.extracted_documents d SET category_id = p.cat, status = p.status::@extschema@.\"DocumentCategorizationStatus\", \
                     categorized_by = p.by, categorized_at = p.at, updated_at = now() \
              FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[]) AS p(doc, cat, status, by, at) \
-             WHERE d.id = p.doc",
-            None,
-            &[
-                doc_ids.clone().into(),
-                to_category.clone().into(),
-                to_status.clone().into(),
-                to_by.into(),
-                to_at.into(),
-            ],
-        )?;
-        client.update(
-            "SELECT set_config('legacy_backup.change_source', 'app', true)",
-            None,
-            &[],
-        )?;
+             WHERE d.id = p.doc")?;
+        privilege::with_change_source("undo", actor, || {
+            client.update(
+                &revert,
+                None,
+                &[
+                    doc_ids.clone().into(),
+                    to_category.clone().into(),
+                    to_status.clone().into(),
+                    to_by.into(),
+                    to_at.into(),
+                ],
+            )?;
+            Ok(())
+        })?;
         let undone_ids: Vec<i64> = changes.iter().map(|c| c.id).collect();
         client.update(
-            "UPDATE category_assignment_logs o SET undone_by = u.id \
-             FROM category_assignment_logs u \
+            &sql(
+                "UPDATE @extschema@.category_assignment_logs o SET undone_by = u.id \
+             FROM @extschema@.category_assignment_logs u \
              WHERE u.id > $1 AND u.source = 'undo' AND u.txid = pg_current_xact_id() \
                AND u.document_id = o.document_id AND o.id = ANY($2)",
+            )?,
             None,
             &[log_high_water.into(), undone_ids.clone().into()],
         )?;
@@ -235,18 +247,19 @@ fn load_changes(
     target_id: i64,
     txid: &str,
     single: bool,
+    sources: &[&str],
 ) -> LbResult<Vec<LoggedChange>> {
     let rows = client.update(
-        "SELECT l.id, l.document_id, l.old_category_id, l.new_category_id, l.old_status, l.new_status, \
+        &sql("SELECT l.id, l.document_id, l.old_category_id, l.new_category_id, l.old_status, l.new_status, \
                 l.old_categorized_by, l.old_categorized_at \
-         FROM category_assignment_logs l \
+         FROM @extschema@.category_assignment_logs l \
          WHERE CASE WHEN $4 THEN l.id = $2 \
-                    ELSE l.txid = $3::xid8 AND l.changed_by = $1 AND l.source IN ('app', 'restore') \
+                    ELSE l.txid = $3::xid8 AND l.changed_by = $1 AND l.source = ANY($5) \
                          AND l.undone_by IS NULL AND l.old_status IS NOT NULL AND l.new_status IS NOT NULL \
                          AND l.changed_at >= now() - current_setting('legacy_backup.undo_window')::interval END \
-         ORDER BY l.id",
+         ORDER BY l.id")?,
         None,
-        &[actor.into(), target_id.into(), txid.into(), single.into()],
+        &[actor.into(), target_id.into(), txid.into(), single.into(), sources.to_vec().into()],
     )?;
     let mut changes = Vec::with_capacity(rows.len());
     for row in rows {
@@ -297,18 +310,28 @@ fn check_documents(
 ) -> LbResult<()> {
     let doc_ids: Vec<String> = plan.keys().cloned().collect();
     let last_ids: Vec<i64> = plan.values().map(|p| p.last_log_id).collect();
-    let locked = client.update(
-        "SELECT id, category_id, status::text FROM extracted_documents WHERE id = ANY($1) ORDER BY id FOR UPDATE",
-        None,
-        &[doc_ids.clone().into()],
-    )?;
+    let lock = sql("SELECT id, category_id, status::text FROM @extschema@.extracted_documents WHERE id = ANY($1) ORDER BY id FOR UPDATE")?;
+    let mut found = BTreeMap::new();
+    privilege::as_owner_of("extracted_documents", || {
+        for row in client.update(&lock, None, &[doc_ids.clone().into()])? {
+            let id: String = row.get(1)?.unwrap_or_default();
+            found.insert(
+                id,
+                (
+                    row.get::<String>(2)?,
+                    row.get::<String>(3)?.unwrap_or_default(),
+                ),
+            );
+        }
+        Ok(())
+    })?;
     let later = client.update(
-        "SELECT l.document_id, l.changed_by, to_char(l.changed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US \"UTC\"') \
+        &sql("SELECT l.document_id, l.changed_by, to_char(l.changed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US \"UTC\"') \
          FROM unnest($1::text[], $2::int8[]) AS p(doc, last_id) \
-         JOIN extracted_documents d ON d.id = p.doc \
-         JOIN category_assignment_logs l ON l.session_id = d.session_id AND l.document_id = p.doc AND l.id > p.last_id \
+         JOIN @extschema@.extracted_documents d ON d.id = p.doc \
+         JOIN @extschema@.category_assignment_logs l ON l.session_id = d.session_id AND l.document_id = p.doc AND l.id > p.last_id \
          WHERE l.source <> 'undo' AND l.undone_by IS NULL \
-         ORDER BY l.id LIMIT 1",
+         ORDER BY l.id LIMIT 1")?,
         None,
         &[doc_ids.clone().into(), last_ids.into()],
     )?;
@@ -325,17 +348,6 @@ fn check_documents(
             "That change was made at {at}; undoing now would discard it."
         ))
         .hint("Ask that user to undo their change first, or categorize the document again."));
-    }
-    let mut found = BTreeMap::new();
-    for row in locked {
-        let id: String = row.get(1)?.unwrap_or_default();
-        found.insert(
-            id,
-            (
-                row.get::<String>(2)?,
-                row.get::<String>(3)?.unwrap_or_default(),
-            ),
-        );
     }
     for (doc, p) in plan {
         match found.get(doc) {
@@ -374,6 +386,26 @@ fn apply_counter_moves(
     from_status: &[String],
     to_status: &[String],
 ) -> LbResult<()> {
+    privilege::as_owner_of("legacy_import_sessions", || {
+        move_counters(
+            client,
+            docs,
+            from_category,
+            to_category,
+            from_status,
+            to_status,
+        )
+    })
+}
+
+fn move_counters(
+    client: &mut SpiClient<'_>,
+    docs: &[String],
+    from_category: &[Option<String>],
+    to_category: &[Option<String>],
+    from_status: &[String],
+    to_status: &[String],
+) -> LbResult<()> {
     let args = || {
         [
             docs.to_vec().into(),
@@ -389,44 +421,44 @@ fn apply_counter_moves(
                    (p.to_status = 'Skipped')::int - (p.from_status = 'Skipped')::int AS skip_delta, \
                    d.batch_id, d.session_id \
             FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[]) AS p(doc, from_cat, to_cat, from_status, to_status) \
-            JOIN extracted_documents d ON d.id = p.doc) ";
+            JOIN @extschema@.extracted_documents d ON d.id = p.doc) ";
     client.update(
-        &format!(
+        &sql(&format!(
             "{MOVES}, deltas AS ( \
                 SELECT to_cat AS cat, 1 AS delta FROM moves WHERE to_cat IS NOT NULL AND to_cat IS DISTINCT FROM from_cat \
                 UNION ALL SELECT from_cat, -1 FROM moves WHERE from_cat IS NOT NULL AND to_cat IS DISTINCT FROM from_cat) \
-             UPDATE import_categories c SET document_count = c.document_count + x.delta, updated_at = now() \
+             UPDATE @extschema@.import_categories c SET document_count = c.document_count + x.delta, updated_at = now() \
              FROM (SELECT cat, sum(delta)::int AS delta FROM deltas GROUP BY cat) x WHERE c.id = x.cat"
-        ),
+        ))?,
         None,
         &args(),
     )?;
     client.update(
-        &format!(
-            "{MOVES} UPDATE import_categories c SET merged_into = NULL, updated_at = now() \
+        &sql(&format!(
+            "{MOVES} UPDATE @extschema@.import_categories c SET merged_into = NULL, updated_at = now() \
              WHERE c.id IN (SELECT to_cat FROM moves) AND c.merged_into IN (SELECT from_cat FROM moves)"
-        ),
+        ))?,
         None,
         &args(),
     )?;
     client.update(
-        &format!(
-            "{MOVES} UPDATE document_batches b SET categorized_count = b.categorized_count + x.c, \
+        &sql(&format!(
+            "{MOVES} UPDATE @extschema@.document_batches b SET categorized_count = b.categorized_count + x.c, \
                     skipped_count = b.skipped_count + x.s, updated_at = now() \
              FROM (SELECT batch_id, sum(cat_delta)::int AS c, sum(skip_delta)::int AS s FROM moves \
                    WHERE batch_id IS NOT NULL GROUP BY batch_id) x \
              WHERE b.id = x.batch_id AND (x.c <> 0 OR x.s <> 0)"
-        ),
+        ))?,
         None,
         &args(),
     )?;
     client.update(
-        &format!(
-            "{MOVES} UPDATE legacy_import_sessions s SET categorized_count = s.categorized_count + x.c, \
+        &sql(&format!(
+            "{MOVES} UPDATE @extschema@.legacy_import_sessions s SET categorized_count = s.categorized_count + x.c, \
                     skipped_count = s.skipped_count + x.s, updated_at = now() \
              FROM (SELECT session_id, sum(cat_delta)::int AS c, sum(skip_delta)::int AS s FROM moves GROUP BY session_id) x \
              WHERE s.id = x.session_id AND (x.c <> 0 OR x.s <> 0)"
-        ),
+        ))?,
         None,
         &args(),
     )?;

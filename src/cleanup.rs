@@ -30,11 +30,12 @@ fn state(message: String) -> LbError {
 fn preconditions(session_id: &str) -> LbResult<Target> {
     let target = Spi::connect(|c| -> LbResult<Target> {
         let t = c.select(
-            "SELECT s.status::text, s.cleaned_up_at IS NOT NULL, s.cleanup_scheduled_at::text, n.id, n.snapshot_key, n.bytes, n.etag \
-             FROM legacy_import_sessions s \
+            &crate::attach::sql("SELECT pg_catalog.format('%s', s.status), s.cleaned_up_at IS NOT NULL, c.scheduled_at::text, n.id, n.snapshot_key, n.bytes, n.etag \
+             FROM @extschema@.legacy_import_sessions s \
+             LEFT JOIN legacy_backup.cleanup_schedule c ON c.session_id = s.id \
              LEFT JOIN LATERAL (SELECT id, snapshot_key, bytes, etag FROM legacy_backup.snapshots \
                                 WHERE session_id = s.id AND upload_state = 'uploaded' ORDER BY snapshot_at DESC LIMIT 1) n ON true \
-             WHERE s.id = $1",
+             WHERE s.id = $1")?,
             None,
             &[session_id.into()],
         )?;
@@ -124,6 +125,9 @@ pub fn cleanup_session(
     }
 }
 
+/// A cleanup job as polled: id, state, progress, last error.
+type JobProgress = (i64, String, serde_json::Value, Option<String>);
+
 /// How long to wait for the short-lived request worker to queue the job.
 const QUEUE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -139,28 +143,26 @@ fn run_confirmed(session_id: &str, actor: &str) -> LbResult<serde_json::Value> {
     let started = Instant::now();
     loop {
         // Each query sees what committed since: the worker's progress.
-        let job = Spi::connect_mut(
-            |c| -> LbResult<Option<(i64, String, serde_json::Value, Option<String>)>> {
-                let t = c.update(
+        let job = Spi::connect_mut(|c| -> LbResult<Option<JobProgress>> {
+            let t = c.update(
                 "SELECT id, state, progress::text, last_error FROM legacy_backup.jobs \
                  WHERE kind = 'cleanup' AND session_id = $1 AND created_at >= now() - interval '1 day' \
                  ORDER BY id DESC LIMIT 1",
                 None,
                 &[session_id.into()],
             )?;
-                if t.is_empty() {
-                    return Ok(None);
-                }
-                let r = t.first();
-                let progress: String = r.get(3)?.unwrap_or_else(|| "{}".into());
-                Ok(Some((
-                    r.get(1)?.unwrap_or(0),
-                    r.get(2)?.unwrap_or_default(),
-                    serde_json::from_str(&progress).unwrap_or_default(),
-                    r.get(4)?,
-                )))
-            },
-        )?;
+            if t.is_empty() {
+                return Ok(None);
+            }
+            let r = t.first();
+            let progress: String = r.get(3)?.unwrap_or_else(|| "{}".into());
+            Ok(Some((
+                r.get(1)?.unwrap_or(0),
+                r.get(2)?.unwrap_or_default(),
+                serde_json::from_str(&progress).unwrap_or_default(),
+                r.get(4)?,
+            )))
+        })?;
         if let Some((id, job_state, progress, error)) = &job {
             match job_state.as_str() {
                 "succeeded" => {

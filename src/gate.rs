@@ -23,6 +23,7 @@ pub enum Code {
     SnapshotRequired,
     SnapshotStale,
     SnapshotOutdated,
+    AuditTrailInactive,
     AlreadyExported,
 }
 
@@ -47,20 +48,15 @@ pub struct Readiness {
     pub exported_at: Option<String>,
 }
 
+/// Runs as the extension's owner over the application's session row: names qualified, the enum
+/// read with format() (never a cast), operators from pg_catalog only.
 const VERDICT_QUERY: &str = r#"
 WITH snap AS (
     SELECT id, snapshot_key, snapshot_at, visibility, upload_state = 'uploaded' AS uploaded
     FROM legacy_backup.snapshots WHERE session_id = $1
     ORDER BY snapshot_at DESC, created_at DESC LIMIT 1
-), audit AS (
-    SELECT EXISTS (
-        SELECT 1 FROM pg_catalog.pg_trigger t
-        JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid
-        JOIN pg_catalog.pg_extension e ON e.extname = 'legacy_backup' AND c.relnamespace = e.extnamespace
-        WHERE c.relname = 'extracted_documents' AND t.tgname = 'legacy_backup_log_update' AND t.tgenabled <> 'D'
-    ) AS active
 )
-SELECT s.status::text, to_char(s.cleanup_scheduled_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+SELECT pg_catalog.format('%s', s.status), to_char(s.cleanup_scheduled_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
        to_char(s.cleaned_up_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
        to_char(s.exported_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
        snap.id, snap.snapshot_key,
@@ -68,33 +64,54 @@ SELECT s.status::text, to_char(s.cleanup_scheduled_at AT TIME ZONE 'UTC', 'YYYY-
        coalesce(snap.uploaded, false),
        round((extract(epoch FROM now() - snap.snapshot_at) / 60)::numeric, 1)::float8,
        (now() - snap.snapshot_at) > current_setting('legacy_backup.max_snapshot_age')::interval,
-       CASE WHEN snap.id IS NULL THEN NULL
-            WHEN audit.active THEN (
-                SELECT count(*) FROM category_assignment_logs l
+       CASE WHEN snap.id IS NULL THEN NULL ELSE (
+                SELECT count(*) FROM @extschema@.category_assignment_logs l
                 WHERE l.session_id = $1 AND l.source <> 'baseline'
                   AND l.txid >= pg_snapshot_xmin(snap.visibility)
                   AND (NOT pg_visible_in_snapshot(l.txid, snap.visibility)
                        OR (l.txid = pg_current_xact_id_if_assigned() AND l.changed_at > snap.snapshot_at)))
-            ELSE (
-                SELECT count(*) FROM extracted_documents d
-                WHERE d.session_id = $1 AND (d.categorized_at > snap.snapshot_at OR d.updated_at > snap.snapshot_at))
        END,
-       audit.active,
        current_setting('legacy_backup.max_snapshot_age'),
        s.id IS NOT NULL
-FROM audit LEFT JOIN snap ON true
-LEFT JOIN legacy_import_sessions s ON s.id = $1
+FROM (SELECT 1) one LEFT JOIN snap ON true
+LEFT JOIN @extschema@.legacy_import_sessions s ON s.id = $1
 "#;
+
+/// The triggers that write the audit trail: without all of them intact, "no change since the
+/// snapshot" cannot be known, so no export is allowed.
+const LOG_TRIGGERS: &[&str] = &[
+    "legacy_backup_log_update",
+    "legacy_backup_log_insert",
+    "legacy_backup_log_delete",
+    "legacy_backup_log_truncate",
+];
+
+/// Whether every log trigger exists, calls the extension's function and fires.
+pub fn audit_trail_recording() -> LbResult<bool> {
+    for (name, _, table, _, function) in crate::attach::TRIGGERS
+        .iter()
+        .filter(|t| LOG_TRIGGERS.contains(&t.0))
+    {
+        if crate::attach::trigger_state(table, name, function)?
+            != Some(crate::attach::TriggerState::Intact)
+        {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
 
 /// The gate's verdict. With `include_status`, a session already `Exported` reports
 /// ALREADY_EXPORTED (the UI's question); the trigger asks without it, since the row it guards
 /// still holds the old status.
 pub fn verdict(session_id: &str, include_status: bool) -> LbResult<Readiness> {
+    let audit_active = audit_trail_recording()?;
+    let query = crate::attach::sql(VERDICT_QUERY)?;
     Spi::connect(|client| {
-        let rows = client.select(VERDICT_QUERY, None, &[session_id.into()])?;
+        let rows = client.select(&query, None, &[session_id.into()])?;
         let row = rows.first();
         let status: Option<String> = row.get(1)?;
-        let session_exists: bool = row.get(14)?.unwrap_or(false);
+        let session_exists: bool = row.get(13)?.unwrap_or(false);
         if include_status && !session_exists {
             return Err(LbError::not_found(format!(
                 "import session \"{session_id}\" does not exist"
@@ -105,7 +122,7 @@ pub fn verdict(session_id: &str, include_status: bool) -> LbResult<Readiness> {
         let age: Option<f64> = row.get(9)?;
         let stale: bool = row.get(10)?.unwrap_or(false);
         let changes: Option<i64> = row.get(11)?;
-        let max_age: String = row.get(13)?.unwrap_or_default();
+        let max_age: String = row.get(12)?.unwrap_or_default();
         let take = format!("Take a snapshot first: SELECT legacy_snapshot_take('{session_id}');");
         let age_text = age.map(|a| format!("{a} minutes")).unwrap_or_default();
         let (code, message, hint) = if include_status && status.as_deref() == Some("Exported") {
@@ -113,6 +130,12 @@ pub fn verdict(session_id: &str, include_status: bool) -> LbResult<Readiness> {
                 Code::AlreadyExported,
                 format!("session \"{session_id}\" is already exported"),
                 None,
+            )
+        } else if !audit_active {
+            (
+                Code::AuditTrailInactive,
+                format!("export of session \"{session_id}\" refused: the audit trail is not recording (a log trigger is missing, disabled or replaced)"),
+                Some("See SELECT * FROM legacy_backup_health(); then SELECT * FROM legacy_backup_attach(); and take a new snapshot.".to_string()),
             )
         } else if snapshot_id.is_none() {
             (
@@ -157,7 +180,7 @@ pub fn verdict(session_id: &str, include_status: bool) -> LbResult<Readiness> {
             last_snapshot_at: row.get(7)?,
             snapshot_age_minutes: age,
             changes_since_snapshot: changes,
-            audit_log_active: row.get(12)?.unwrap_or(false),
+            audit_log_active: audit_active,
             snapshot_uploaded: row.get(8)?.unwrap_or(false),
             cleanup_scheduled_at: row.get(2)?,
             cleaned_up_at: row.get(3)?,
@@ -178,11 +201,16 @@ pub fn postpone_cleanup(
 ) -> LbResult<serde_json::Value> {
     require_partner(actor_id)?;
     Spi::connect_mut(|client| {
+        // The extension's own schedule is the one that counts (and the one the worker reads).
         let rows = client.update(
-            "SELECT status::text, cleanup_scheduled_at, cleaned_up_at IS NOT NULL, \
-                    $2 > now(), $2 <= now() + $3::interval, \
-                    $2 > coalesce(cleanup_scheduled_at, '-infinity'), isfinite($2) \
-             FROM legacy_import_sessions WHERE id = $1 FOR UPDATE",
+            &crate::attach::sql(
+                "SELECT pg_catalog.format('%s', s.status), c.scheduled_at, s.cleaned_up_at IS NOT NULL, \
+                        $2 > now(), $2 <= now() + $3::interval, \
+                        $2 > coalesce(c.scheduled_at, '-infinity'), isfinite($2) \
+                 FROM @extschema@.legacy_import_sessions s \
+                 LEFT JOIN legacy_backup.cleanup_schedule c ON c.session_id = s.id \
+                 WHERE s.id = $1 FOR UPDATE OF s",
+            )?,
             None,
             &[session_id.into(), until.into(), MAX_POSTPONE.into()],
         )?;
@@ -227,10 +255,20 @@ pub fn postpone_cleanup(
             ));
         }
         client.update(
-            "UPDATE legacy_import_sessions SET cleanup_scheduled_at = $2, updated_at = now() WHERE id = $1",
+            "INSERT INTO legacy_backup.cleanup_schedule AS c (session_id, scheduled_at, set_by) VALUES ($1, $2, $3) \
+             ON CONFLICT (session_id) DO UPDATE SET scheduled_at = EXCLUDED.scheduled_at, set_by = EXCLUDED.set_by, \
+                 db_role = session_user, updated_at = now()",
             None,
-            &[session_id.into(), until.into()],
+            &[session_id.into(), until.into(), actor_id.into()],
         )?;
+        // The application's column mirrors the record (the export check verifies exactly that).
+        let mirror = crate::attach::sql(
+            "UPDATE @extschema@.legacy_import_sessions SET cleanup_scheduled_at = $2, updated_at = pg_catalog.now() WHERE id = $1",
+        )?;
+        crate::privilege::as_owner_of("legacy_import_sessions", || {
+            client.update(&mirror, None, &[session_id.into(), until.into()])?;
+            Ok(())
+        })?;
         let details = serde_json::json!({
             "previousCleanupScheduledAt": scheduled.map(|t| t.to_string()),
             "cleanupScheduledAt": until.to_string(),
@@ -249,7 +287,9 @@ pub fn postpone_cleanup(
 pub fn require_partner(actor_id: &str) -> LbResult<()> {
     let actor = ids::validate_id("actor_id", Some(actor_id))?;
     let role = Spi::get_one_with_args::<String>(
-        "SELECT (SELECT role::text || '/' || status::text FROM users WHERE id = $1)",
+        &crate::attach::sql(
+            "SELECT (SELECT pg_catalog.format('%s/%s', role, status) FROM @extschema@.users WHERE id = $1)",
+        )?,
         &[actor.as_str().into()],
     )?;
     match role.as_deref() {

@@ -51,14 +51,44 @@ pub unsafe extern "C-unwind" fn legacy_backup_drop_guard(
     pg_sys::Datum::from(0)
 }
 
+/// The extension's event triggers (sql/guard.sql), with what each protects, for health.
+pub const EVENT_TRIGGERS: &[(&str, &str)] = &[
+    (
+        "legacy_backup_drop_guard",
+        "DROP EXTENSION, DROP SCHEMA … CASCADE and DROP OWNED refused while snapshots or changes exist",
+    ),
+    (
+        "legacy_backup_sql_drop_guard",
+        "any other statement that would drop the snapshots, the audit trail or the extension's triggers is refused",
+    ),
+    (
+        "legacy_backup_trigger_guard",
+        "disabling, renaming or replacing the extension's triggers is refused",
+    ),
+];
+
 /// A DROP statement that may take the extension with it.
 enum DropRequest {
-    Extension { names: Vec<String> },
-    SchemaCascade { names: Vec<String> },
+    Extension {
+        names: Vec<String>,
+    },
+    SchemaCascade {
+        names: Vec<String>,
+    },
+    /// DROP OWNED BY: the roles, resolved to oids.
+    Owned {
+        roles: Vec<pg_sys::Oid>,
+    },
 }
 
 impl DropRequest {
     unsafe fn from_parse_tree(node: *mut pg_sys::Node) -> Option<DropRequest> {
+        if unsafe { pgrx::is_a(node, pg_sys::NodeTag::T_DropOwnedStmt) } {
+            let stmt = unsafe { &*(node as *mut pg_sys::DropOwnedStmt) };
+            return Some(DropRequest::Owned {
+                roles: unsafe { role_list(stmt.roles) },
+            });
+        }
         if !unsafe { pgrx::is_a(node, pg_sys::NodeTag::T_DropStmt) } {
             return None;
         }
@@ -95,6 +125,22 @@ unsafe fn string_list(list: *mut pg_sys::List) -> Vec<String> {
         .collect()
 }
 
+/// The oids of a DROP OWNED role list (RoleSpec nodes); unknown roles are left out (the
+/// statement itself reports them).
+unsafe fn role_list(list: *mut pg_sys::List) -> Vec<pg_sys::Oid> {
+    if list.is_null() {
+        return Vec::new();
+    }
+    let cells = unsafe { std::slice::from_raw_parts((*list).elements, (*list).length as usize) };
+    cells
+        .iter()
+        .map(|cell| unsafe {
+            pg_sys::get_rolespec_oid(cell.ptr_value as *mut pg_sys::RoleSpec, true)
+        })
+        .filter(|oid| *oid != pg_sys::InvalidOid)
+        .collect()
+}
+
 /// The error to raise, or None when the statement does not reach the extension or there is
 /// nothing to lose.
 fn refusal(drop: &DropRequest) -> Option<LbError> {
@@ -107,6 +153,11 @@ fn refusal(drop: &DropRequest) -> Option<LbError> {
         }
         DropRequest::SchemaCascade { names } if names.contains(&schema_name) => {
             format!("DROP SCHEMA {schema} CASCADE")
+        }
+        DropRequest::Owned { roles }
+            if crate::privilege::extension_owner().is_ok_and(|o| roles.contains(&o)) =>
+        {
+            "DROP OWNED BY the extension's owner".to_string()
         }
         _ => return None,
     };
@@ -128,6 +179,9 @@ fn refusal(drop: &DropRequest) -> Option<LbError> {
         }
         DropRequest::SchemaCascade { .. } => format!(
             "cannot drop schema {schema} with CASCADE: it would drop extension legacy_backup, which holds {snapshots} snapshot(s) and {changes} audit-trail change(s)"
+        ),
+        DropRequest::Owned { .. } => format!(
+            "cannot drop the objects owned by the owner of extension legacy_backup: it holds {snapshots} snapshot(s) and {changes} audit-trail change(s)"
         ),
     };
     Some(

@@ -342,18 +342,10 @@ pub fn register() {
             GucFlags::default(),
         );
     }
-    GucRegistry::define_string_guc(
-        c"legacy_backup.r2_secret_access_key",
-        c"Secret access key for object storage (superuser only; hidden).",
-        c"",
-        &R2_SECRET_ACCESS_KEY,
-        GucContext::Sighup,
-        GucFlags::NO_SHOW_ALL | GucFlags::SUPERUSER_ONLY,
-    );
     GucRegistry::define_bool_guc(
         c"legacy_backup.allow_drop",
-        c"Lets DROP EXTENSION legacy_backup drop snapshots and the audit trail (superuser only).",
-        c"Meant for SET in the session that drops the extension, after pg_dump of its tables.",
+        c"Confirms a statement the guards refuse: dropping snapshots and the audit trail, or disabling, renaming or replacing the extension's triggers (superuser only).",
+        c"Meant for SET in the session that runs it, after pg_dump of the extension's tables.",
         &ALLOW_DROP,
         GucContext::Suset,
         GucFlags::default(),
@@ -366,4 +358,10 @@ pub fn register() {
         GucContext::Userset,
         GucFlags::default(),
     );
+    // Unknown legacy_backup.* names are refused, and placeholders left in postgresql.conf are
+    // removed with a WARNING that names the setting but never its value. The secret access key
+    // is deliberately not a setting (settings are readable by pg_read_all_settings members and
+    // land in logs through ALTER SYSTEM): it comes from the credentials file or the environment.
+    // SAFETY: called once from _PG_init with a static NUL-terminated name.
+    unsafe { pg_sys::MarkGUCPrefixReserved(c"legacy_backup".as_ptr()) };
 }

@@ -45,6 +45,10 @@ pub fn validate_id(param: &str, value: Option<&str>) -> LbResult<String> {
     if value.contains("..") {
         return Err(unsafe_key("contains \"..\""));
     }
+    // "." alone is a path segment of its own: `backups/./…` is not the session's prefix.
+    if !value.chars().any(|c| c.is_ascii_alphanumeric()) {
+        return Err(unsafe_key("has no letter or digit"));
+    }
     Ok(value.to_string())
 }
 
@@ -91,6 +95,9 @@ mod tests {
             "a\\b",
             "é",
             "x'; drop table y; --",
+            ".",
+            "-",
+            "._~",
         ] {
             let err = validate_id("session_id", Some(bad)).unwrap_err();
             assert!(

@@ -4,6 +4,7 @@
 //! - `api`: the SQL API, thin `#[pg_extern]` functions;
 //! - `attach`: attaching to the application's tables (columns, triggers, baseline), health;
 //! - `audit`: undo, driven by the audit trail (the log and its triggers are in sql/audit.sql);
+//! - `privilege`: who each statement runs as (the application's tables are written as their owner);
 //! - `gate`: the export gate's verdict and cleanup postponement (the trigger is in sql/gate.sql);
 //! - `guard`: the DROP EXTENSION guard (an event trigger; sql/guard.sql);
 //! - `cleanup`: the partner's manual cleanup (preview, confirmation, hand-over to the worker);
@@ -26,6 +27,7 @@ pub mod gate;
 pub mod guard;
 pub mod guc;
 pub mod ids;
+pub mod privilege;
 pub mod recovery;
 pub mod snapshot;
 pub mod storage;

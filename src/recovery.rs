@@ -287,176 +287,179 @@ fn restore(
     snapshot_id: Option<&str>,
 ) -> LbResult<RestoreReport> {
     let session_id = doc.session_id.clone();
-    Spi::connect_mut(|client| {
-        let exists = client.update(
-            "SELECT 1 FROM legacy_import_sessions WHERE id = $1 FOR UPDATE",
-            None,
-            &[session_id.as_str().into()],
-        )?;
-        if exists.is_empty() {
-            return Err(LbError::not_found(format!(
+    let q = |query: &str| crate::attach::sql(query);
+    let (lock_session, categories_query, documents_query, restore_query) = (
+        q("SELECT 1 FROM @extschema@.legacy_import_sessions WHERE id = $1 FOR UPDATE")?,
+        q("SELECT id, merged_into FROM @extschema@.import_categories WHERE session_id = $1")?,
+        q("SELECT id, category_id, status::text FROM @extschema@.extracted_documents WHERE session_id = $1 ORDER BY id FOR UPDATE")?,
+        q("UPDATE @extschema@.extracted_documents d SET category_id = p.cat, \
+                  status = p.status::@extschema@.\"DocumentCategorizationStatus\", \
+                  categorized_by = p.by, categorized_at = p.at::timestamptz, updated_at = pg_catalog.now() \
+           FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[]) AS p(id, cat, status, by, at) \
+           WHERE d.id = p.id AND d.session_id = $6")?,
+    );
+    // Only application tables are read and written here, so all of it runs as their owner; the
+    // triggers log the changes with source `restore`, credited to the partner.
+    crate::privilege::with_change_source("restore", actor, || {
+        Spi::connect_mut(|client| {
+            let exists = client.update(&lock_session, None, &[session_id.as_str().into()])?;
+            if exists.is_empty() {
+                return Err(LbError::not_found(format!(
                 "the snapshot's session \"{session_id}\" does not exist in this database"
             ))
             .hint(
                 "Restore the session's rows first (pg_restore); a restore never invents documents.",
             ));
-        }
-        // Categories of the session: id -> merged_into.
-        let mut categories: HashMap<String, Option<String>> = HashMap::new();
-        for row in client.update(
-            "SELECT id, merged_into FROM import_categories WHERE session_id = $1",
-            None,
-            &[session_id.as_str().into()],
-        )? {
-            categories.insert(row.get(1)?.unwrap_or_default(), row.get(2)?);
-        }
-        // Current documents, locked so the diff stays true until the transaction ends.
-        let mut current: HashMap<String, (Option<String>, String)> = HashMap::new();
-        for row in client.update(
-            "SELECT id, category_id, status::text FROM extracted_documents WHERE session_id = $1 ORDER BY id FOR UPDATE",
-            None,
-            &[session_id.as_str().into()],
-        )? {
-            current.insert(row.get(1)?.unwrap_or_default(), (row.get(2)?, row.get(3)?.unwrap_or_default()));
-        }
+            }
+            // Categories of the session: id -> merged_into.
+            let mut categories: HashMap<String, Option<String>> = HashMap::new();
+            for row in client.update(&categories_query, None, &[session_id.as_str().into()])? {
+                categories.insert(row.get(1)?.unwrap_or_default(), row.get(2)?);
+            }
+            // Current documents, locked so the diff stays true until the transaction ends.
+            let mut current: HashMap<String, (Option<String>, String)> = HashMap::new();
+            for row in client.update(&documents_query, None, &[session_id.as_str().into()])? {
+                current.insert(
+                    row.get(1)?.unwrap_or_default(),
+                    (row.get(2)?, row.get(3)?.unwrap_or_default()),
+                );
+            }
 
-        let mut missing_documents = Vec::new();
-        let mut missing_categories = std::collections::BTreeSet::new();
-        let mut merged = BTreeMap::new();
-        let mut diffs = Vec::new();
-        let mut apply: Vec<(
-            String,
-            Option<String>,
-            String,
-            Option<String>,
-            Option<String>,
-        )> = Vec::new();
-        let mut unchanged = 0;
-        let mut seen = std::collections::HashSet::new();
-        'docs: for d in &doc.documents {
-            seen.insert(d.id.as_str());
-            let Some((cur_cat, cur_status)) = current.get(&d.id) else {
-                missing_documents.push(d.id.clone());
-                continue;
-            };
-            let mut target = d.category_id.clone();
-            if let Some(cat) = &d.category_id {
-                let mut at = cat.clone();
-                for _ in 0..10 {
-                    match categories.get(&at) {
-                        None => {
-                            missing_categories.insert(cat.clone());
-                            continue 'docs;
+            let mut missing_documents = Vec::new();
+            let mut missing_categories = std::collections::BTreeSet::new();
+            let mut merged = BTreeMap::new();
+            let mut diffs = Vec::new();
+            let mut apply: Vec<DocumentChange> = Vec::new();
+            let mut unchanged = 0;
+            let mut seen = std::collections::HashSet::new();
+            'docs: for d in &doc.documents {
+                seen.insert(d.id.as_str());
+                let Some((cur_cat, cur_status)) = current.get(&d.id) else {
+                    missing_documents.push(d.id.clone());
+                    continue;
+                };
+                let mut target = d.category_id.clone();
+                if let Some(cat) = &d.category_id {
+                    let mut at = cat.clone();
+                    for _ in 0..10 {
+                        match categories.get(&at) {
+                            None => {
+                                missing_categories.insert(cat.clone());
+                                continue 'docs;
+                            }
+                            Some(Some(next)) => at = next.clone(),
+                            Some(None) => break,
                         }
-                        Some(Some(next)) => at = next.clone(),
-                        Some(None) => break,
                     }
+                    if categories.get(&at).is_none_or(|m| m.is_some()) {
+                        missing_categories.insert(cat.clone()); // a merge cycle or chain too long
+                        continue;
+                    }
+                    if at != *cat {
+                        merged.insert(cat.clone(), at.clone());
+                    }
+                    target = Some(at);
                 }
-                if categories.get(&at).is_none_or(|m| m.is_some()) {
-                    missing_categories.insert(cat.clone()); // a merge cycle or chain too long
+                if target == *cur_cat && d.status == *cur_status {
+                    unchanged += 1;
                     continue;
                 }
-                if at != *cat {
-                    merged.insert(cat.clone(), at.clone());
-                }
-                target = Some(at);
+                diffs.push(DocumentDiff {
+                    document_id: d.id.clone(),
+                    current_category_id: cur_cat.clone(),
+                    current_status: cur_status.clone(),
+                    snapshot_category_id: d.category_id.clone(),
+                    restored_category_id: target.clone(),
+                    snapshot_status: d.status.clone(),
+                });
+                apply.push((
+                    d.id.clone(),
+                    target,
+                    d.status.clone(),
+                    d.categorized_by.clone(),
+                    d.categorized_at.clone(),
+                ));
             }
-            if target == *cur_cat && d.status == *cur_status {
-                unchanged += 1;
-                continue;
-            }
-            diffs.push(DocumentDiff {
-                document_id: d.id.clone(),
-                current_category_id: cur_cat.clone(),
-                current_status: cur_status.clone(),
-                snapshot_category_id: d.category_id.clone(),
-                restored_category_id: target.clone(),
-                snapshot_status: d.status.clone(),
-            });
-            apply.push((
-                d.id.clone(),
-                target,
-                d.status.clone(),
-                d.categorized_by.clone(),
-                d.categorized_at.clone(),
-            ));
-        }
-        let not_in_snapshot = current
-            .keys()
-            .filter(|id| !seen.contains(id.as_str()))
-            .count();
+            let not_in_snapshot = current
+                .keys()
+                .filter(|id| !seen.contains(id.as_str()))
+                .count();
 
-        if !dry_run && !apply.is_empty() {
-            client.update(
-                "SELECT set_config('legacy_backup.change_source', 'restore', true), set_config('legacy_backup.actor', $1, true)",
-                None,
-                &[actor.into()],
-            )?;
-            let ids: Vec<String> = apply.iter().map(|a| a.0.clone()).collect();
-            let cats: Vec<Option<String>> = apply.iter().map(|a| a.1.clone()).collect();
-            let statuses: Vec<String> = apply.iter().map(|a| a.2.clone()).collect();
-            let bys: Vec<Option<String>> = apply.iter().map(|a| a.3.clone()).collect();
-            let ats: Vec<Option<String>> = apply.iter().map(|a| a.4.clone()).collect();
-            client.update(
-                "UPDATE extracted_documents d SET category_id = p.cat, status = p.status::\"DocumentCategorizationStatus\", \
-                        categorized_by = p.by, categorized_at = p.at::timestamptz, updated_at = now() \
-                 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[]) AS p(id, cat, status, by, at) \
-                 WHERE d.id = p.id AND d.session_id = $6",
-                None,
-                &[ids.into(), cats.into(), statuses.into(), bys.into(), ats.into(), session_id.as_str().into()],
-            )?;
-            client.update(
-                "SELECT set_config('legacy_backup.change_source', 'app', true)",
-                None,
-                &[],
-            )?;
-        }
-        if !dry_run {
-            recount(client, &session_id)?;
-            let details = serde_json::json!({
-                "snapshotId": snapshot_id,
-                "source": source,
-                "changes": apply.len(),
-                "missingDocuments": missing_documents.len(),
-                "missingCategories": missing_categories.iter().collect::<Vec<_>>(),
-                "mergedCategories": merged,
-            });
-            crate::audit_log::write(client, &session_id, actor, "SNAPSHOT_RESTORED", &details)?;
-        }
-        Ok(RestoreReport {
-            session_id: session_id.clone(),
-            source,
-            dry_run,
-            changes: diffs.len(),
-            unchanged,
-            missing_documents,
-            missing_categories: missing_categories.into_iter().collect(),
-            merged_categories: merged,
-            documents_not_in_snapshot: not_in_snapshot,
-            documents: diffs,
+            if !dry_run && !apply.is_empty() {
+                let ids: Vec<String> = apply.iter().map(|a| a.0.clone()).collect();
+                let cats: Vec<Option<String>> = apply.iter().map(|a| a.1.clone()).collect();
+                let statuses: Vec<String> = apply.iter().map(|a| a.2.clone()).collect();
+                let bys: Vec<Option<String>> = apply.iter().map(|a| a.3.clone()).collect();
+                let ats: Vec<Option<String>> = apply.iter().map(|a| a.4.clone()).collect();
+                client.update(
+                    &restore_query,
+                    None,
+                    &[
+                        ids.into(),
+                        cats.into(),
+                        statuses.into(),
+                        bys.into(),
+                        ats.into(),
+                        session_id.as_str().into(),
+                    ],
+                )?;
+            }
+            if !dry_run {
+                recount(client, &session_id)?;
+                let details = serde_json::json!({
+                    "snapshotId": snapshot_id,
+                    "source": source,
+                    "changes": apply.len(),
+                    "missingDocuments": missing_documents.len(),
+                    "missingCategories": missing_categories.iter().collect::<Vec<_>>(),
+                    "mergedCategories": merged,
+                });
+                crate::audit_log::write(client, &session_id, actor, "SNAPSHOT_RESTORED", &details)?;
+            }
+            Ok(RestoreReport {
+                session_id: session_id.clone(),
+                source,
+                dry_run,
+                changes: diffs.len(),
+                unchanged,
+                missing_documents,
+                missing_categories: missing_categories.into_iter().collect(),
+                merged_categories: merged,
+                documents_not_in_snapshot: not_in_snapshot,
+                documents: diffs,
+            })
         })
     })
 }
 
+/// A document to restore: id, category, status, categorized_by, categorized_at.
+type DocumentChange = (
+    String,
+    Option<String>,
+    String,
+    Option<String>,
+    Option<String>,
+);
+
 /// Every denormalized counter of the session, recomputed from its rows.
 fn recount(client: &mut pgrx::spi::SpiClient<'_>, session_id: &str) -> LbResult<()> {
-    for sql in [
-        "UPDATE import_categories c SET document_count = x.n, updated_at = now() \
-         FROM (SELECT c2.id, count(d.id) AS n FROM import_categories c2 \
-               LEFT JOIN extracted_documents d ON d.category_id = c2.id WHERE c2.session_id = $1 GROUP BY c2.id) x \
+    for query in [
+        "UPDATE @extschema@.import_categories c SET document_count = x.n, updated_at = now() \
+         FROM (SELECT c2.id, count(d.id) AS n FROM @extschema@.import_categories c2 \
+               LEFT JOIN @extschema@.extracted_documents d ON d.category_id = c2.id WHERE c2.session_id = $1 GROUP BY c2.id) x \
          WHERE c.id = x.id AND c.document_count IS DISTINCT FROM x.n",
-        "UPDATE document_batches b SET document_count = x.n, categorized_count = x.c, skipped_count = x.s, updated_at = now() \
+        "UPDATE @extschema@.document_batches b SET document_count = x.n, categorized_count = x.c, skipped_count = x.s, updated_at = now() \
          FROM (SELECT b2.id, count(d.id) AS n, count(d.id) FILTER (WHERE d.status = 'Categorized') AS c, \
                       count(d.id) FILTER (WHERE d.status = 'Skipped') AS s \
-               FROM document_batches b2 LEFT JOIN extracted_documents d ON d.batch_id = b2.id \
+               FROM @extschema@.document_batches b2 LEFT JOIN @extschema@.extracted_documents d ON d.batch_id = b2.id \
                WHERE b2.session_id = $1 GROUP BY b2.id) x \
          WHERE b.id = x.id AND (b.document_count, b.categorized_count, b.skipped_count) IS DISTINCT FROM (x.n, x.c, x.s)",
-        "UPDATE legacy_import_sessions s SET total_documents = x.n, categorized_count = x.c, skipped_count = x.s, updated_at = now() \
+        "UPDATE @extschema@.legacy_import_sessions s SET total_documents = x.n, categorized_count = x.c, skipped_count = x.s, updated_at = now() \
          FROM (SELECT count(*) AS n, count(*) FILTER (WHERE status = 'Categorized') AS c, \
-                      count(*) FILTER (WHERE status = 'Skipped') AS s FROM extracted_documents WHERE session_id = $1) x \
+                      count(*) FILTER (WHERE status = 'Skipped') AS s FROM @extschema@.extracted_documents WHERE session_id = $1) x \
          WHERE s.id = $1",
     ] {
-        client.update(sql, None, &[session_id.into()])?;
+        client.update(&crate::attach::sql(query)?, None, &[session_id.into()])?;
     }
     Ok(())
 }

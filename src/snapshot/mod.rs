@@ -39,7 +39,7 @@ SELECT 0 AS kind, NULL::text AS id, NULL::text, NULL::text, NULL::text, NULL::te
             SELECT json_agg(json_build_object('id', c.id, 'name', c.name, 'mergedInto', c.merged_into,
                                               'documentCount', c.document_count)
                             ORDER BY c.id COLLATE "C")
-            FROM import_categories c WHERE c.session_id = s.id), '[]'::json),
+            FROM @extschema@.import_categories c WHERE c.session_id = s.id), '[]'::json),
          'batches', COALESCE((
             SELECT json_agg(json_build_object('id', b.id, 'monthYear', b.month_year,
                      'assignedTo', b.assigned_to,
@@ -47,17 +47,17 @@ SELECT 0 AS kind, NULL::text AS id, NULL::text, NULL::text, NULL::text, NULL::te
                      'documentCount', b.document_count, 'categorizedCount', b.categorized_count,
                      'skippedCount', b.skipped_count)
                    ORDER BY b.month_year COLLATE "C", b.id COLLATE "C")
-            FROM document_batches b LEFT JOIN users u ON u.id = b.assigned_to
+            FROM @extschema@.document_batches b LEFT JOIN @extschema@.users u ON u.id = b.assigned_to
             WHERE b.session_id = s.id), '[]'::json),
          'visibility', pg_current_snapshot()::text,
          'takenAtUs', (extract(epoch FROM clock_timestamp()) * 1000000)::int8
        )
-FROM legacy_import_sessions s WHERE s.id = $1
+FROM @extschema@.legacy_import_sessions s WHERE s.id = $1
 UNION ALL
 SELECT 1, d.id, d.file_name::text, d.file_extension::text, d.storage_path,
        d.folder_path, d.category_id, d.status::text, d.email_subject::text, d.email_sender::text,
        d.email_date, d.is_sent, d.batch_id, d.categorized_by, d.categorized_at, NULL::json
-FROM extracted_documents d WHERE d.session_id = $1
+FROM @extschema@.extracted_documents d WHERE d.session_id = $1
 "#;
 
 /// Column types the reader relies on, checked against each fetched batch.
@@ -115,18 +115,23 @@ impl BuiltSnapshot {
 }
 
 /// Builds the snapshot of one session. Read-only; the caller validated the id and attachment.
+/// It reads only application tables, so it reads them as their owner: a cast the application
+/// defined on its own types (json_build_object of an enum uses one) runs with its own rights.
 pub fn build(session_id: &str) -> LbResult<BuiltSnapshot> {
+    crate::privilege::as_owner_of("extracted_documents", || build_as_owner(session_id))
+}
+
+fn build_as_owner(session_id: &str) -> LbResult<BuiltSnapshot> {
     let mut staged = STAGED.with(|o| std::mem::take(&mut *o.borrow_mut()));
     let result = Spi::connect(|client| {
         // Planned on every call, for this session id: a cached generic plan would guess the
         // size of "documents of some session" and can pick a scan of every session's rows.
-        let mut cursor = client.try_open_cursor(SNAPSHOT_QUERY, &[session_id.into()])?;
+        let query = crate::attach::sql(SNAPSHOT_QUERY)?;
+        let mut cursor = client.try_open_cursor(&query, &[session_id.into()])?;
         let mut writer: Option<SnapshotWriter> = None;
         let mut scratch = Some(&mut staged);
         loop {
-            let table = cursor.fetch(FETCH_BATCH)?;
-            let fetched = table.len();
-            drop(table);
+            let fetched = cursor.fetch(FETCH_BATCH)?.len();
             if fetched == 0 {
                 break;
             }
@@ -281,7 +286,7 @@ pub fn resolve_actor(actor_id: Option<&str>) -> LbResult<String> {
     if let Some(actor) = actor_id {
         let actor = ids::validate_id("actor_id", Some(actor))?;
         let exists = Spi::get_one_with_args::<bool>(
-            "SELECT EXISTS (SELECT 1 FROM users WHERE id = $1)",
+            &crate::attach::sql("SELECT EXISTS (SELECT 1 FROM @extschema@.users WHERE id = $1)")?,
             &[actor.as_str().into()],
         )?
         .unwrap_or(false);
@@ -293,13 +298,7 @@ pub fn resolve_actor(actor_id: Option<&str>) -> LbResult<String> {
     }
     let from_setting =
         Spi::get_one::<String>("SELECT NULLIF(current_setting('legacy_backup.actor', true), '')")?;
-    match from_setting {
-        Some(actor) => Ok(actor),
-        None => Ok(format!(
-            "pg:{}",
-            Spi::get_one::<String>("SELECT current_user::text")?.unwrap_or_default()
-        )),
-    }
+    Ok(from_setting.unwrap_or_else(crate::privilege::role_actor))
 }
 
 /// Builds, stores and records a snapshot, all in the caller's transaction.
@@ -373,11 +372,18 @@ pub fn take(session_id: &str, actor: &str) -> LbResult<TakenSnapshot> {
             &[session_id.into(), taken.snapshot_id.as_str().into(), actor.into()],
         )?;
         crate::worker::wake_at_commit();
-        client.update(
-            "UPDATE legacy_import_sessions SET last_snapshot_at = 'epoch'::timestamptz + $2::int8 * interval '1 microsecond', updated_at = now() WHERE id = $1",
-            None,
-            &[session_id.into(), summary.taken_at_us.into()],
+        let touch = crate::attach::sql(
+            "UPDATE @extschema@.legacy_import_sessions SET last_snapshot_at = 'epoch'::timestamptz + $2::int8 * interval '1 microsecond', \
+             updated_at = pg_catalog.now() WHERE id = $1",
         )?;
+        crate::privilege::as_owner_of("legacy_import_sessions", || {
+            client.update(
+                &touch,
+                None,
+                &[session_id.into(), summary.taken_at_us.into()],
+            )?;
+            Ok(())
+        })?;
         Ok(taken)
     })
 }

@@ -10,6 +10,15 @@
 //!   and 429 are retried with exponential backoff and jitter; other 4xx never are.
 //! - Listing follows every continuation token; DeleteObjects goes in batches of at most 1000 keys
 //!   and reads each key's error from the response.
+//! - Response bodies are capped: GetObject at 1 GiB, every other answer at 16 MiB. A declared
+//!   Content-Length over the cap is refused before reading, and the read itself stops one byte
+//!   past it, so a broken or hostile endpoint cannot make the backend allocate without bound.
+//! - Listing refuses a continuation token it has already seen and stops after
+//!   `MAX_LIST_PAGES` pages, so a broken server cannot make it loop forever.
+//! - The endpoint must be `https://`; plain `http://` is accepted only for a loopback host (tests).
+//!   Endpoints with `user:pass@`, a query string or a fragment are refused.
+//! - Redirects are never followed (that would resend signed requests to another host): a 3xx is a
+//!   non-retryable HTTP error.
 //! - Nothing here ever formats the secret key into a message.
 
 pub mod xml;
@@ -23,11 +32,23 @@ use aws_sigv4::sign::v4;
 use base64::Engine;
 use md5::{Digest, Md5};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use std::collections::HashSet;
 use std::fmt;
+use std::io::Read;
 use std::time::{Duration, SystemTime};
 
 /// S3 and R2 return at most 1000 keys per listing page and accept at most 1000 per delete.
 pub const MAX_KEYS_PER_REQUEST: usize = 1000;
+
+/// GetObject bodies: a snapshot is one PostgreSQL value (at most 1 GB), so more is never ours.
+pub const MAX_OBJECT_BYTES: u64 = 1 << 30;
+
+/// Every other answer (listing pages, delete results, error bodies): 1000 keys of XML stay under 2 MiB.
+pub const MAX_RESPONSE_BYTES: u64 = 16 << 20;
+
+/// Listing pages followed at most: 100 million keys at 1000 a page, a backstop against a server
+/// that never stops answering "truncated".
+pub const MAX_LIST_PAGES: usize = 100_000;
 
 /// Everything but RFC 3986 unreserved characters is escaped (S3's rule for keys and query values).
 const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
@@ -79,6 +100,8 @@ pub enum StorageError {
         message: String,
         operation: &'static str,
     },
+    /// An answer larger than we accept for this operation; not read past the limit.
+    TooLarge { limit: u64, operation: &'static str },
     /// A response we could not read, or a request we refuse to send.
     Invalid(String),
 }
@@ -89,7 +112,7 @@ impl StorageError {
         match self {
             StorageError::Http { status, .. } => *status >= 500 || *status == 429,
             StorageError::Transport { .. } => true,
-            StorageError::Invalid(_) => false,
+            StorageError::TooLarge { .. } | StorageError::Invalid(_) => false,
         }
     }
 }
@@ -115,6 +138,11 @@ impl fmt::Display for StorageError {
             StorageError::Transport { message, operation } => {
                 write!(f, "{operation} failed: {message}")
             }
+            StorageError::TooLarge { limit, operation } => write!(
+                f,
+                "{operation} failed: the answer is larger than the {} limit",
+                show_bytes(*limit)
+            ),
             StorageError::Invalid(message) => f.write_str(message),
         }
     }
@@ -327,6 +355,77 @@ impl Config {
     }
 }
 
+/// `1 GiB`, `16 MiB`, or a byte count when not a whole number of those.
+fn show_bytes(n: u64) -> String {
+    match n {
+        n if n >= 1 << 30 && n % (1 << 30) == 0 => format!("{} GiB", n >> 30),
+        n if n >= 1 << 20 && n % (1 << 20) == 0 => format!("{} MiB", n >> 20),
+        n => format!("{n} bytes"),
+    }
+}
+
+/// Refuses an endpoint that would send signed requests and snapshot contents in clear over a
+/// network, or that carries credentials or a query we would sign and send along.
+pub fn validate_endpoint(endpoint: &str) -> StorageResult<()> {
+    // The endpoint is never echoed: a refused one may hold a password.
+    let invalid = |why: &str| {
+        Err(StorageError::Invalid(format!(
+            "legacy_backup.r2_endpoint {why}"
+        )))
+    };
+    // http::Uri drops a fragment, so look for it in the text.
+    if endpoint.contains('#') {
+        return invalid("must not contain a query string or a fragment");
+    }
+    let uri: http::Uri = match endpoint.parse() {
+        Ok(uri) => uri,
+        Err(_) => return invalid("is not a valid URL"),
+    };
+    if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+        return invalid("must not contain user:password@ (set the keys in their own settings)");
+    }
+    if uri.query().is_some() {
+        return invalid("must not contain a query string or a fragment");
+    }
+    let Some(host) = uri.host().filter(|h| !h.is_empty()) else {
+        return invalid("has no host");
+    };
+    let scheme = uri.scheme_str().unwrap_or_default();
+    if scheme.eq_ignore_ascii_case("https") {
+        return Ok(());
+    }
+    if scheme.eq_ignore_ascii_case("http") && is_loopback_host(host) {
+        return Ok(());
+    }
+    invalid("must use https:// (plain http:// is accepted only for 127.0.0.0/8, ::1 or localhost, for tests)")
+}
+
+/// 127.0.0.0/8, ::1 (`host` as `http::Uri` gives it, in brackets) or `localhost`.
+fn is_loopback_host(host: &str) -> bool {
+    let bare = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    bare.eq_ignore_ascii_case("localhost")
+        || bare
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Reads at most `limit` bytes: `None` when the body holds more (it is not read further).
+fn read_capped(
+    reader: impl Read,
+    limit: u64,
+    size_hint: Option<u64>,
+) -> std::io::Result<Option<Vec<u8>>> {
+    let capacity = size_hint.unwrap_or(0).min(limit);
+    let mut body = Vec::with_capacity(usize::try_from(capacity).unwrap_or(0));
+    reader
+        .take(limit.saturating_add(1))
+        .read_to_end(&mut body)?;
+    Ok((body.len() as u64 <= limit).then_some(body))
+}
+
 /// Backoff before retry `attempt` (1-based): base * 2^(attempt-1), plus up to 50% jitter.
 pub fn backoff_delay(base: Duration, attempt: u32) -> Duration {
     let exp = base.saturating_mul(1u32 << attempt.saturating_sub(1).min(10));
@@ -338,10 +437,13 @@ impl Client {
     /// Builds the HTTP client. reqwest's blocking client starts a thread: callers inside
     /// PostgreSQL build it with signals blocked (see `worker::with_signals_blocked`).
     pub fn new(config: Config) -> StorageResult<Client> {
+        validate_endpoint(&config.endpoint)?;
         let http = reqwest::blocking::Client::builder()
             .connect_timeout(config.connect_timeout)
             .timeout(config.request_timeout)
             .pool_max_idle_per_host(4)
+            // Following a redirect would resend the signed request to wherever it points.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| StorageError::Invalid(format!("cannot build HTTP client: {e}")))?;
         Ok(Client {
@@ -359,15 +461,17 @@ impl Client {
         self.requests.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Sends with retries; returns status, headers and body of the final answer.
+    /// Sends with retries; returns status, headers and body (at most `limit` bytes) of the final
+    /// answer.
     fn execute(
         &self,
         req: &PlannedRequest,
         operation: &'static str,
+        limit: u64,
     ) -> StorageResult<(u16, reqwest::header::HeaderMap, Vec<u8>)> {
         let mut attempt = 1;
         loop {
-            let result = self.send_once(req, operation);
+            let result = self.send_once(req, operation, limit);
             match result {
                 Err(e) if e.is_retryable() && attempt < self.config.max_attempts => {
                     std::thread::sleep(backoff_delay(self.config.backoff, attempt));
@@ -382,6 +486,7 @@ impl Client {
         &self,
         req: &PlannedRequest,
         operation: &'static str,
+        limit: u64,
     ) -> StorageResult<(u16, reqwest::header::HeaderMap, Vec<u8>)> {
         let headers = self.config.sign(req, SystemTime::now())?;
         self.requests
@@ -401,36 +506,68 @@ impl Client {
         let response = builder.send().map_err(transport)?;
         let status = response.status().as_u16();
         let response_headers = response.headers().clone();
-        let body = response.bytes().map_err(transport)?.to_vec();
+        // A HEAD answer's Content-Length is the object's size, not a body that follows.
+        let declared = if req.method == "HEAD" {
+            None
+        } else {
+            content_length(&response_headers)
+        };
+        let body = if declared.is_some_and(|n| n > limit) {
+            None
+        } else {
+            read_capped(response, limit, declared).map_err(|e| StorageError::Transport {
+                message: describe_read(&e),
+                operation,
+            })?
+        };
         if (200..300).contains(&status) {
-            return Ok((status, response_headers, body));
+            return body
+                .map(|body| (status, response_headers, body))
+                .ok_or(StorageError::TooLarge { limit, operation });
         }
-        let err = xml::parse_error(&String::from_utf8_lossy(&body));
+        // An error keeps its status (and so its retry class) even when its body is too large.
+        let (code, mut message) = match body {
+            Some(body) => {
+                let err = xml::parse_error(&String::from_utf8_lossy(&body));
+                (err.code, err.message)
+            }
+            None => (
+                String::new(),
+                format!("error body larger than {}, not read", show_bytes(limit)),
+            ),
+        };
+        if message.is_empty() && (300..400).contains(&status) {
+            message = "redirects are not followed".into();
+        }
         Err(StorageError::Http {
             status,
-            code: err.code,
-            message: err.message,
+            code,
+            message,
             operation,
         })
     }
 
     /// Uploads a body; returns the ETag the server gave it.
     pub fn put_object(&self, key: &str, body: &[u8]) -> StorageResult<String> {
-        let (_, headers, _) = self.execute(&self.config.plan_put(key, body), "PutObject")?;
+        let (_, headers, _) = self.execute(
+            &self.config.plan_put(key, body),
+            "PutObject",
+            MAX_RESPONSE_BYTES,
+        )?;
         Ok(etag_of(&headers))
     }
 
     /// Size and ETag of an object, or None when it does not exist.
     pub fn head_object(&self, key: &str) -> StorageResult<Option<ObjectInfo>> {
-        match self.execute(&self.config.plan_head(key), "HeadObject") {
+        match self.execute(
+            &self.config.plan_head(key),
+            "HeadObject",
+            MAX_RESPONSE_BYTES,
+        ) {
             Ok((_, headers, _)) => {
-                let size = headers
-                    .get(reqwest::header::CONTENT_LENGTH)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.parse().ok())
-                    .ok_or_else(|| {
-                        StorageError::Invalid("HeadObject answer has no Content-Length".into())
-                    })?;
+                let size = content_length(&headers).ok_or_else(|| {
+                    StorageError::Invalid("HeadObject answer has no Content-Length".into())
+                })?;
                 Ok(Some(ObjectInfo {
                     size,
                     etag: etag_of(&headers),
@@ -442,7 +579,7 @@ impl Client {
     }
 
     pub fn get_object(&self, key: &str) -> StorageResult<Option<Vec<u8>>> {
-        match self.execute(&self.config.plan_get(key), "GetObject") {
+        match self.execute(&self.config.plan_get(key), "GetObject", MAX_OBJECT_BYTES) {
             Ok((_, _, body)) => Ok(Some(body)),
             Err(StorageError::Http { status: 404, .. }) => Ok(None),
             Err(e) => Err(e),
@@ -453,15 +590,26 @@ impl Client {
     pub fn list_all(
         &self,
         prefix: &str,
+        on_page: impl FnMut(&[xml::ListedObject]),
+    ) -> StorageResult<Vec<xml::ListedObject>> {
+        self.list_pages(prefix, MAX_LIST_PAGES, on_page)
+    }
+
+    /// `list_all` with the page cap as a parameter (tests use a small one).
+    fn list_pages(
+        &self,
+        prefix: &str,
+        max_pages: usize,
         mut on_page: impl FnMut(&[xml::ListedObject]),
     ) -> StorageResult<Vec<xml::ListedObject>> {
         let mut all = Vec::new();
         let mut token: Option<String> = None;
-        loop {
+        let mut seen = HashSet::new();
+        for page_number in 1..=max_pages {
             let req = self
                 .config
                 .plan_list(prefix, token.as_deref(), MAX_KEYS_PER_REQUEST);
-            let (_, _, body) = self.execute(&req, "ListObjectsV2")?;
+            let (_, _, body) = self.execute(&req, "ListObjectsV2", MAX_RESPONSE_BYTES)?;
             let page =
                 xml::parse_list(&String::from_utf8_lossy(&body)).map_err(StorageError::Invalid)?;
             // A page may only hold keys under the prefix; anything else is a server bug we refuse to act on.
@@ -474,7 +622,15 @@ impl Client {
             on_page(&page.contents);
             all.extend(page.contents);
             match (page.is_truncated, page.next_continuation_token) {
-                (true, Some(next)) => token = Some(next),
+                (true, Some(next)) => {
+                    // A token seen before would list the same pages again, forever.
+                    if !seen.insert(next.clone()) {
+                        return Err(StorageError::Invalid(format!(
+                            "listing of {prefix:?} returned a continuation token already seen (page {page_number}); refusing to loop"
+                        )));
+                    }
+                    token = Some(next);
+                }
                 (true, None) => {
                     return Err(StorageError::Invalid(
                         "truncated listing without a continuation token".into(),
@@ -483,6 +639,9 @@ impl Client {
                 (false, _) => return Ok(all),
             }
         }
+        Err(StorageError::Invalid(format!(
+            "listing of {prefix:?} did not end after {max_pages} pages; refusing to go on"
+        )))
     }
 
     /// Deletes one object (what the old cleanup did per key; kept for comparison in the bench).
@@ -493,12 +652,17 @@ impl Client {
             headers: vec![],
             body: vec![],
         };
-        self.execute(&req, "DeleteObject").map(|_| ())
+        self.execute(&req, "DeleteObject", MAX_RESPONSE_BYTES)
+            .map(|_| ())
     }
 
     /// Deletes up to 1000 keys in one request; per-key failures are reported, not raised.
     pub fn delete_batch(&self, keys: &[String]) -> StorageResult<DeleteOutcome> {
-        let (_, _, body) = self.execute(&self.config.plan_delete(keys)?, "DeleteObjects")?;
+        let (_, _, body) = self.execute(
+            &self.config.plan_delete(keys)?,
+            "DeleteObjects",
+            MAX_RESPONSE_BYTES,
+        )?;
         let result =
             xml::parse_delete(&String::from_utf8_lossy(&body)).map_err(StorageError::Invalid)?;
         Ok(DeleteOutcome {
@@ -524,6 +688,21 @@ fn etag_of(headers: &reqwest::header::HeaderMap) -> String {
         .unwrap_or_default()
         .trim_matches('"')
         .to_string()
+}
+
+fn content_length(headers: &reqwest::header::HeaderMap) -> Option<u64> {
+    headers
+        .get(reqwest::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+}
+
+/// A failed body read: reqwest's own error when it is one (timeouts), else the I/O error.
+fn describe_read(e: &std::io::Error) -> String {
+    if let Some(inner) = e.get_ref().and_then(|i| i.downcast_ref::<reqwest::Error>()) {
+        return describe_transport(inner);
+    }
+    format!("reading the answer: {e}")
 }
 
 /// A transport error's cause chain, without the URL (it names the endpoint, which is fine, but
@@ -652,6 +831,15 @@ mod tests {
         assert!(!http(403).is_retryable());
         assert!(!http(404).is_retryable());
         assert!(!http(400).is_retryable());
+        // Redirects are answers we refuse, not failures to wait out.
+        for status in [301, 302, 303, 307, 308] {
+            assert!(!http(status).is_retryable(), "{status}");
+        }
+        assert!(!StorageError::TooLarge {
+            limit: MAX_RESPONSE_BYTES,
+            operation: "ListObjectsV2"
+        }
+        .is_retryable());
         assert!(StorageError::Transport {
             message: "timed out".into(),
             operation: "PutObject"
@@ -692,6 +880,306 @@ mod tests {
             err.to_string()
                 .starts_with("HeadObject failed: could not connect"),
             "{err}"
+        );
+    }
+
+    /// A loopback HTTP server: the n-th request (0-based) gets `answer(n)`, then the connection
+    /// is closed. Returns the endpoint and the number of requests served.
+    fn serve(
+        answer: impl Fn(usize) -> Vec<u8> + Send + 'static,
+    ) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        use std::io::Write;
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let served = count.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                // Our test requests carry no body: the head is all there is to read.
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    match stream.read(&mut byte) {
+                        Ok(1) => head.push(byte[0]),
+                        _ => break,
+                    }
+                }
+                let n = served.fetch_add(1, Ordering::SeqCst);
+                // The client hangs up on an oversized body: a failed write is expected then.
+                let _ = stream.write_all(&answer(n));
+            }
+        });
+        (endpoint, count)
+    }
+
+    /// An HTTP/1.1 answer; `headers` are extra lines, each ending in CRLF.
+    fn answer(status: &str, headers: &str, body: &[u8]) -> Vec<u8> {
+        let mut out =
+            format!("HTTP/1.1 {status}\r\nConnection: close\r\n{headers}\r\n").into_bytes();
+        out.extend_from_slice(body);
+        out
+    }
+
+    fn with_length(status: &str, body: &[u8]) -> Vec<u8> {
+        answer(status, &format!("Content-Length: {}\r\n", body.len()), body)
+    }
+
+    fn local_client(endpoint: &str) -> Client {
+        let mut c = config();
+        c.endpoint = endpoint.into();
+        c.max_attempts = 3;
+        c.backoff = Duration::from_millis(1);
+        c.request_timeout = Duration::from_secs(30);
+        Client::new(c).unwrap()
+    }
+
+    fn served(count: &std::sync::atomic::AtomicUsize) -> usize {
+        count.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    #[test]
+    fn read_capped_allows_exactly_the_limit() {
+        assert_eq!(
+            read_capped(&b"abcd"[..], 4, None).unwrap().unwrap(),
+            b"abcd"
+        );
+        assert_eq!(read_capped(&b"abcde"[..], 4, Some(5)).unwrap(), None);
+        assert_eq!(
+            read_capped(&b""[..], 4, Some(1 << 40)).unwrap().unwrap(),
+            b""
+        );
+        assert_eq!(show_bytes(MAX_OBJECT_BYTES), "1 GiB");
+        assert_eq!(show_bytes(MAX_RESPONSE_BYTES), "16 MiB");
+        assert_eq!(show_bytes(1000), "1000 bytes");
+    }
+
+    #[test]
+    fn a_declared_oversized_answer_is_refused_unread_and_not_retried() {
+        // Only the header is sent: the client must give up on it, not wait for 16 GiB.
+        let (endpoint, count) =
+            serve(|_| answer("200 OK", "Content-Length: 17179869184\r\n", b"xx"));
+        let err = local_client(&endpoint).delete_object("x").unwrap_err();
+        assert_eq!(
+            err,
+            StorageError::TooLarge {
+                limit: MAX_RESPONSE_BYTES,
+                operation: "DeleteObject"
+            }
+        );
+        assert!(!err.is_retryable());
+        assert_eq!(
+            err.to_string(),
+            "DeleteObject failed: the answer is larger than the 16 MiB limit"
+        );
+        assert_eq!(served(&count), 1, "not retried");
+
+        let too_big = MAX_OBJECT_BYTES + 1;
+        let (endpoint, count) =
+            serve(move |_| answer("200 OK", &format!("Content-Length: {too_big}\r\n"), b"xx"));
+        let err = local_client(&endpoint).get_object("s.json").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "GetObject failed: the answer is larger than the 1 GiB limit"
+        );
+        assert!(!err.is_retryable());
+        assert_eq!(served(&count), 1, "not retried");
+    }
+
+    #[test]
+    fn an_undeclared_oversized_answer_is_read_only_up_to_the_limit() {
+        let limit = MAX_RESPONSE_BYTES as usize;
+        // No Content-Length: the body runs until the server closes the connection.
+        let (endpoint, count) = serve(move |n| answer("200 OK", "", &vec![b'x'; limit + n]));
+        let client = local_client(&endpoint);
+        client
+            .delete_object("x")
+            .expect("exactly the limit is accepted");
+        let err = client.delete_object("x").unwrap_err();
+        assert_eq!(
+            err,
+            StorageError::TooLarge {
+                limit: MAX_RESPONSE_BYTES,
+                operation: "DeleteObject"
+            }
+        );
+        assert_eq!(served(&count), 2, "not retried");
+        // GetObject has the larger limit: the same body is a snapshot we accept.
+        let body = client.get_object("s.json").unwrap().unwrap();
+        assert_eq!(body.len(), limit + 2);
+    }
+
+    #[test]
+    fn an_oversized_error_body_keeps_its_status() {
+        let (endpoint, count) =
+            serve(|_| answer("503 Slow Down", "Content-Length: 17179869184\r\n", b""));
+        let err = local_client(&endpoint).delete_object("x").unwrap_err();
+        match &err {
+            StorageError::Http {
+                status: 503,
+                message,
+                ..
+            } => assert!(message.contains("16 MiB"), "{err}"),
+            other => panic!("expected HTTP 503, got {other:?}"),
+        }
+        assert!(err.is_retryable());
+        assert_eq!(served(&count), 3, "retried as any 503");
+        let (endpoint, _) =
+            serve(|_| answer("404 Not Found", "Content-Length: 17179869184\r\n", b""));
+        assert_eq!(local_client(&endpoint).get_object("s.json").unwrap(), None);
+    }
+
+    #[test]
+    fn a_head_content_length_is_the_object_size_not_a_body() {
+        let (endpoint, _) = serve(|_| {
+            answer(
+                "200 OK",
+                "Content-Length: 5368709120\r\nETag: \"abc\"\r\n",
+                b"",
+            )
+        });
+        let info = local_client(&endpoint)
+            .head_object("big.pst")
+            .unwrap()
+            .unwrap();
+        assert_eq!(info.size, 5 << 30);
+        assert_eq!(info.etag, "abc");
+    }
+
+    #[test]
+    fn redirects_are_not_followed() {
+        let (elsewhere, elsewhere_count) = serve(|_| with_length("200 OK", b"{}"));
+        let location =
+            format!("Location: {elsewhere}/legacy-import/s.json\r\nContent-Length: 0\r\n");
+        let (endpoint, count) = serve(move |_| answer("307 Temporary Redirect", &location, b""));
+        let err = local_client(&endpoint).get_object("s.json").unwrap_err();
+        match &err {
+            StorageError::Http {
+                status: 307,
+                message,
+                operation: "GetObject",
+                ..
+            } => assert_eq!(message, "redirects are not followed"),
+            other => panic!("expected HTTP 307, got {other:?}"),
+        }
+        assert!(!err.is_retryable());
+        assert_eq!(served(&count), 1, "not retried");
+        assert_eq!(
+            served(&elsewhere_count),
+            0,
+            "the signed request went elsewhere"
+        );
+        // S3's own redirect answer keeps its code.
+        let (endpoint, _) = serve(|_| {
+            with_length(
+                "301 Moved Permanently",
+                b"<Error><Code>PermanentRedirect</Code><Message>use the other endpoint</Message></Error>",
+            )
+        });
+        let err = local_client(&endpoint).delete_object("x").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "DeleteObject failed: HTTP 301 PermanentRedirect: use the other endpoint"
+        );
+    }
+
+    fn list_page(n: usize, token: Option<&str>) -> Vec<u8> {
+        let tail = match token {
+            Some(t) => format!(
+                "<IsTruncated>true</IsTruncated><NextContinuationToken>{t}</NextContinuationToken>"
+            ),
+            None => "<IsTruncated>false</IsTruncated>".into(),
+        };
+        with_length(
+            "200 OK",
+            format!("<ListBucketResult><Contents><Key>p/k{n}</Key><Size>1</Size></Contents>{tail}</ListBucketResult>")
+                .as_bytes(),
+        )
+    }
+
+    #[test]
+    fn a_continuation_token_seen_before_is_refused() {
+        for tokens in [vec!["a", "a"], vec!["t1", "t2", "t1"]] {
+            let pages = tokens.len();
+            // Past the tokens the listing ends, so a client that does not check returns Ok.
+            let (endpoint, count) = serve(move |n| list_page(n, tokens.get(n).copied()));
+            let err = local_client(&endpoint).list_all("p/", |_| {}).unwrap_err();
+            assert!(
+                matches!(&err, StorageError::Invalid(m) if m.contains("continuation token already seen")),
+                "{err}"
+            );
+            assert!(!err.is_retryable());
+            assert_eq!(served(&count), pages);
+        }
+    }
+
+    #[test]
+    fn listing_stops_after_the_page_cap() {
+        let (endpoint, count) = serve(|n| list_page(n, Some(&format!("t{n}"))));
+        let client = local_client(&endpoint);
+        let err = client.list_pages("p/", 3, |_| {}).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "listing of \"p/\" did not end after 3 pages; refusing to go on"
+        );
+        assert_eq!(served(&count), 3);
+    }
+
+    #[test]
+    fn endpoints_must_be_https_except_loopback() {
+        for ok in [
+            "https://acct.r2.cloudflarestorage.com",
+            "https://acct.r2.cloudflarestorage.com/",
+            "HTTPS://s3.example.com:8443",
+            "http://127.0.0.1:9000",
+            "http://127.8.9.10",
+            "http://[::1]:9000",
+            "http://localhost:9000",
+            "http://LocalHost",
+        ] {
+            validate_endpoint(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+        for (bad, why) in [
+            ("http://acct.r2.cloudflarestorage.com", "must use https://"),
+            ("http://10.0.0.1:9000", "must use https://"),
+            ("http://128.0.0.1", "must use https://"),
+            ("http://[::2]", "must use https://"),
+            ("http://localhost.example.com", "must use https://"),
+            ("http://127.0.0.1.example.com", "must use https://"),
+            ("ftp://127.0.0.1", "must use https://"),
+            (
+                "https://AKID:hunter2@acct.r2.cloudflarestorage.com",
+                "user:password@",
+            ),
+            ("http://u:hunter2@127.0.0.1:9000", "user:password@"),
+            (
+                "https://acct.r2.cloudflarestorage.com/?X-Amz-Signature=hunter2",
+                "query string",
+            ),
+            ("https://acct.r2.cloudflarestorage.com?", "query string"),
+            ("https://acct.r2.cloudflarestorage.com/#hunter2", "fragment"),
+            ("acct.r2.cloudflarestorage.com", "must use https://"),
+            ("/just/a/path", "has no host"),
+            ("", "not a valid URL"),
+            ("https://a b", "not a valid URL"),
+        ] {
+            let err = validate_endpoint(bad).unwrap_err().to_string();
+            assert!(
+                err.starts_with("legacy_backup.r2_endpoint "),
+                "{bad}: {err}"
+            );
+            assert!(err.contains(why), "{bad}: {err}");
+            assert!(!err.contains("hunter2"), "{bad}: {err}");
+        }
+        let mut c = config();
+        c.endpoint = "http://acct.r2.cloudflarestorage.com".into();
+        let err = Client::new(c)
+            .err()
+            .expect("plain http to a remote host is refused");
+        assert_eq!(
+            err.to_string(),
+            "legacy_backup.r2_endpoint must use https:// (plain http:// is accepted only for 127.0.0.0/8, ::1 or localhost, for tests)"
         );
     }
 }

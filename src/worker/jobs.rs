@@ -70,13 +70,14 @@ fn in_transaction<R>(
     f: impl FnOnce(&mut SpiClient<'_>) -> R + std::panic::UnwindSafe + std::panic::RefUnwindSafe,
 ) -> Option<R> {
     let result = BackgroundWorker::transaction(|| {
-        let schema = pgrx::spi::quote_identifier(crate::attach::extension_schema().ok()?);
+        // Installed in this database? (Names are qualified; the path holds pg_catalog only.)
+        crate::attach::extension_schema().ok()?;
         Spi::connect_mut(|client| {
             client
                 .update(
                     "SELECT set_config('search_path', $1, true)",
                     None,
-                    &[format!("pg_catalog, {schema}, pg_temp").as_str().into()],
+                    &["pg_catalog, pg_temp".into()],
                 )
                 .expect("setting search_path cannot fail");
             Some(f(client))
@@ -85,6 +86,12 @@ fn in_transaction<R>(
     // SAFETY: reports this process's table statistics, so autovacuum sees the worker's churn.
     unsafe { pg_sys::pgstat_report_stat(false) };
     result
+}
+
+impl Default for Runner {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl Runner {
@@ -325,11 +332,15 @@ fn cleanup_guard(
 ) -> Result<(String, i64, String), JobError> {
     let t = client
         .update(
-            "SELECT s.status::text, s.cleanup_scheduled_at <= now(), s.cleaned_up_at IS NOT NULL, \
+            // Due by the extension's own schedule, never by the application's column.
+            &crate::attach::sql("SELECT pg_catalog.format('%s', s.status), \
+                    coalesce((SELECT c.scheduled_at <= now() FROM legacy_backup.cleanup_schedule c WHERE c.session_id = s.id), false), \
+                    s.cleaned_up_at IS NOT NULL, \
                     (SELECT snapshot_key FROM legacy_backup.snapshots WHERE session_id = s.id AND upload_state = 'uploaded' ORDER BY snapshot_at DESC LIMIT 1), \
                     (SELECT bytes FROM legacy_backup.snapshots WHERE session_id = s.id AND upload_state = 'uploaded' ORDER BY snapshot_at DESC LIMIT 1), \
                     (SELECT etag FROM legacy_backup.snapshots WHERE session_id = s.id AND upload_state = 'uploaded' ORDER BY snapshot_at DESC LIMIT 1) \
-             FROM legacy_import_sessions s WHERE s.id = $1",
+             FROM @extschema@.legacy_import_sessions s WHERE s.id = $1")
+            .map_err(|e| JobError::transient(e.message))?,
             None,
             &[session_id.into()],
         )
@@ -399,8 +410,9 @@ fn schedule(client: &mut SpiClient<'_>) {
                            AND j.state IN ('queued', 'running', 'retrying', 'failed')) \
          ON CONFLICT DO NOTHING",
         "INSERT INTO legacy_backup.jobs (kind, session_id, requested_by) \
-         SELECT 'cleanup', s.id, 'schedule' FROM legacy_import_sessions s \
-         WHERE s.status = 'Exported' AND s.cleanup_scheduled_at <= now() AND s.cleaned_up_at IS NULL \
+         SELECT 'cleanup', s.id, 'schedule' FROM legacy_backup.cleanup_schedule c \
+         JOIN @extschema@.legacy_import_sessions s ON s.id = c.session_id \
+         WHERE c.scheduled_at <= now() AND s.status OPERATOR(pg_catalog.=) 'Exported' AND s.cleaned_up_at IS NULL \
            AND EXISTS (SELECT 1 FROM legacy_backup.snapshots n WHERE n.session_id = s.id AND n.upload_state = 'uploaded') \
            AND NOT EXISTS (SELECT 1 FROM legacy_backup.jobs j WHERE j.kind = 'cleanup' AND j.session_id = s.id \
                            AND (j.state IN ('queued', 'running', 'retrying') \
@@ -409,8 +421,16 @@ fn schedule(client: &mut SpiClient<'_>) {
         "INSERT INTO legacy_backup.jobs (kind, requested_by) SELECT 'prune', 'schedule' \
          WHERE NOT EXISTS (SELECT 1 FROM legacy_backup.jobs WHERE kind = 'prune' AND created_at > now() - interval '1 hour')",
     ];
-    for sql in statements {
-        if let Err(e) = client.update(sql, None, &[]) {
+    for statement in statements {
+        let result = crate::attach::sql(statement)
+            .map_err(|e| e.message)
+            .and_then(|q| {
+                client
+                    .update(&q, None, &[])
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            });
+        if let Err(e) = result {
             warning!("legacy_backup worker: scheduling failed: {e}");
         }
     }
@@ -494,6 +514,7 @@ fn record_success(
     details: &serde_json::Value,
 ) -> Result<serde_json::Value, JobError> {
     let sql_err = |e: pgrx::spi::SpiError| JobError::transient(e.to_string());
+    let lb_err = |e: crate::error::LbError| JobError::transient(e.message);
     match job.kind.as_str() {
         "upload" => {
             let t = client
@@ -518,19 +539,24 @@ fn record_success(
                 "SNAPSHOT_UPLOADED",
                 &audit,
             )
-            .map_err(sql_err)?;
+            .map_err(lb_err)?;
             Ok(details.clone())
         }
         "cleanup" => {
-            let t = client
-                .update(
-                    "UPDATE legacy_import_sessions SET cleaned_up_at = now(), updated_at = now() \
-                     WHERE id = $1 AND status = 'Exported' AND cleaned_up_at IS NULL RETURNING id",
-                    None,
-                    &[job.session_id.as_deref().into()],
-                )
-                .map_err(sql_err)?;
-            if t.is_empty() {
+            // Written as the sessions table's owner: the application's triggers on it run with
+            // the application's rights, not the worker's.
+            let mark = crate::attach::sql(
+                "UPDATE @extschema@.legacy_import_sessions SET cleaned_up_at = pg_catalog.now(), updated_at = pg_catalog.now() \
+                 WHERE id = $1 AND status = 'Exported' AND cleaned_up_at IS NULL RETURNING id",
+            )
+            .map_err(lb_err)?;
+            let marked = crate::privilege::as_owner_of("legacy_import_sessions", || {
+                Ok(client
+                    .update(&mark, None, &[job.session_id.as_deref().into()])?
+                    .len())
+            })
+            .map_err(lb_err)?;
+            if marked == 0 {
                 return Err(JobError::permanent(
                     "session changed during cleanup (re-opened or already cleaned); not marked",
                 ));
@@ -551,7 +577,7 @@ fn record_success(
                 "R2_CLEANUP_COMPLETED",
                 &audit,
             )
-            .map_err(sql_err)?;
+            .map_err(lb_err)?;
             Ok(details.clone())
         }
         _ => Ok(details.clone()),

@@ -1,5 +1,6 @@
 //! Where the worker's object-storage settings come from. Per field, the first that is set wins:
-//! 1. the `legacy_backup.r2_*` settings (postgresql.conf, or ALTER SYSTEM);
+//! 1. the `legacy_backup.r2_*` settings (postgresql.conf, or ALTER SYSTEM), for everything but
+//!    the secret access key, which is never a setting (see guc.rs);
 //! 2. the credentials file named by `legacy_backup.r2_credentials_file` (mode 0600 or stricter,
 //!    `KEY=value` lines with the environment variables' names);
 //! 3. the environment of the postmaster: R2_ENDPOINT, R2_ACCOUNT_ID, R2_ACCESS_KEY_ID,
@@ -60,7 +61,7 @@ impl Sources {
         let access_key_id = self.pick("access_key_id").ok_or("object storage credentials missing: set legacy_backup.r2_access_key_id (or R2_ACCESS_KEY_ID)")?;
         let secret_access_key = self
             .pick("secret_access_key")
-            .ok_or("object storage credentials missing: set legacy_backup.r2_secret_access_key (or R2_SECRET_ACCESS_KEY)")?;
+            .ok_or("object storage credentials missing: put R2_SECRET_ACCESS_KEY in the file named by legacy_backup.r2_credentials_file (or the server's environment)")?;
         Ok(Config {
             endpoint,
             bucket: self
@@ -88,7 +89,6 @@ pub fn client_from_settings() -> Result<crate::storage::Client, String> {
             ("bucket", guc::text(&guc::R2_BUCKET)),
             ("region", guc::text(&guc::R2_REGION)),
             ("access_key_id", guc::text(&guc::R2_ACCESS_KEY_ID)),
-            ("secret_access_key", guc::text(&guc::R2_SECRET_ACCESS_KEY)),
         ]
         .into_iter()
         .collect(),
@@ -175,7 +175,7 @@ mod tests {
         s.gucs.insert("endpoint", "http://127.0.0.1:9000".into());
         s.gucs.insert("access_key_id", "k".into());
         let err = s.resolve(Duration::from_secs(1), 1).unwrap_err();
-        assert!(err.contains("r2_secret_access_key"));
+        assert!(err.contains("R2_SECRET_ACCESS_KEY"));
         s.gucs.insert("endpoint", "ftp://x".into());
         assert!(s
             .resolve(Duration::from_secs(1), 1)

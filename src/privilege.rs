@@ -1,0 +1,159 @@
+//! Who the extension's statements run as. The threat model is in docs/security.md; in short:
+//!
+//! - The application's role owns its tables and may attach code to them (triggers, rules,
+//!   defaults, index expressions, constraints, policies, casts and operators on its types). Every
+//!   statement of the extension that WRITES an application table therefore runs as that table's
+//!   owner inside a security-restricted operation (`as_owner_of`), the way PostgreSQL itself runs
+//!   REFRESH MATERIALIZED VIEW: whatever the application attached runs with the application's
+//!   rights, never the extension owner's, and cannot SET ROLE, create temporary objects or
+//!   change session state on the way.
+//! - Statements that READ application tables beside the extension's own data run as the
+//!   extension's owner with `search_path = pg_catalog, pg_temp` and schema-qualified names, use
+//!   only pg_catalog operators and never cast an application type (`format('%s', x)` reads an
+//!   enum through its output function, which the application cannot replace).
+
+use crate::error::{LbError, LbResult};
+use pgrx::pg_sys;
+use std::ffi::CString;
+
+/// The owner of an application table in the extension's schema.
+pub fn table_owner(table: &str) -> LbResult<pg_sys::Oid> {
+    let relid = crate::attach::app_table_oid(table)?.ok_or_else(|| {
+        LbError::internal(format!(
+            "application table {table} does not exist in the extension's schema"
+        ))
+    })?;
+    // SAFETY: a relcache lookup of an existing relation, closed again before returning.
+    unsafe {
+        let rel = pg_sys::RelationIdGetRelation(relid);
+        if rel.is_null() {
+            return Err(LbError::internal(format!(
+                "application table {table} vanished"
+            )));
+        }
+        let owner = (*(*rel).rd_rel).relowner;
+        pg_sys::RelationClose(rel);
+        Ok(owner)
+    }
+}
+
+/// Restores the saved user and security context when dropped, also while a PostgreSQL error
+/// unwinds through Rust (transaction abort would restore it too, but a caught error must not
+/// leave us running as someone else).
+struct SavedUser {
+    user: pg_sys::Oid,
+    context: i32,
+}
+
+impl Drop for SavedUser {
+    fn drop(&mut self) {
+        // SAFETY: puts back exactly what GetUserIdAndSecContext returned.
+        unsafe { pg_sys::SetUserIdAndSecContext(self.user, self.context) };
+    }
+}
+
+fn switch_to(user: pg_sys::Oid, extra_context: u32) -> SavedUser {
+    let mut saved = SavedUser {
+        user: pg_sys::InvalidOid,
+        context: 0,
+    };
+    // SAFETY: plain reads and writes of this backend's current user id and security context.
+    unsafe {
+        pg_sys::GetUserIdAndSecContext(&mut saved.user, &mut saved.context);
+        pg_sys::SetUserIdAndSecContext(user, saved.context | extra_context as i32);
+    }
+    saved
+}
+
+/// Runs `f` as the owner of the application table `table`, in a security-restricted operation.
+/// Every write to an application table goes through here.
+pub fn as_owner_of<R>(table: &str, f: impl FnOnce() -> LbResult<R>) -> LbResult<R> {
+    let owner = table_owner(table)?;
+    let _restore = switch_to(
+        owner,
+        pg_sys::SECURITY_LOCAL_USERID_CHANGE | pg_sys::SECURITY_RESTRICTED_OPERATION,
+    );
+    f()
+}
+
+/// Runs `f` as the extension's owner: for trigger and event-trigger code that runs with the
+/// caller's rights but must read or write the extension's own tables.
+pub fn as_extension_owner<R>(f: impl FnOnce() -> LbResult<R>) -> LbResult<R> {
+    let owner = extension_owner()?;
+    let _restore = switch_to(owner, pg_sys::SECURITY_LOCAL_USERID_CHANGE);
+    f()
+}
+
+pub fn extension_owner() -> LbResult<pg_sys::Oid> {
+    pgrx::Spi::get_one::<pg_sys::Oid>(
+        "SELECT extowner FROM pg_catalog.pg_extension WHERE extname = 'legacy_backup'",
+    )?
+    .ok_or_else(|| LbError::internal("extension legacy_backup is not installed"))
+}
+
+/// The authenticated database role (`session_user`): recorded beside every claimed actor.
+pub fn session_role() -> String {
+    // SAFETY: GetSessionUserId is valid in any backend with a session; GetUserNameFromId
+    // returns a palloc'd copy (noerr = true gives NULL for a dropped role).
+    unsafe {
+        let name = pg_sys::GetUserNameFromId(pg_sys::GetSessionUserId(), true);
+        if name.is_null() {
+            return String::from("?");
+        }
+        std::ffi::CStr::from_ptr(name)
+            .to_string_lossy()
+            .into_owned()
+    }
+}
+
+/// The actor credited when the application names none: the database role as `pg:<role>`.
+pub fn role_actor() -> String {
+    format!("pg:{}", session_role())
+}
+
+/// Whether the authenticated role is a superuser or a member of legacy_backup_admin.
+pub fn session_is_admin() -> LbResult<bool> {
+    Ok(pgrx::Spi::get_one::<bool>(
+        "SELECT r.rolsuper OR pg_catalog.pg_has_role(r.oid, 'legacy_backup_admin', 'MEMBER') \
+         FROM pg_catalog.pg_roles r WHERE r.rolname = session_user",
+    )?
+    .unwrap_or(false))
+}
+
+/// Runs `f` (statements on application tables, as their owner) with the audit trail recording
+/// its changes as `source` and credited to `actor`. Both settings are superuser-only, so they
+/// are set here, before the switch to the application's role, and reset afterwards.
+pub fn with_change_source<R>(
+    source: &str,
+    actor: &str,
+    f: impl FnOnce() -> LbResult<R>,
+) -> LbResult<R> {
+    set_local("legacy_backup.change_source", source)?;
+    set_local("legacy_backup.actor", actor)?;
+    let result = as_owner_of("extracted_documents", f);
+    set_local("legacy_backup.change_source", "app")?;
+    result
+}
+
+fn set_local(name: &str, value: &str) -> LbResult<()> {
+    let (name, value) = (CString::new(name), CString::new(value));
+    let (Ok(name), Ok(value)) = (name, value) else {
+        return Err(LbError::invalid_parameter(
+            "setting values may not contain NUL",
+        ));
+    };
+    // SAFETY: set_config_option copies both strings; GUC_ACTION_LOCAL ends with the transaction.
+    unsafe {
+        pg_sys::set_config_option(
+            name.as_ptr(),
+            value.as_ptr(),
+            pg_sys::GucContext::PGC_SUSET,
+            pg_sys::GucSource::PGC_S_SESSION,
+            pg_sys::GucAction::GUC_ACTION_LOCAL,
+            true,
+            0,
+            false,
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,252 @@
+#!/usr/bin/env bash
+# Red-team suite: every attack a non-superuser application role can try against legacy_backup.
+# The application's role `lb_app` owns the database, its schema and every application table (as
+# Prisma's migrations leave them) and is a member of legacy_backup_operator. Each attack plants
+# something the role may legitimately create, then drives an extension path that would run it.
+# An attack counts as BLOCKED only when it left no trace of higher rights (no witness row written
+# by another role, lb_app still not superuser) and, where the attack is a forbidden change, the
+# change was refused with the expected SQLSTATE and nothing changed.
+# Ends with the plain line 'security: N passed, N failed' (a pass is a blocked attack).
+set -uo pipefail
+TEST_NAME=security
+source "$(dirname "$0")/../integration/lib.sh"
+source "$(dirname "$0")/../integration/s3.sh"
+set +e
+start_s3
+BUCKET_DIR=$S3_DIR/data/legacy-import
+# The old secret setting stays in the configuration on purpose: it must not be readable (A13).
+start_cluster_with_worker "legacy_backup.r2_secret_access_key = 'conf-secret-must-stay-hidden'" \
+  "legacy_backup.max_snapshot_age = '1h'" >/dev/null
+
+passed=0; failed=0; failures=()
+# psql as the application's role (trust auth on the private socket).
+qa() { "$BIN/psql" -X -q -At -v ON_ERROR_STOP=1 -h "$CLUSTER/sock" -p "$PORT" -U lb_app -d app "$@"; }
+# SQLSTATE of a statement run as lb_app ('ok' when it succeeded).
+state_of() { qa -c "SELECT public.sqlstate_of(\$q\$$1\$q\$)"; }
+verdict() { # name blocked(0/1) detail
+  if [ "$2" = 1 ]; then passed=$((passed + 1)); echo "  BLOCKED   $1${3:+ ($3)}"
+  else failed=$((failed + 1)); failures+=("$1"); echo "  SUCCEEDED $1${3:+ ($3)}"; fi
+}
+# Rights seen by the attack's payload: witness rows written by anyone but lb_app, and whether
+# lb_app became superuser. Resets both.
+escalation() {
+  local seen
+  seen=$(q app -c "SELECT coalesce(string_agg(DISTINCT who || CASE WHEN su THEN '(superuser)' ELSE '' END, ','), '') FROM public.witness WHERE who <> 'lb_app'")
+  [ "$(q app -c "SELECT rolsuper FROM pg_roles WHERE rolname = 'lb_app'")" = t ] && seen="$seen lb_app-became-superuser"
+  q app -c "ALTER ROLE lb_app NOSUPERUSER" -c "TRUNCATE public.witness"
+  echo "$seen"
+}
+no_escalation() { # name
+  local seen; seen=$(escalation)
+  if [ -z "$seen" ]; then verdict "$1" 1; else verdict "$1" 0 "payload ran as $seen"; fi
+}
+# Polls `sql` until it returns `expected` (at most `seconds`); unlike wait_for, never exits.
+poll() { # sql expected seconds
+  local deadline=$(( $(date +%s) + $3 ))
+  while [ "$(q app -c "$1" 2>/dev/null)" != "$2" ]; do
+    [ "$(date +%s)" -ge "$deadline" ] && { echo "  (waited $3 s for [$2] from: $1)"; q app -c "SELECT kind, state, last_error FROM legacy_backup.jobs ORDER BY id DESC LIMIT 3"; return 1; }
+    sleep 0.2
+  done
+}
+# Resets the witness and lb_app's rights after set-up steps that ran as a superuser on purpose.
+reset_witness() { q app -c "ALTER ROLE lb_app NOSUPERUSER" -c "TRUNCATE public.witness" >/dev/null; }
+refused_with() { # name expected-sqlstate(s, as a regex) actual-sqlstate
+  if [[ "$3" =~ ^($2)$ ]]; then verdict "$1" 1 "refused, SQLSTATE $3"; else verdict "$1" 0 "SQLSTATE $3, expected $2"; fi
+}
+
+echo "setup: lb_app owns database app, its schema and tables"
+q postgres -c "CREATE ROLE lb_app LOGIN" -c "CREATE ROLE lb_nobody LOGIN" -c "CREATE DATABASE app OWNER lb_app" >/dev/null
+"$BIN/psql" -X -q -h "$CLUSTER/sock" -p "$PORT" -U lb_app -d app -v ON_ERROR_STOP=1 \
+  -f "$ROOT/tests/fixtures/app_schema.sql" -v sid=s1 -v docs=200 -f "$ROOT/tests/fixtures/seed.sql" >/dev/null 2>&1
+qa -v sid=s2 -v docs=50 -f "$ROOT/tests/fixtures/seed.sql" >/dev/null 2>&1
+qa -v sid=s3 -v docs=50 -f "$ROOT/tests/fixtures/seed.sql" >/dev/null 2>&1
+q app -c "CREATE EXTENSION legacy_backup" -c "GRANT legacy_backup_operator TO lb_app" >/dev/null \
+  || { echo "setup failed: CREATE EXTENSION"; exit 1; }
+# The payload: records who runs it, then tries to make lb_app superuser.
+qa <<'SQL' >/dev/null
+CREATE TABLE public.witness (attack text, who text, su bool);
+GRANT INSERT ON public.witness TO PUBLIC;
+CREATE FUNCTION public.payload(tag text) RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO public.witness SELECT tag, current_user, rolsuper FROM pg_roles WHERE rolname = current_user;
+    BEGIN EXECUTE 'ALTER ROLE lb_app SUPERUSER'; EXCEPTION WHEN others THEN NULL; END;
+    RETURN true;
+END $$;
+CREATE FUNCTION public.payload_trigger() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN PERFORM public.payload(TG_NAME); RETURN coalesce(NEW, OLD); END $$;
+CREATE FUNCTION public.sqlstate_of(statement text) RETURNS text LANGUAGE plpgsql AS $$
+BEGIN EXECUTE statement; RETURN 'ok';
+EXCEPTION WHEN others THEN RETURN SQLSTATE; END $$;
+SQL
+wait_for "worker running" "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'legacy_backup worker'" 1 20 >/dev/null
+
+echo "1. triggers of the application's role fired by the extension"
+qa -c "CREATE TRIGGER evil_audit AFTER INSERT ON legacy_import_audit_logs FOR EACH ROW EXECUTE FUNCTION public.payload_trigger()"
+qa -c "SELECT legacy_snapshot_take('s1')" >/dev/null
+no_escalation "A1 trigger on legacy_import_audit_logs, fired by legacy_snapshot_take"
+qa -c "CREATE TRIGGER evil_session BEFORE UPDATE ON legacy_import_sessions FOR EACH ROW EXECUTE FUNCTION public.payload_trigger()"
+qa -c "SELECT legacy_snapshot_take('s1')" >/dev/null
+no_escalation "A2 trigger on legacy_import_sessions, fired by legacy_snapshot_take"
+id=$(qa -c "SELECT legacy_snapshot_take('s2')->>'snapshotId'")
+q app -c "TRUNCATE public.witness"
+poll "SELECT upload_state FROM legacy_backup.snapshots WHERE id = '$id'" uploaded 20
+no_escalation "A3 trigger on legacy_import_audit_logs, fired by the worker's SNAPSHOT_UPLOADED row"
+qa -c "DROP TRIGGER evil_audit ON legacy_import_audit_logs" -c "DROP TRIGGER evil_session ON legacy_import_sessions"
+qa <<'SQL'
+CREATE FUNCTION public.evil_index(text) RETURNS text LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN PERFORM public.payload('index expression'); RETURN $1; END $$;
+CREATE INDEX evil_index ON legacy_import_audit_logs (public.evil_index(id));
+SQL
+qa -c "SELECT legacy_snapshot_take('s1')" >/dev/null
+no_escalation "A4 index expression on legacy_import_audit_logs"
+qa -c "DROP INDEX evil_index" -c "ALTER TABLE legacy_import_audit_logs ADD COLUMN evil boolean DEFAULT public.payload('column default')"
+qa -c "SELECT legacy_snapshot_take('s1')" >/dev/null
+no_escalation "A5 column default on legacy_import_audit_logs"
+qa -c "ALTER TABLE legacy_import_audit_logs DROP COLUMN evil"
+qa -c "CREATE RULE evil_rule AS ON INSERT TO legacy_import_audit_logs DO ALSO SELECT public.payload('rule')"
+qa -c "SELECT legacy_snapshot_take('s1')" >/dev/null
+no_escalation "A5r rule on legacy_import_audit_logs"
+qa -c "DROP RULE evil_rule ON legacy_import_audit_logs"
+qa <<'SQL'
+ALTER TABLE legacy_import_sessions ENABLE ROW LEVEL SECURITY;
+ALTER TABLE legacy_import_sessions FORCE ROW LEVEL SECURITY;
+CREATE POLICY evil_policy ON legacy_import_sessions USING (public.payload('row security policy'));
+SQL
+qa -c "SELECT legacy_snapshot_take('s1')" >/dev/null
+no_escalation "A5p row-level security policy on legacy_import_sessions"
+qa -c "DROP POLICY evil_policy ON legacy_import_sessions" -c "ALTER TABLE legacy_import_sessions NO FORCE ROW LEVEL SECURITY" \
+   -c "ALTER TABLE legacy_import_sessions DISABLE ROW LEVEL SECURITY"
+qa -c "CREATE TRIGGER evil_docs AFTER UPDATE ON extracted_documents FOR EACH ROW EXECUTE FUNCTION public.payload_trigger()"
+qa -c "SET legacy_backup.actor = 'u-paralegal'" -c "UPDATE extracted_documents SET status = 'Skipped', category_id = NULL, updated_at = now() WHERE id = (SELECT min(id) FROM extracted_documents WHERE session_id = 's2')"
+q app -c "TRUNCATE public.witness"
+qa -c "SELECT legacy_undo_last_categorization('u-paralegal')" >/dev/null
+no_escalation "A6 trigger on extracted_documents, fired by legacy_undo_last_categorization"
+q app -c "UPDATE extracted_documents SET status = 'Skipped', category_id = NULL, updated_at = now() WHERE id = (SELECT max(id) FROM extracted_documents WHERE session_id = 's2')" 
+reset_witness
+q app -c "SELECT legacy_restore_snapshot('$id', 'u-partner', false)" >/dev/null
+no_escalation "A7 trigger on extracted_documents, fired by a partner's legacy_restore_snapshot"
+qa -c "DROP TRIGGER evil_docs ON extracted_documents"
+
+echo "2. operators and casts planted in the application's schema"
+qa <<'SQL'
+CREATE FUNCTION public.evil_enum_eq(a "DocumentCategorizationStatus", b "DocumentCategorizationStatus") RETURNS boolean
+LANGUAGE plpgsql AS $$ BEGIN PERFORM public.payload('= on DocumentCategorizationStatus'); RETURN a::text = b::text; END $$;
+CREATE OPERATOR public.= (LEFTARG = "DocumentCategorizationStatus", RIGHTARG = "DocumentCategorizationStatus", FUNCTION = public.evil_enum_eq);
+SQL
+qa -c "UPDATE extracted_documents SET status = 'Skipped', category_id = NULL, updated_at = now() WHERE id = (SELECT max(id) FROM extracted_documents WHERE session_id = 's3')"
+no_escalation "A8 '=' on the document status enum, reached by the audit trigger (IS DISTINCT FROM)"
+qa -c "DROP OPERATOR public.= (\"DocumentCategorizationStatus\", \"DocumentCategorizationStatus\")"
+qa <<'SQL'
+CREATE FUNCTION public.evil_session_eq(a "ImportSessionStatus", b "ImportSessionStatus") RETURNS boolean
+LANGUAGE plpgsql AS $$ BEGIN PERFORM public.payload('= on ImportSessionStatus'); RETURN a::text = b::text; END $$;
+CREATE OPERATOR public.= (LEFTARG = "ImportSessionStatus", RIGHTARG = "ImportSessionStatus", FUNCTION = public.evil_session_eq);
+SQL
+sleep 3 # the worker's scheduler runs every second
+no_escalation "A9 '=' on the session status enum, reached by the worker's scheduler"
+qa -c "SELECT legacy_export_readiness('s1')" >/dev/null
+no_escalation "A10 '=' on the session status enum, reached by legacy_export_readiness"
+qa -c "DROP OPERATOR public.= (\"ImportSessionStatus\", \"ImportSessionStatus\")"
+qa <<'SQL'
+CREATE FUNCTION public.evil_to_text(s "DocumentCategorizationStatus") RETURNS text LANGUAGE plpgsql AS $$
+BEGIN PERFORM public.payload('cast to text'); RETURN 'Categorized'; END $$;
+CREATE CAST ("DocumentCategorizationStatus" AS text) WITH FUNCTION public.evil_to_text("DocumentCategorizationStatus");
+CREATE FUNCTION public.evil_to_json(s "ImportSessionStatus") RETURNS json LANGUAGE plpgsql AS $$
+BEGIN PERFORM public.payload('cast to json'); RETURN '"InProgress"'; END $$;
+CREATE CAST ("ImportSessionStatus" AS json) WITH FUNCTION public.evil_to_json("ImportSessionStatus");
+SQL
+qa -c "UPDATE extracted_documents SET status = 'Uncategorized', updated_at = now() WHERE id = (SELECT max(id) FROM extracted_documents WHERE session_id = 's3')"
+no_escalation "A11 cast of the document status enum to text, reached by the audit trigger"
+qa -c "SELECT legacy_snapshot_take('s3')" >/dev/null
+no_escalation "A12 cast of the session status enum to json, reached by legacy_snapshot_take"
+qa -c "DROP CAST (\"DocumentCategorizationStatus\" AS text)" -c "DROP CAST (\"ImportSessionStatus\" AS json)"
+
+echo "3. pulling the cleanup forward"
+mkdir -p "$BUCKET_DIR/documents/s2"; echo keep >"$BUCKET_DIR/documents/s2/a.pdf"
+qa -c "SELECT legacy_snapshot_take('s2')" >/dev/null
+poll "SELECT count(*) FROM legacy_backup.snapshots WHERE session_id = 's2' AND upload_state <> 'uploaded'" 0 20
+qa -c "UPDATE legacy_import_sessions SET status = 'Exported', updated_at = now() WHERE id = 's2'"
+refused_with "A13 UPDATE cleanup_scheduled_at = now() by the application" LB005 \
+  "$(state_of "UPDATE legacy_import_sessions SET cleanup_scheduled_at = now() - interval '1 second' WHERE id = 's2'")"
+qa <<'SQL'
+CREATE FUNCTION public.pull_forward() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN NEW.cleanup_scheduled_at := now() - interval '1 second'; RETURN NEW; END $$;
+CREATE TRIGGER zzz_pull_forward BEFORE UPDATE ON legacy_import_sessions FOR EACH ROW EXECUTE FUNCTION public.pull_forward();
+SQL
+refused_with "A14 a BEFORE trigger firing after the gate rewrites cleanup_scheduled_at" LB005 \
+  "$(state_of "UPDATE legacy_import_sessions SET updated_at = now() WHERE id = 's2'")"
+qa -c "DROP TRIGGER zzz_pull_forward ON legacy_import_sessions"
+sleep 3
+check_kept=$(ls "$BUCKET_DIR/documents/s2" 2>/dev/null | wc -l)
+if [ "$check_kept" = 1 ]; then verdict "A15 the worker deletes nothing before cleanup_delay" 1; else verdict "A15 the worker deletes nothing before cleanup_delay" 0 "documents/s2 deleted"; fi
+
+echo "4. silencing the audit trail"
+# Puts the triggers back after an attack that got through (a no-op when it was refused).
+repair() { q app -c "SET legacy_backup.allow_drop = on" -c "DROP TRIGGER IF EXISTS renamed ON extracted_documents" -c "ALTER TABLE extracted_documents ENABLE TRIGGER ALL" -c "ALTER TABLE legacy_import_sessions ENABLE TRIGGER ALL" -c "SELECT count(*) FROM legacy_backup_attach()" >/dev/null; }
+for change in "DISABLE TRIGGER legacy_backup_log_update" "ENABLE REPLICA TRIGGER legacy_backup_log_update" \
+              "DISABLE TRIGGER ALL" "DISABLE TRIGGER USER"; do
+  # (DISABLE TRIGGER ALL also reaches the foreign-key triggers: PostgreSQL itself refuses it to
+  # anyone but a superuser, with 42501.)
+  refused_with "A16 ALTER TABLE extracted_documents $change" "LB006|42501" "$(state_of "ALTER TABLE extracted_documents $change")"; repair
+done
+st=$(q app -c "SELECT public.sqlstate_of('ALTER TABLE extracted_documents DISABLE TRIGGER ALL')")
+refused_with "A16s a superuser's ALTER TABLE extracted_documents DISABLE TRIGGER ALL without allow_drop" LB006 "$st"; repair
+refused_with "A17 DROP TRIGGER legacy_backup_log_update" LB006 "$(state_of "DROP TRIGGER legacy_backup_log_update ON extracted_documents")"; repair
+refused_with "A18 ALTER TRIGGER legacy_backup_log_update RENAME" LB006 \
+  "$(state_of "ALTER TRIGGER legacy_backup_log_update ON extracted_documents RENAME TO renamed")"; repair
+refused_with "A19 ALTER TABLE legacy_import_sessions DISABLE TRIGGER legacy_backup_export_gate" LB006 \
+  "$(state_of "ALTER TABLE legacy_import_sessions DISABLE TRIGGER legacy_backup_export_gate")"; repair
+# A superuser may still switch the trail off on purpose (allow_drop): health and the gate notice.
+q app -c "SET legacy_backup.allow_drop = on" -c "ALTER TABLE extracted_documents ENABLE REPLICA TRIGGER legacy_backup_log_update" >/dev/null 2>&1
+healthy=$(q app -c "SELECT ok FROM legacy_backup_health() WHERE check_name = 'trigger extracted_documents.legacy_backup_log_update'")
+if [ "$healthy" = f ]; then verdict "A20 health stays green with the log trigger ENABLE REPLICA" 1; else verdict "A20 health stays green with the log trigger ENABLE REPLICA" 0 "health ok=$healthy"; fi
+qa -c "SELECT legacy_snapshot_take('s3')" >/dev/null
+refused_with "A21 export while the audit trail is not recording" LB007 \
+  "$(state_of "UPDATE legacy_import_sessions SET status = 'Exported', updated_at = now() WHERE id = 's3'")"
+repair
+
+echo "5. drop paths"
+q postgres -c "CREATE ROLE lb_dba SUPERUSER LOGIN" -c "CREATE DATABASE owned OWNER lb_dba" >/dev/null
+"$BIN/psql" -X -q -h "$CLUSTER/sock" -p "$PORT" -U lb_dba -d owned -v ON_ERROR_STOP=1 \
+  -f "$ROOT/tests/fixtures/app_schema.sql" -v sid=o1 -v docs=20 -f "$ROOT/tests/fixtures/seed.sql" \
+  -c "CREATE EXTENSION legacy_backup" -c "SELECT legacy_snapshot_take('o1')" >/dev/null 2>&1
+st=$("$BIN/psql" -X -q -At -h "$CLUSTER/sock" -p "$PORT" -U postgres -d owned -c "DROP OWNED BY lb_dba CASCADE" 2>&1 >/dev/null | grep -o 'ERROR' | head -1)
+left=$("$BIN/psql" -X -q -At -h "$CLUSTER/sock" -p "$PORT" -U postgres -d owned -c "SELECT count(*) FROM legacy_backup.snapshots" 2>/dev/null || echo 0)
+if [ "$st" = ERROR ] && [ "$left" = 1 ]; then verdict "A22 DROP OWNED BY the extension's owner CASCADE" 1 "refused, snapshot kept"; else verdict "A22 DROP OWNED BY the extension's owner CASCADE" 0 "snapshots left: $left"; fi
+
+echo "6. the secret"
+q postgres -c "GRANT pg_read_all_settings, pg_monitor TO lb_app" >/dev/null
+shown=$(qa -c "SELECT current_setting('legacy_backup.r2_secret_access_key', true)" 2>/dev/null)
+listed=$(qa -c "SELECT count(*) FROM pg_settings WHERE setting LIKE '%conf-secret%'" 2>/dev/null)
+if [ -z "$shown" ] && [ "$listed" = 0 ]; then verdict "A23 pg_read_all_settings member reads the secret" 1; else verdict "A23 pg_read_all_settings member reads the secret" 0 "current_setting: [$shown], pg_settings rows: $listed"; fi
+
+echo "7. SECURITY DEFINER helpers executable by PUBLIC"
+n=$(q app -c "SELECT count(*) FROM pg_proc p JOIN pg_depend d ON d.objid = p.oid AND d.deptype = 'e' JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'legacy_backup' WHERE p.prosecdef AND has_function_privilege('public', p.oid, 'EXECUTE')")
+if [ "$n" = 0 ]; then verdict "A24 a SECURITY DEFINER function of the extension executable by PUBLIC" 1; else verdict "A24 a SECURITY DEFINER function of the extension executable by PUBLIC" 0 "$n function(s)"; fi
+st=$("$BIN/psql" -X -q -At -h "$CLUSTER/sock" -p "$PORT" -U lb_nobody -d app -c "SELECT legacy_backup_export_verdict('s1')" 2>&1 | grep -c 'snapshotKey')
+if [ "$st" = 0 ]; then verdict "A25 any login role reads snapshot keys through legacy_backup_export_verdict" 1; else verdict "A25 any login role reads snapshot keys through legacy_backup_export_verdict" 0; fi
+
+echo "8. claims taken on trust"
+sid=$(qa -c "SELECT legacy_snapshot_take('s3')->>'snapshotId'")
+by=$(q app -c "SELECT taken_by FROM legacy_backup.snapshots WHERE id = '$sid'")
+if [ "$by" = "pg:lb_app" ]; then verdict "A26 a snapshot without an actor is credited to the extension's owner" 1; else verdict "A26 a snapshot without an actor is credited to the extension's owner" 0 "taken_by $by"; fi
+role=$(q app -c "SELECT details->>'dbRole' FROM legacy_import_audit_logs WHERE action = 'CATEGORIZATION_SNAPSHOT' ORDER BY \"timestamp\" DESC LIMIT 1")
+if [ "$role" = lb_app ]; then verdict "A27 audit rows do not say which database role acted" 1; else verdict "A27 audit rows do not say which database role acted" 0 "dbRole [$role]"; fi
+q app -c "UPDATE extracted_documents SET status = 'Skipped', category_id = NULL, updated_at = now() WHERE id = (SELECT min(id) FROM extracted_documents WHERE session_id = 's2')" >/dev/null
+q app -c "SELECT legacy_restore_snapshot('$id', 'u-partner', false)" >/dev/null
+refused_with "A28 an operator undoes a partner's restore in the partner's name" P0002 \
+  "$(state_of "SELECT legacy_undo_last_categorization('u-partner')")"
+
+echo "9. hostile ids"
+qa -c "INSERT INTO legacy_import_sessions (id, firm_id, pst_file_name, pst_file_size, uploaded_by, status, updated_at) VALUES ('.', 'f', 'x.pst', 1, 'u', 'InProgress', now())"
+refused_with "A29 a session id made only of dots" 22023 "$(state_of "SELECT legacy_snapshot_take('.')")"
+
+echo "10. TRUNCATE"
+before=$(q app -c "SELECT count(*) FROM category_assignment_logs WHERE session_id = 's3'")
+qa -c "TRUNCATE extracted_documents CASCADE" 2>/dev/null
+after=$(q app -c "SELECT count(*) FROM category_assignment_logs WHERE session_id = 's3' AND new_status IS NULL")
+docs=$(q app -c "SELECT count(*) FROM extracted_documents")
+if [ "$docs" != 0 ] || [ "$after" -gt 0 ]; then verdict "A30 TRUNCATE extracted_documents leaves no trace" 1 "documents $docs, deletions logged $after"; else verdict "A30 TRUNCATE extracted_documents leaves no trace" 0 "log rows before $before, deletions logged $after"; fi
+
+((failed)) && echo "attacks that succeeded: ${failures[*]}"
+echo "security: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
