@@ -81,7 +81,12 @@ SELECT session_id, snapshot_at, size, upload_state, uploaded_at IS NOT NULL AS u
 SELECT id, kind, state, attempts, last_error FROM legacy_backup_jobs ORDER BY id;
 
 \echo '== The recovery window ends (moved forward for the demo): the worker cleans up the session''s files'
-UPDATE legacy_import_sessions SET cleanup_scheduled_at = now() - interval '1 second' WHERE id = 'demo-session';
+-- (Nobody can move a cleanup earlier, not even a superuser; the demo re-exports with no delay.)
+BEGIN;
+SET LOCAL legacy_backup.cleanup_delay = '0';
+UPDATE legacy_import_sessions SET status = 'Completed', updated_at = now() WHERE id = 'demo-session';
+UPDATE legacy_import_sessions SET status = 'Exported', updated_at = now() WHERE id = 'demo-session';
+COMMIT;
 SELECT pg_sleep(3);
 SELECT status, cleanup_scheduled_at IS NOT NULL AS was_scheduled, cleaned_up_at IS NOT NULL AS cleaned_up FROM legacy_import_sessions;
 SELECT kind, state, progress->>'deleted' AS deleted, progress->'prefixes' AS prefixes FROM legacy_backup_jobs WHERE kind = 'cleanup';

@@ -318,23 +318,39 @@ pub fn tampered_triggers() -> LbResult<Vec<(String, String)>> {
     Ok(problems)
 }
 
+pub fn function_exists(function: &str) -> LbResult<bool> {
+    Ok(Spi::get_one_with_args::<bool>(
+        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_proc WHERE proname = $1 AND pronamespace = $2 AND pronargs = 0)",
+        &[function.into(), extension_namespace()?.into()],
+    )?
+    .unwrap_or(false))
+}
+
 /// Records the current state of every document that has no history yet, so the audit trail is
 /// complete from the moment the extension attached. Returns how many documents it recorded.
 fn record_baseline() -> LbResult<i64> {
+    // A 0.1.0/0.2.0 install script calls this library's attach before its log has db_role.
+    let with_role = app_table(extension_namespace()?, "category_assignment_logs")
+        .is_some_and(|log| has_column(log, "db_role"));
+    let (role_column, role_value) = if with_role {
+        (", db_role", ", session_user")
+    } else {
+        ("", "")
+    };
     Ok(Spi::get_one_with_args::<i64>(
-        &sql("WITH inserted AS ( \
+        &sql(&format!("WITH inserted AS ( \
            INSERT INTO @extschema@.category_assignment_logs \
              (session_id, document_id, new_category_id, new_status, new_categorized_by, new_categorized_at, \
-              changed_by, attribution, changed_at, source, db_role) \
+              changed_by, attribution, changed_at, source{role_column}) \
            SELECT d.session_id, d.id, d.category_id, pg_catalog.format('%s', d.status), d.categorized_by, d.categorized_at, \
                   coalesce(d.categorized_by, $1), \
                   CASE WHEN d.categorized_by IS NOT NULL THEN 'categorized_by' ELSE 'db_user' END, \
-                  pg_catalog.clock_timestamp(), 'baseline', session_user \
+                  pg_catalog.clock_timestamp(), 'baseline'{role_value} \
            FROM @extschema@.extracted_documents d \
            WHERE NOT EXISTS (SELECT 1 FROM @extschema@.category_assignment_logs l \
                              WHERE l.session_id = d.session_id AND l.document_id = d.id) \
            RETURNING 1) \
-         SELECT count(*) FROM inserted")?,
+         SELECT count(*) FROM inserted"))?,
         &[crate::privilege::role_actor().into()],
     )?
     .unwrap_or(0))
@@ -397,6 +413,9 @@ pub fn attach() -> LbResult<Vec<AttachStep>> {
                 )
                 .hint(format!("Drop that trigger (SET legacy_backup.allow_drop = on; DROP TRIGGER {name} ON {table};), then attach again.")))
             }
+            // An older version's install script calls this library's attach on the way to an
+            // update: triggers whose function that version lacks come with the update.
+            Some(TriggerState::Missing) | None if !function_exists(function)? => "skipped: its function arrives with ALTER EXTENSION legacy_backup UPDATE",
             Some(TriggerState::Missing) | None => {
                 Spi::run(&sql(&format!(
                     "CREATE TRIGGER {name} {event} ON @extschema@.{table} {level} EXECUTE FUNCTION @extschema@.{function}()"

@@ -92,8 +92,10 @@ pub fn audit_trail_recording() -> LbResult<bool> {
         .iter()
         .filter(|t| LOG_TRIGGERS.contains(&t.0))
     {
-        if crate::attach::trigger_state(table, name, function)?
-            != Some(crate::attach::TriggerState::Intact)
+        // (A trigger whose function an older installed version lacks comes with its update.)
+        if crate::attach::function_exists(function)?
+            && crate::attach::trigger_state(table, name, function)?
+                != Some(crate::attach::TriggerState::Intact)
         {
             return Ok(false);
         }

@@ -32,11 +32,19 @@ load_app() {
   q "$db" -v sid="$sid" -v docs="$docs" -f "$ROOT/tests/fixtures/seed.sql"
 }
 
-# Exports session $1 in database app and makes its cleanup due now (the export schedules it
-# legacy_backup.cleanup_delay later).
+# Exports session $1 in database app with its cleanup due at once: a superuser exports with
+# legacy_backup.cleanup_delay = 0 (the schedule is the extension's; nobody can move it earlier).
 export_and_make_due() { # sid
-  q app -c "BEGIN" -c "UPDATE legacy_import_sessions SET status = 'Exported', updated_at = now() WHERE id = '$1'" \
-         -c "UPDATE legacy_import_sessions SET cleanup_scheduled_at = now() - interval '1 second' WHERE id = '$1'" -c "COMMIT" >/dev/null
+  q app -c "BEGIN" -c "SET LOCAL legacy_backup.cleanup_delay = '0'" \
+         -c "UPDATE legacy_import_sessions SET status = 'Exported', updated_at = now() WHERE id = '$1'" -c "COMMIT" >/dev/null
+}
+
+# Makes the cleanup of the already exported session $1 due now: re-opened and exported again in
+# one transaction with cleanup_delay 0 (its snapshot must still be fresh).
+make_due() { # sid
+  q app -c "BEGIN" -c "SET LOCAL legacy_backup.cleanup_delay = '0'" \
+         -c "UPDATE legacy_import_sessions SET status = 'Completed', updated_at = now() WHERE id = '$1'" \
+         -c "UPDATE legacy_import_sessions SET status = 'Exported', updated_at = now() WHERE id = '$1'" -c "COMMIT" >/dev/null
 }
 
 # Polls `sql` in database app until it returns `expected`, for at most `seconds`.

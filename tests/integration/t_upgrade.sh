@@ -25,8 +25,12 @@ done
 q old -c "BEGIN" -c "SELECT app_merge('up', 'up-cat-001', ARRAY['up-cat-003'], 'u-partner')" -c "COMMIT" >/dev/null
 q old -c "SELECT legacy_undo_last_categorization('u-paralegal')" >/dev/null
 q old -c "SELECT legacy_snapshot_take('up')" >/dev/null
+# A session exported under the old version: its cleanup schedule must carry over (0.3.0 keeps
+# the schedule in the extension's own table).
+q old -v sid=up2 -v docs=20 -f "$ROOT/tests/fixtures/seed.sql" >/dev/null 2>&1
+q old -c "SELECT legacy_snapshot_take('up2')" -c "UPDATE legacy_import_sessions SET status = 'Exported', updated_at = now() WHERE id = 'up2'" >/dev/null
 fingerprint() {
-  q old -c "SELECT (SELECT count(*) || ':' || md5(string_agg(l::text, '|' ORDER BY id)) FROM category_assignment_logs l)
+  q old -c "SELECT (SELECT count(*) || ':' || md5(string_agg((to_jsonb(l) - 'db_role')::text, '|' ORDER BY id)) FROM category_assignment_logs l)
              || ' ' || (SELECT count(*) || ':' || md5(string_agg(concat_ws(',', id, snapshot_key, sha256, bytes, upload_state, body IS NULL), '|' ORDER BY id)) FROM legacy_backup.snapshots)
              || ' ' || (SELECT count(*) || ':' || md5(string_agg(concat_ws(',', id, kind, session_id, snapshot_id, state, requested_by), '|' ORDER BY id)) FROM legacy_backup.jobs)
              || ' ' || (SELECT md5(string_agg(concat_ws(',', id, category_id, status, categorized_by), '|' ORDER BY id)) FROM extracted_documents)"
@@ -38,6 +42,8 @@ echo "ALTER EXTENSION legacy_backup UPDATE"
 q old -c "ALTER EXTENSION legacy_backup UPDATE"
 check "now $CURRENT" "$CURRENT" "$(q old -c "SELECT extversion FROM pg_extension WHERE extname = 'legacy_backup'")"
 check "log, snapshots, jobs and documents unchanged" "$before" "$(fingerprint)"
+check "the old export's cleanup schedule carried into legacy_backup.cleanup_schedule" t \
+  "$(q old -c "SELECT c.scheduled_at = s.cleanup_scheduled_at FROM legacy_backup.cleanup_schedule c JOIN legacy_import_sessions s ON s.id = c.session_id WHERE c.session_id = 'up2'")"
 
 echo "a fresh $CURRENT install to compare with"
 q postgres -c "CREATE DATABASE fresh"
@@ -54,5 +60,5 @@ check "updated database = fresh install, fact for fact" 0 "$(grep -c '^[-+][^-+]
 echo "the updated extension works on the old data"
 check "history spans the update" t "$(q old -c "SELECT count(*) >= 2 FROM legacy_document_history('up-doc-000002')")"
 check "undo walks back into pre-update changes" "up-doc-000004" "$(q old -c "SELECT legacy_undo_last_categorization('u-paralegal')->'documents'->0->>'documentId'")"
-check "a snapshot taken after the update" 3 "$(q old -c "SELECT legacy_snapshot_take('up') IS NOT NULL" >/dev/null; q old -c "SELECT count(*) FROM legacy_backup.snapshots")"
+check "a snapshot taken after the update" 4 "$(q old -c "SELECT legacy_snapshot_take('up') IS NOT NULL" >/dev/null; q old -c "SELECT count(*) FROM legacy_backup.snapshots")"
 check "the new DROP EXTENSION guard protects the old data" 2BP01 "$(q old -c "DO \$\$ BEGIN DROP EXTENSION legacy_backup CASCADE; EXCEPTION WHEN others THEN RAISE NOTICE '%', SQLSTATE; END \$\$" 2>&1 | sed -n 's/.*NOTICE: *//p')"

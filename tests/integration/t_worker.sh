@@ -34,7 +34,7 @@ echo keep >"$BUCKET_DIR/documents/other/a.pdf"
 q app -c "BEGIN" -c "SET LOCAL legacy_backup.actor = 'u-partner'" \
       -c "UPDATE legacy_import_sessions SET status = 'Exported', updated_at = now() WHERE id = 'w1'" -c "COMMIT" >/dev/null
 check "nothing deleted at export" 2500 "$(find "$BUCKET_DIR/pst/w1" "$BUCKET_DIR/documents/w1" -type f | wc -l)"
-q app -c "UPDATE legacy_import_sessions SET cleanup_scheduled_at = now() - interval '1 second' WHERE id = 'w1'"
+make_due w1
 wait_for "session cleaned up" "SELECT cleaned_up_at IS NOT NULL FROM legacy_import_sessions WHERE id = 'w1'" t 60
 check "all 2,500 objects gone" 0 "$(find "$BUCKET_DIR/pst/w1" "$BUCKET_DIR/documents/w1" -type f 2>/dev/null | wc -l)"
 check "neighbour prefix documents/w1x/ kept" 1 "$(find "$BUCKET_DIR/documents/w1x" -type f | wc -l)"

@@ -34,7 +34,8 @@ CREATE FUNCTION regress.gate_state(sid text) RETURNS TABLE (readiness text, read
 LANGUAGE sql AS $$
     SELECT r->>'code', (r->>'ready')::boolean, t,
            CASE r->>'code' WHEN 'READY' THEN t = 'exported' WHEN 'SNAPSHOT_REQUIRED' THEN t = 'LB001'
-                           WHEN 'SNAPSHOT_STALE' THEN t = 'LB002' WHEN 'SNAPSHOT_OUTDATED' THEN t = 'LB003' END
+                           WHEN 'SNAPSHOT_STALE' THEN t = 'LB002' WHEN 'SNAPSHOT_OUTDATED' THEN t = 'LB003'
+                          WHEN 'AUDIT_TRAIL_INACTIVE' THEN t = 'LB007' END
     FROM (SELECT legacy_export_readiness(sid) AS r, regress.try_export(sid) AS t) x
 $$;
 
@@ -73,8 +74,12 @@ SELECT * FROM regress.gate_state('gate-a');
 RESET legacy_backup.max_snapshot_age;
 SELECT * FROM regress.gate_state('gate-a');
 
--- Without the audit trigger, later categorized_at/updated_at count as changes.
+-- The audit trigger cannot be switched off unconfirmed (LB006); a superuser who confirms it gets
+-- exports refused until it is back: without the trail, "no change since" cannot be known.
+SELECT code, message FROM regress.error_of($$ALTER TABLE extracted_documents DISABLE TRIGGER legacy_backup_log_update$$);
+SET legacy_backup.allow_drop = on;
 ALTER TABLE extracted_documents DISABLE TRIGGER legacy_backup_log_update;
+RESET legacy_backup.allow_drop;
 SELECT app_categorize('gate-a-doc-000018', 'gate-a-cat-002', 'u-paralegal');
 SELECT r->>'code' AS code, r->'auditLogActive' AS audit_log_active, r->'changesSinceSnapshot' AS changes
 FROM (SELECT legacy_export_readiness('gate-a') AS r) x;
@@ -140,24 +145,25 @@ UPDATE legacy_import_sessions SET status = 'Exported', updated_at = now() WHERE 
 COMMIT;
 SELECT action, details->'code' AS code, details->'role' AS role FROM legacy_import_audit_logs WHERE session_id = 'gate-c' AND action LIKE 'EXPORT%' ORDER BY action;
 
--- Bypass by a member of legacy_backup_admin works; by another role it is refused.
+-- Bypass by a member of legacy_backup_admin works; by another role it is refused. The role that
+-- counts is the one that logged in (session_user): the check runs in a SECURITY DEFINER trigger.
 CREATE ROLE gate_app;
 CREATE ROLE gate_admin IN ROLE legacy_backup_admin;
 GRANT ALL ON ALL TABLES IN SCHEMA public TO gate_app, gate_admin;
 GRANT USAGE ON SCHEMA regress TO gate_app, gate_admin;
 UPDATE legacy_import_sessions SET status = 'InProgress', updated_at = now() WHERE id = 'gate-c';
-SET ROLE gate_app;
+SET SESSION AUTHORIZATION gate_app;
 BEGIN;
 SET LOCAL legacy_backup.skip_snapshot_check = on;
 SELECT * FROM regress.error_of($$UPDATE legacy_import_sessions SET status = 'Exported', updated_at = now() WHERE id = 'gate-c'$$);
 ROLLBACK;
-RESET ROLE;
-SET ROLE gate_admin;
+RESET SESSION AUTHORIZATION;
+SET SESSION AUTHORIZATION gate_admin;
 BEGIN;
 SET LOCAL legacy_backup.skip_snapshot_check = on;
 UPDATE legacy_import_sessions SET status = 'Exported', updated_at = now() WHERE id = 'gate-c';
 COMMIT;
-RESET ROLE;
+RESET SESSION AUTHORIZATION;
 SELECT details->'role' AS role, count(*) FROM legacy_import_audit_logs WHERE session_id = 'gate-c' AND action = 'EXPORT_SNAPSHOT_CHECK_SKIPPED' GROUP BY 1 ORDER BY 1;
 -- The application cannot loosen the gate through its settings.
 SET ROLE gate_app;

@@ -19,6 +19,12 @@ FROM pg_proc p JOIN pg_depend d ON d.objid = p.oid AND d.deptype = 'e'
 JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'legacy_backup'
 ORDER BY p.proname;
 
+-- No SECURITY DEFINER function of the extension is executable by PUBLIC (docs/security.md).
+SELECT count(*) AS definer_functions_public_may_run
+FROM pg_proc p JOIN pg_depend d ON d.objid = p.oid AND d.deptype = 'e'
+JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'legacy_backup'
+WHERE p.prosecdef AND has_function_privilege('public', p.oid, 'EXECUTE');
+
 -- The application's role: an operator, with rights on its own tables only.
 CREATE ROLE lb_app LOGIN;
 GRANT legacy_backup_operator TO lb_app;

@@ -23,9 +23,9 @@ DROP SCHEMA regress_scratch CASCADE;
 SELECT count(*) = :snapshots_before AS snapshots_intact FROM legacy_backup.snapshots;
 
 -- legacy_backup_health() says whether the guard is on.
-SELECT check_name, ok, detail FROM legacy_backup_health() WHERE check_name = 'drop guard';
+SELECT check_name, ok, detail FROM legacy_backup_health() WHERE check_name = 'event trigger legacy_backup_drop_guard';
 ALTER EVENT TRIGGER legacy_backup_drop_guard DISABLE;
-SELECT check_name, ok, detail FROM legacy_backup_health() WHERE check_name = 'drop guard';
+SELECT check_name, ok, detail FROM legacy_backup_health() WHERE check_name = 'event trigger legacy_backup_drop_guard';
 ALTER EVENT TRIGGER legacy_backup_drop_guard ENABLE;
 
 -- The guard's function is an event trigger only.
