@@ -53,6 +53,18 @@ pub fn preloaded() -> bool {
     SHMEM_READY.load(Ordering::Relaxed)
 }
 
+/// This process's index into `ProcGlobal->allProcs`. PostgreSQL 17 replaced `PGPROC.pgprocno`
+/// with the global `MyProcNumber`; both index the same array.
+fn my_proc_number() -> i32 {
+    #[cfg(any(feature = "pg13", feature = "pg14", feature = "pg15", feature = "pg16"))]
+    // SAFETY: MyProc is this process's PGPROC, valid for its whole life.
+    let procno = unsafe { (*pg_sys::MyProc).pgprocno };
+    #[cfg(not(any(feature = "pg13", feature = "pg14", feature = "pg15", feature = "pg16")))]
+    // SAFETY: set once at backend start, constant afterwards.
+    let procno = unsafe { pg_sys::MyProcNumber };
+    procno
+}
+
 /// Wakes the worker when the current transaction commits (and not if it rolls back).
 pub fn wake_at_commit() {
     if !preloaded() {
@@ -100,8 +112,7 @@ pub extern "C-unwind" fn legacy_backup_worker_main(_arg: pg_sys::Datum) {
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
     let database = crate::guc::text(&crate::guc::DATABASE);
     BackgroundWorker::connect_worker_to_spi(Some(&database), None);
-    // SAFETY: MyProc is this process's PGPROC, valid for its whole life.
-    let procno = unsafe { (*pg_sys::MyProc).pgprocno };
+    let procno = my_proc_number();
     WORKER_PROCNO.get().store(procno + 1, Ordering::Release);
     log!("legacy_backup worker started (database \"{database}\")");
 

@@ -219,6 +219,10 @@ shown=$(qa -c "SELECT current_setting('legacy_backup.r2_secret_access_key', true
 listed=$(qa -c "SELECT count(*) FROM pg_settings WHERE setting LIKE '%conf-secret%'" 2>/dev/null)
 if [ -z "$shown" ] && [ "$listed" = 0 ]; then verdict "A23 pg_read_all_settings member reads the secret" 1; else verdict "A23 pg_read_all_settings member reads the secret" 0 "current_setting: [$shown], pg_settings rows: $listed"; fi
 
+leaked=$(grep -c 'conf-secret-must-stay-hidden' "$CLUSTER/server.log")
+named=$(grep -c 'legacy_backup.r2_secret_access_key' "$CLUSTER/server.log")
+if [ "$leaked" = 0 ] && [ "$named" -ge 1 ]; then verdict "A23l the secret from postgresql.conf reaches the server log" 1 "the WARNING names the setting, not its value"; else verdict "A23l the secret from postgresql.conf reaches the server log" 0 "value in log: $leaked line(s), setting named: $named"; fi
+
 echo "7. SECURITY DEFINER helpers executable by PUBLIC"
 n=$(q app -c "SELECT count(*) FROM pg_proc p JOIN pg_depend d ON d.objid = p.oid AND d.deptype = 'e' JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'legacy_backup' WHERE p.prosecdef AND has_function_privilege('public', p.oid, 'EXECUTE')")
 if [ "$n" = 0 ]; then verdict "A24 a SECURITY DEFINER function of the extension executable by PUBLIC" 1; else verdict "A24 a SECURITY DEFINER function of the extension executable by PUBLIC" 0 "$n function(s)"; fi
