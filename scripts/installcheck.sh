@@ -4,12 +4,15 @@
 # (`cargo pgrx regress` does not work as root, hence this script.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/pg.sh
 ROOT=$PWD
-DIR=$ROOT/.tmp/regress
+DIR=$ROOT/.tmp/regress-pg$PG
 PORT=${REGRESS_PORT:-54331}
-PG_REGRESS="$(dirname "$(pg_config --pgxs)")/../test/regress/pg_regress"
+PG_REGRESS="$(dirname "$("$PG_CONFIG" --pgxs)")/../test/regress/pg_regress"
 
 [ "${SKIP_INSTALL:-}" = 1 ] || bash scripts/install.sh
+# An unrelated extension the suite drops beside legacy_backup (the wheels ship no contrib).
+install -m 644 tests/pg_regress/extension/* "$("$PG_CONFIG" --sharedir)/extension/"
 bash scripts/pgcluster.sh stop "$DIR"
 rm -rf "$DIR"
 bash scripts/pgcluster.sh start "$DIR" "$PORT"
@@ -21,7 +24,7 @@ chown -R postgres:postgres "$DIR/out"
 set +e
 # The fixtures are included by relative path (tests/fixtures/...), so run from the repo root.
 runuser -u postgres -- "$PG_REGRESS" \
-  --bindir="$(pg_config --bindir)" \
+  --bindir="$BIN" \
   --host="$DIR/sock" --port="$PORT" --user=postgres \
   --inputdir="$ROOT/tests/pg_regress" --outputdir="$DIR/out" \
   --dbname=legacy_regress \

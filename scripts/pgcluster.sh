@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A private PostgreSQL 15 cluster for the demo, regress, integration tests and benches.
+# A private PostgreSQL cluster (PG=15, 16 or 18: scripts/pg.sh) for the demo, regress, integration tests and benches.
 # Runs as the postgres OS user (initdb refuses root), on a private socket directory and port,
 # listening on 127.0.0.1 only, with legacy_backup preloaded.
 #   scripts/pgcluster.sh start DIR PORT [extra postgresql.conf lines...]
@@ -7,7 +7,7 @@
 #   scripts/pgcluster.sh psql DIR PORT [psql args...]
 #   scripts/pgcluster.sh prepare-dir DIR      (a directory the postgres user owns and can reach)
 set -euo pipefail
-BIN=$(pg_config --bindir)
+source "$(dirname "${BASH_SOURCE[0]}")/pg.sh"
 as_pg() { runuser -u postgres -- "$@"; }
 
 prepare_dir() {

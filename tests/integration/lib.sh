@@ -5,7 +5,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 TEST_NAME=$(basename "$0" .sh)
 CLUSTER=$ROOT/.tmp/integration/$TEST_NAME
 PORT=${PORT:-$((54400 + RANDOM % 200))}
-BIN=$(pg_config --bindir)
+source "$ROOT/scripts/pg.sh"
 
 # Cleanups run at exit, whatever started them (cluster, S3 server).
 CLEANUPS=()

@@ -7,7 +7,7 @@ source "$(dirname "$0")/lib.sh"
 FIRST=0.1.0
 CURRENT=$(sed -n 's/^version = "\(.*\)"/\1/p' "$ROOT/Cargo.toml")
 # The library is the current one; the 0.1.0 script only needs its install script alongside.
-install -m 644 "$ROOT/tests/upgrade/legacy_backup--$FIRST.sql" "$(pg_config --sharedir)/extension/"
+install -m 644 "$ROOT/tests/upgrade/legacy_backup--$FIRST.sql" "$("$PG_CONFIG" --sharedir)/extension/"
 start_cluster
 check "an update path $FIRST -> $CURRENT is installed" "$FIRST--$CURRENT" \
   "$(q postgres -c "SELECT source || '--' || target FROM pg_available_extension_versions v, pg_extension_update_paths('legacy_backup') p WHERE v.name = 'legacy_backup' AND v.version = p.source AND p.source = '$FIRST' AND p.target = '$CURRENT' AND p.path IS NOT NULL LIMIT 1")"

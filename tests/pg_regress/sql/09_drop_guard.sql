@@ -11,9 +11,9 @@ SELECT count(*) AS snapshots_before FROM legacy_backup.snapshots \gset
 SELECT code, regexp_replace(message, '\d+', 'N', 'g') AS message, detail, hint
 FROM regress.error_of($$DROP EXTENSION legacy_backup$$);
 SELECT code FROM regress.error_of($$DROP EXTENSION legacy_backup CASCADE$$);
-CREATE EXTENSION pg_trgm;
-SELECT code FROM regress.error_of($$DROP EXTENSION IF EXISTS pg_trgm, legacy_backup CASCADE$$);
-SELECT extname FROM pg_extension WHERE extname IN ('legacy_backup', 'pg_trgm') ORDER BY extname;
+CREATE EXTENSION lb_regress_other;
+SELECT code FROM regress.error_of($$DROP EXTENSION IF EXISTS lb_regress_other, legacy_backup CASCADE$$);
+SELECT extname FROM pg_extension WHERE extname IN ('legacy_backup', 'lb_regress_other') ORDER BY extname;
 -- DROP SCHEMA … CASCADE of the extension's schema would take the extension with it.
 SELECT code, regexp_replace(message, '\d+', 'N', 'g') AS message, detail
 FROM regress.error_of($$DROP SCHEMA public CASCADE$$);
@@ -32,7 +32,7 @@ ALTER EVENT TRIGGER legacy_backup_drop_guard ENABLE;
 SELECT code, message FROM regress.error_of($$SELECT legacy_backup.drop_guard()$$);
 
 -- Other extensions are not affected.
-DROP EXTENSION pg_trgm;
+DROP EXTENSION lb_regress_other;
 DROP EXTENSION IF EXISTS no_such_extension;
 
 -- Only a superuser can confirm.

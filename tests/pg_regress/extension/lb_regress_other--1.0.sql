@@ -1,0 +1,1 @@
+CREATE FUNCTION lb_regress_other() RETURNS int LANGUAGE sql AS 'SELECT 1';
