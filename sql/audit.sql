@@ -52,9 +52,13 @@ SELECT pg_catalog.pg_extension_config_dump(
 -- SECURITY DEFINER: the application's role needs no privilege on the log to have its changes
 -- logged (the trigger runs as the extension's owner); the database user is session_user.
 -- Because they run as the extension's owner on rows of the application's table, they evaluate
--- nothing the application can define: search_path is pg_catalog only (its operators on the
--- enums are pg_catalog's), and enums are read with format('%s', …), which uses the type's
--- output function, never a cast the application could create.
+-- nothing the application can define: search_path is pg_catalog only, and the enum columns are
+-- only ever read with format('%s', …), which uses the type's output function, and compared as
+-- the text that gives: never through a cast (explicit or implicit) the enum's owner could create.
+-- The other columns they read are text and timestamptz, which the trigger guard keeps them
+-- (attach::structure_problems), so their operators are pg_catalog's own.
+-- A change made by the application's own trigger while undo or restore runs (trigger depth > 1)
+-- is recorded as an ordinary change, not as the undo or restore, nor in the partner's name.
 
 CREATE FUNCTION @extschema@.legacy_backup_log_update() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -64,6 +68,16 @@ DECLARE
     at timestamptz := clock_timestamp();
     role_name text := 'pg:' || session_user;
 BEGIN
+    IF pg_trigger_depth() > 1 AND src <> 'app' THEN
+        src := 'app';
+        actor := NULL;
+    END IF;
+    -- Old and new rows are paired by id: a statement that changes ids would escape the log.
+    IF EXISTS (SELECT 1 FROM old_rows o WHERE NOT EXISTS (SELECT 1 FROM new_rows n WHERE n.id = o.id)) THEN
+        RAISE EXCEPTION 'the id of a document cannot change while legacy_backup keeps its history'
+            USING ERRCODE = 'LB008',
+                  HINT = 'Insert the document under its new id and delete the old one: both are logged.';
+    END IF;
     INSERT INTO @extschema@.category_assignment_logs
         (session_id, document_id, old_category_id, new_category_id, old_status, new_status,
          old_categorized_by, new_categorized_by, old_categorized_at, new_categorized_at,
@@ -81,7 +95,7 @@ BEGIN
                          AND (n.categorized_by IS DISTINCT FROM o.categorized_by
                               OR n.categorized_at IS DISTINCT FROM o.categorized_at) THEN 'categorized_by'
                     ELSE 'db_user' END AS how) a
-    WHERE n.category_id IS DISTINCT FROM o.category_id OR n.status IS DISTINCT FROM o.status;
+    WHERE n.category_id IS DISTINCT FROM o.category_id OR format('%s', n.status) IS DISTINCT FROM format('%s', o.status);
     RETURN NULL;
 END $$;
 
@@ -91,6 +105,10 @@ DECLARE
     actor text := nullif(current_setting('legacy_backup.actor', true), '');
     src text := coalesce(nullif(current_setting('legacy_backup.change_source', true), ''), 'app');
 BEGIN
+    IF pg_trigger_depth() > 1 AND src <> 'app' THEN
+        src := 'app';
+        actor := NULL;
+    END IF;
     -- Only documents that arrive already categorized (or skipped) change categorization.
     INSERT INTO @extschema@.category_assignment_logs
         (session_id, document_id, new_category_id, new_status, new_categorized_by, new_categorized_at,
@@ -100,7 +118,7 @@ BEGIN
            CASE WHEN actor IS NOT NULL THEN 'setting' WHEN n.categorized_by IS NOT NULL THEN 'categorized_by' ELSE 'db_user' END,
            clock_timestamp(), src, session_user
     FROM new_rows n
-    WHERE n.category_id IS NOT NULL OR n.status <> 'Uncategorized';
+    WHERE n.category_id IS NOT NULL OR format('%s', n.status) <> 'Uncategorized';
     RETURN NULL;
 END $$;
 
@@ -110,6 +128,10 @@ DECLARE
     actor text := nullif(current_setting('legacy_backup.actor', true), '');
     src text := coalesce(nullif(current_setting('legacy_backup.change_source', true), ''), 'app');
 BEGIN
+    IF pg_trigger_depth() > 1 AND src <> 'app' THEN
+        src := 'app';
+        actor := NULL;
+    END IF;
     -- Every deleted document is logged, so the state at an earlier moment can be rebuilt.
     INSERT INTO @extschema@.category_assignment_logs
         (session_id, document_id, old_category_id, old_status, old_categorized_by, old_categorized_at,
@@ -129,14 +151,21 @@ DECLARE
     actor text := nullif(current_setting('legacy_backup.actor', true), '');
     src text := coalesce(nullif(current_setting('legacy_backup.change_source', true), ''), 'app');
 BEGIN
-    INSERT INTO @extschema@.category_assignment_logs
-        (session_id, document_id, old_category_id, old_status, old_categorized_by, old_categorized_at,
-         changed_by, attribution, changed_at, source, db_role)
-    SELECT o.session_id, o.id, o.category_id, format('%s', o.status), o.categorized_by, o.categorized_at,
-           coalesce(actor, 'pg:' || session_user),
-           CASE WHEN actor IS NOT NULL THEN 'setting' ELSE 'db_user' END,
-           clock_timestamp(), src, session_user
-    FROM @extschema@.extracted_documents o;
+    IF pg_trigger_depth() > 1 AND src <> 'app' THEN
+        src := 'app';
+        actor := NULL;
+    END IF;
+    -- The table the trigger fired on, by oid (never a name something else could take over).
+    EXECUTE format(
+        'INSERT INTO @extschema@.category_assignment_logs
+             (session_id, document_id, old_category_id, old_status, old_categorized_by, old_categorized_at,
+              changed_by, attribution, changed_at, source, db_role)
+         SELECT o.session_id, o.id, o.category_id, format(''%%s'', o.status), o.categorized_by, o.categorized_at,
+                coalesce($1, ''pg:'' || session_user),
+                CASE WHEN $1 IS NOT NULL THEN ''setting'' ELSE ''db_user'' END,
+                clock_timestamp(), $2, session_user
+         FROM ONLY %s o', TG_RELID::regclass)
+    USING actor, src;
     RETURN NULL;
 END $$;
 

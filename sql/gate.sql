@@ -14,15 +14,18 @@
 --
 -- SQLSTATEs (class LB): LB001 snapshot required, LB002 snapshot stale, LB003 snapshot outdated,
 -- LB004 cleanup of a session that is not exported, LB005 cleanup schedule changed outside the
--- extension, LB007 audit trail not recording.
+-- extension, LB007 audit trail not recording, LB008 a session id changed.
+--
+-- Times are statement_timestamp(), not now(): a transaction left open for a week must not
+-- schedule a cleanup that is already due when it commits, nor find a week-old snapshot fresh.
 
 CREATE FUNCTION @extschema@.legacy_backup_export_gate() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF NEW.status = 'Exported' AND (TG_OP = 'INSERT' OR OLD.status IS DISTINCT FROM 'Exported') THEN
-        NEW.exported_at := coalesce(NEW.exported_at, now());
+        NEW.exported_at := coalesce(NEW.exported_at, statement_timestamp());
         NEW.cleanup_scheduled_at := greatest(NEW.cleanup_scheduled_at,
-                                             now() + current_setting('legacy_backup.cleanup_delay')::interval);
+                                             statement_timestamp() + current_setting('legacy_backup.cleanup_delay')::interval);
     ELSIF TG_OP = 'UPDATE' AND OLD.status = 'Exported' AND NEW.status IS DISTINCT FROM 'Exported'
           AND NEW.cleaned_up_at IS NULL THEN
         NEW.cleanup_scheduled_at := NULL;
@@ -39,12 +42,23 @@ DECLARE
     new_status text := format('%s', NEW.status);
     old_status text;
     skip boolean := coalesce(nullif(current_setting('legacy_backup.skip_snapshot_check', true), ''), 'off')::boolean;
-    earliest timestamptz := now() + current_setting('legacy_backup.cleanup_delay')::interval;
+    earliest timestamptz := statement_timestamp() + current_setting('legacy_backup.cleanup_delay')::interval;
     recorded timestamptz;
     verdict jsonb;
 BEGIN
     IF TG_OP = 'UPDATE' THEN
         old_status := format('%s', OLD.status);
+        -- The schedule, the snapshots and the object keys all hang on the session id.
+        IF NEW.id IS DISTINCT FROM OLD.id THEN
+            RAISE EXCEPTION 'the id of session "%" cannot change while legacy_backup protects it', OLD.id
+                USING ERRCODE = 'LB008',
+                      DETAIL = 'Its snapshots, cleanup schedule and object-storage keys are filed under that id.';
+        END IF;
+        -- A cleaned-up session stays cleaned up: clearing the mark would queue its cleanup again.
+        IF OLD.cleaned_up_at IS NOT NULL AND NEW.cleaned_up_at IS NULL THEN
+            RAISE EXCEPTION 'session "%" was cleaned up at %; that cannot be undone', OLD.id, OLD.cleaned_up_at
+                USING ERRCODE = 'LB004';
+        END IF;
     END IF;
 
     -- Files are only ever deleted for an exported session.

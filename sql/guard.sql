@@ -8,8 +8,10 @@
 --    cascade brought it there: refused when it dropped the extension's data tables, or one of
 --    the extension's triggers on an application table that itself stays.
 -- 3. legacy_backup_trigger_guard (ddl_command_end): refuses a statement that left one of the
---    extension's triggers disabled, replication-only, calling another function, or renamed
---    (SQLSTATE LB006). The table owner may do all of these; none may silence the trail unseen.
+--    extension's triggers disabled, replication-only, calling another function, renamed or on a
+--    renamed table; a column the extension reads retyped; or a child table under the two tables
+--    that carry the triggers (SQLSTATE LB006). The table owner may do all of these; none may
+--    silence the trail unseen or slip its own code into the extension's privileged reads.
 CREATE FUNCTION legacy_backup.drop_guard() RETURNS event_trigger
     LANGUAGE c SET search_path = pg_catalog, pg_temp AS 'MODULE_PATHNAME', 'legacy_backup_drop_guard';
 COMMENT ON FUNCTION legacy_backup.drop_guard() IS
@@ -77,11 +79,18 @@ BEGIN
     IF coalesce(nullif(current_setting('legacy_backup.allow_drop', true), ''), 'off')::boolean THEN
         RETURN;
     END IF;
-    -- ALTER TABLE of other tables is none of our business.
-    IF tg_tag = 'ALTER TABLE' AND NOT EXISTS (
+    -- Tables other than the two carrying the triggers (under any name they now have) and their
+    -- children are none of our business.
+    IF tg_tag IN ('ALTER TABLE', 'CREATE TABLE') AND NOT EXISTS (
            SELECT 1 FROM pg_event_trigger_ddl_commands() c
            WHERE c.classid = 'pg_catalog.pg_class'::regclass
-             AND c.objid IN (to_regclass('@extschema@.extracted_documents'), to_regclass('@extschema@.legacy_import_sessions'))) THEN
+             AND (c.objid IN (to_regclass('@extschema@.extracted_documents'), to_regclass('@extschema@.legacy_import_sessions'))
+                  OR EXISTS (SELECT 1 FROM pg_trigger t JOIN pg_proc p ON p.oid = t.tgfoid
+                             WHERE t.tgrelid = c.objid AND p.proname LIKE 'legacy\_backup\_%'
+                               AND p.pronamespace = '@extschema@'::regnamespace)
+                  OR EXISTS (SELECT 1 FROM pg_inherits i WHERE i.inhrelid = c.objid
+                             AND i.inhparent IN (to_regclass('@extschema@.extracted_documents'),
+                                                 to_regclass('@extschema@.legacy_import_sessions'))))) THEN
         RETURN;
     END IF;
     SELECT string_agg(p.trigger_name || ' ' || p.problem, '; ') INTO problems
@@ -90,14 +99,14 @@ BEGIN
         RAISE EXCEPTION 'refused: % would leave the triggers of legacy_backup not doing their job', tg_tag
             USING ERRCODE = 'LB006',
                   DETAIL = 'After it: ' || problems || '.',
-                  HINT = 'These triggers keep the audit trail and the export gate. A superuser may confirm with SET legacy_backup.allow_drop = on.';
+                  HINT = 'These triggers and columns keep the audit trail and the export gate (docs/security.md). A superuser may confirm with SET legacy_backup.allow_drop = on.';
     END IF;
 END $$;
 COMMENT ON FUNCTION legacy_backup.trigger_guard() IS
     'Event trigger: refuses ALTER TABLE / ALTER TRIGGER / CREATE TRIGGER that disable, rename or replace the extension''s triggers (LB006), unless legacy_backup.allow_drop is on';
 REVOKE ALL ON FUNCTION legacy_backup.trigger_guard() FROM PUBLIC;
 CREATE EVENT TRIGGER legacy_backup_trigger_guard ON ddl_command_end
-    WHEN TAG IN ('ALTER TABLE', 'ALTER TRIGGER', 'CREATE TRIGGER')
+    WHEN TAG IN ('ALTER TABLE', 'ALTER TRIGGER', 'CREATE TRIGGER', 'CREATE TABLE')
     EXECUTE FUNCTION legacy_backup.trigger_guard();
 COMMENT ON EVENT TRIGGER legacy_backup_trigger_guard IS
     'Refuses statements that disable, rename or replace the extension''s triggers on application tables (SQLSTATE LB006)';

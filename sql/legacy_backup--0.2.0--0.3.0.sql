@@ -10,6 +10,7 @@
 -- guards cover DROP OWNED, cascades and the extension's triggers; the secret access key is no
 -- longer a setting (the library no longer defines legacy_backup.r2_secret_access_key).
 
+
 -- 1. The extension's own cleanup schedule, filled from the sessions exported under 0.2.0.
 -- When each exported session's files may be deleted: the extension's own record, written only by
 -- the export check (sql/gate.sql), legacy_postpone_cleanup and a re-open. The worker trusts
@@ -41,6 +42,7 @@ BEGIN
     END IF;
 END $$;
 
+
 -- 2. The audit trail: the authenticated role beside every change; functions with search_path
 -- pg_catalog only; TRUNCATE logged.
 ALTER TABLE @extschema@.category_assignment_logs ADD COLUMN db_role text;
@@ -56,6 +58,16 @@ DECLARE
     at timestamptz := clock_timestamp();
     role_name text := 'pg:' || session_user;
 BEGIN
+    IF pg_trigger_depth() > 1 AND src <> 'app' THEN
+        src := 'app';
+        actor := NULL;
+    END IF;
+    -- Old and new rows are paired by id: a statement that changes ids would escape the log.
+    IF EXISTS (SELECT 1 FROM old_rows o WHERE NOT EXISTS (SELECT 1 FROM new_rows n WHERE n.id = o.id)) THEN
+        RAISE EXCEPTION 'the id of a document cannot change while legacy_backup keeps its history'
+            USING ERRCODE = 'LB008',
+                  HINT = 'Insert the document under its new id and delete the old one: both are logged.';
+    END IF;
     INSERT INTO @extschema@.category_assignment_logs
         (session_id, document_id, old_category_id, new_category_id, old_status, new_status,
          old_categorized_by, new_categorized_by, old_categorized_at, new_categorized_at,
@@ -73,7 +85,7 @@ BEGIN
                          AND (n.categorized_by IS DISTINCT FROM o.categorized_by
                               OR n.categorized_at IS DISTINCT FROM o.categorized_at) THEN 'categorized_by'
                     ELSE 'db_user' END AS how) a
-    WHERE n.category_id IS DISTINCT FROM o.category_id OR n.status IS DISTINCT FROM o.status;
+    WHERE n.category_id IS DISTINCT FROM o.category_id OR format('%s', n.status) IS DISTINCT FROM format('%s', o.status);
     RETURN NULL;
 END $$;
 
@@ -83,6 +95,10 @@ DECLARE
     actor text := nullif(current_setting('legacy_backup.actor', true), '');
     src text := coalesce(nullif(current_setting('legacy_backup.change_source', true), ''), 'app');
 BEGIN
+    IF pg_trigger_depth() > 1 AND src <> 'app' THEN
+        src := 'app';
+        actor := NULL;
+    END IF;
     -- Only documents that arrive already categorized (or skipped) change categorization.
     INSERT INTO @extschema@.category_assignment_logs
         (session_id, document_id, new_category_id, new_status, new_categorized_by, new_categorized_at,
@@ -92,7 +108,7 @@ BEGIN
            CASE WHEN actor IS NOT NULL THEN 'setting' WHEN n.categorized_by IS NOT NULL THEN 'categorized_by' ELSE 'db_user' END,
            clock_timestamp(), src, session_user
     FROM new_rows n
-    WHERE n.category_id IS NOT NULL OR n.status <> 'Uncategorized';
+    WHERE n.category_id IS NOT NULL OR format('%s', n.status) <> 'Uncategorized';
     RETURN NULL;
 END $$;
 
@@ -102,6 +118,10 @@ DECLARE
     actor text := nullif(current_setting('legacy_backup.actor', true), '');
     src text := coalesce(nullif(current_setting('legacy_backup.change_source', true), ''), 'app');
 BEGIN
+    IF pg_trigger_depth() > 1 AND src <> 'app' THEN
+        src := 'app';
+        actor := NULL;
+    END IF;
     -- Every deleted document is logged, so the state at an earlier moment can be rebuilt.
     INSERT INTO @extschema@.category_assignment_logs
         (session_id, document_id, old_category_id, old_status, old_categorized_by, old_categorized_at,
@@ -120,14 +140,21 @@ DECLARE
     actor text := nullif(current_setting('legacy_backup.actor', true), '');
     src text := coalesce(nullif(current_setting('legacy_backup.change_source', true), ''), 'app');
 BEGIN
-    INSERT INTO @extschema@.category_assignment_logs
-        (session_id, document_id, old_category_id, old_status, old_categorized_by, old_categorized_at,
-         changed_by, attribution, changed_at, source, db_role)
-    SELECT o.session_id, o.id, o.category_id, format('%s', o.status), o.categorized_by, o.categorized_at,
-           coalesce(actor, 'pg:' || session_user),
-           CASE WHEN actor IS NOT NULL THEN 'setting' ELSE 'db_user' END,
-           clock_timestamp(), src, session_user
-    FROM @extschema@.extracted_documents o;
+    IF pg_trigger_depth() > 1 AND src <> 'app' THEN
+        src := 'app';
+        actor := NULL;
+    END IF;
+    -- The table the trigger fired on, by oid (never a name something else could take over).
+    EXECUTE format(
+        'INSERT INTO @extschema@.category_assignment_logs
+             (session_id, document_id, old_category_id, old_status, old_categorized_by, old_categorized_at,
+              changed_by, attribution, changed_at, source, db_role)
+         SELECT o.session_id, o.id, o.category_id, format(''%%s'', o.status), o.categorized_by, o.categorized_at,
+                coalesce($1, ''pg:'' || session_user),
+                CASE WHEN $1 IS NOT NULL THEN ''setting'' ELSE ''db_user'' END,
+                clock_timestamp(), $2, session_user
+         FROM ONLY %s o', TG_RELID::regclass)
+    USING actor, src;
     RETURN NULL;
 END $$;
 
@@ -230,16 +257,15 @@ COMMENT ON FUNCTION @extschema@.legacy_session_activity(text, timestamptz) IS
     'Who changed how many documents of a session, and when (baseline rows excluded)';
 
 
-
 -- 3. The export gate: BEFORE fills the columns, AFTER (SECURITY DEFINER) decides.
 
 CREATE OR REPLACE FUNCTION @extschema@.legacy_backup_export_gate() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF NEW.status = 'Exported' AND (TG_OP = 'INSERT' OR OLD.status IS DISTINCT FROM 'Exported') THEN
-        NEW.exported_at := coalesce(NEW.exported_at, now());
+        NEW.exported_at := coalesce(NEW.exported_at, statement_timestamp());
         NEW.cleanup_scheduled_at := greatest(NEW.cleanup_scheduled_at,
-                                             now() + current_setting('legacy_backup.cleanup_delay')::interval);
+                                             statement_timestamp() + current_setting('legacy_backup.cleanup_delay')::interval);
     ELSIF TG_OP = 'UPDATE' AND OLD.status = 'Exported' AND NEW.status IS DISTINCT FROM 'Exported'
           AND NEW.cleaned_up_at IS NULL THEN
         NEW.cleanup_scheduled_at := NULL;
@@ -254,12 +280,23 @@ DECLARE
     new_status text := format('%s', NEW.status);
     old_status text;
     skip boolean := coalesce(nullif(current_setting('legacy_backup.skip_snapshot_check', true), ''), 'off')::boolean;
-    earliest timestamptz := now() + current_setting('legacy_backup.cleanup_delay')::interval;
+    earliest timestamptz := statement_timestamp() + current_setting('legacy_backup.cleanup_delay')::interval;
     recorded timestamptz;
     verdict jsonb;
 BEGIN
     IF TG_OP = 'UPDATE' THEN
         old_status := format('%s', OLD.status);
+        -- The schedule, the snapshots and the object keys all hang on the session id.
+        IF NEW.id IS DISTINCT FROM OLD.id THEN
+            RAISE EXCEPTION 'the id of session "%" cannot change while legacy_backup protects it', OLD.id
+                USING ERRCODE = 'LB008',
+                      DETAIL = 'Its snapshots, cleanup schedule and object-storage keys are filed under that id.';
+        END IF;
+        -- A cleaned-up session stays cleaned up: clearing the mark would queue its cleanup again.
+        IF OLD.cleaned_up_at IS NOT NULL AND NEW.cleaned_up_at IS NULL THEN
+            RAISE EXCEPTION 'session "%" was cleaned up at %; that cannot be undone', OLD.id, OLD.cleaned_up_at
+                USING ERRCODE = 'LB004';
+        END IF;
     END IF;
 
     -- Files are only ever deleted for an exported session.
@@ -421,11 +458,18 @@ BEGIN
     IF coalesce(nullif(current_setting('legacy_backup.allow_drop', true), ''), 'off')::boolean THEN
         RETURN;
     END IF;
-    -- ALTER TABLE of other tables is none of our business.
-    IF tg_tag = 'ALTER TABLE' AND NOT EXISTS (
+    -- Tables other than the two carrying the triggers (under any name they now have) and their
+    -- children are none of our business.
+    IF tg_tag IN ('ALTER TABLE', 'CREATE TABLE') AND NOT EXISTS (
            SELECT 1 FROM pg_event_trigger_ddl_commands() c
            WHERE c.classid = 'pg_catalog.pg_class'::regclass
-             AND c.objid IN (to_regclass('@extschema@.extracted_documents'), to_regclass('@extschema@.legacy_import_sessions'))) THEN
+             AND (c.objid IN (to_regclass('@extschema@.extracted_documents'), to_regclass('@extschema@.legacy_import_sessions'))
+                  OR EXISTS (SELECT 1 FROM pg_trigger t JOIN pg_proc p ON p.oid = t.tgfoid
+                             WHERE t.tgrelid = c.objid AND p.proname LIKE 'legacy\_backup\_%'
+                               AND p.pronamespace = '@extschema@'::regnamespace)
+                  OR EXISTS (SELECT 1 FROM pg_inherits i WHERE i.inhrelid = c.objid
+                             AND i.inhparent IN (to_regclass('@extschema@.extracted_documents'),
+                                                 to_regclass('@extschema@.legacy_import_sessions'))))) THEN
         RETURN;
     END IF;
     SELECT string_agg(p.trigger_name || ' ' || p.problem, '; ') INTO problems
@@ -434,14 +478,14 @@ BEGIN
         RAISE EXCEPTION 'refused: % would leave the triggers of legacy_backup not doing their job', tg_tag
             USING ERRCODE = 'LB006',
                   DETAIL = 'After it: ' || problems || '.',
-                  HINT = 'These triggers keep the audit trail and the export gate. A superuser may confirm with SET legacy_backup.allow_drop = on.';
+                  HINT = 'These triggers and columns keep the audit trail and the export gate (docs/security.md). A superuser may confirm with SET legacy_backup.allow_drop = on.';
     END IF;
 END $$;
 COMMENT ON FUNCTION legacy_backup.trigger_guard() IS
     'Event trigger: refuses ALTER TABLE / ALTER TRIGGER / CREATE TRIGGER that disable, rename or replace the extension''s triggers (LB006), unless legacy_backup.allow_drop is on';
 REVOKE ALL ON FUNCTION legacy_backup.trigger_guard() FROM PUBLIC;
 CREATE EVENT TRIGGER legacy_backup_trigger_guard ON ddl_command_end
-    WHEN TAG IN ('ALTER TABLE', 'ALTER TRIGGER', 'CREATE TRIGGER')
+    WHEN TAG IN ('ALTER TABLE', 'ALTER TRIGGER', 'CREATE TRIGGER', 'CREATE TABLE')
     EXECUTE FUNCTION legacy_backup.trigger_guard();
 COMMENT ON EVENT TRIGGER legacy_backup_trigger_guard IS
     'Refuses statements that disable, rename or replace the extension''s triggers on application tables (SQLSTATE LB006)';

@@ -137,7 +137,7 @@ fn detached_error(missing: &[String]) -> LbError {
 
 /// Fails with a clear error unless every required table and added column is in place.
 pub fn ensure_attached() -> LbResult<()> {
-    let mut missing = missing_tables()?;
+    let mut missing = lock_app_tables()?;
     missing.extend(
         missing_session_columns()?
             .iter()
@@ -203,7 +203,7 @@ pub const TRIGGERS: &[(&str, &str, &str, &str, &str)] = &[
         "AFTER UPDATE",
         "legacy_import_sessions",
         "FOR EACH ROW WHEN (OLD.status IS DISTINCT FROM NEW.status OR OLD.cleaned_up_at IS DISTINCT FROM NEW.cleaned_up_at \
-         OR OLD.cleanup_scheduled_at IS DISTINCT FROM NEW.cleanup_scheduled_at)",
+         OR OLD.cleanup_scheduled_at IS DISTINCT FROM NEW.cleanup_scheduled_at OR OLD.id IS DISTINCT FROM NEW.id)",
         "legacy_backup_export_check",
     ),
     (
@@ -289,18 +289,25 @@ pub fn tampered_triggers() -> LbResult<Vec<(String, String)>> {
             Some(state) => problems.push((format!("{table}.{name}"), state.describe())),
         }
     }
+    // Every trigger calling one of the extension's functions must be the one of that name on
+    // that table: a renamed trigger, or a trigger left on a renamed (or moved) table, is not.
     let names: Vec<&str> = TRIGGERS.iter().map(|t| t.0).collect();
+    let tables: Vec<&str> = TRIGGERS.iter().map(|t| t.2).collect();
     let functions: Vec<&str> = TRIGGERS.iter().map(|t| t.4).collect();
-    let renamed = Spi::connect(|c| -> LbResult<Vec<(String, String)>> {
+    let misplaced = Spi::connect(|c| -> LbResult<Vec<(String, String)>> {
         let rows = c.select(
             "SELECT t.tgrelid::regclass::text || '.' || t.tgname, p.proname::text \
              FROM pg_catalog.pg_trigger t JOIN pg_catalog.pg_proc p ON p.oid = t.tgfoid \
-             WHERE p.pronamespace = $1 AND p.proname = ANY($2) AND NOT (t.tgname = ANY($3))",
+             JOIN pg_catalog.pg_class r ON r.oid = t.tgrelid \
+             WHERE p.pronamespace = $1 AND p.proname = ANY($2) \
+               AND NOT EXISTS (SELECT 1 FROM unnest($3::text[], $4::text[]) AS x(name, tab) \
+                               WHERE x.name = t.tgname AND x.tab = r.relname AND r.relnamespace = $1)",
             None,
             &[
                 extension_namespace()?.into(),
                 functions.into(),
                 names.into(),
+                tables.into(),
             ],
         )?;
         let mut found = Vec::new();
@@ -309,13 +316,106 @@ pub fn tampered_triggers() -> LbResult<Vec<(String, String)>> {
             let function: String = row.get(2)?.unwrap_or_default();
             found.push((
                 trigger,
-                format!("calls the extension's {function}() under another name"),
+                format!(
+                    "calls the extension's {function}() under another name or on another table"
+                ),
             ));
         }
         Ok(found)
     })?;
-    problems.extend(renamed);
+    problems.extend(misplaced);
+    problems.extend(structure_problems()?);
     Ok(problems)
+}
+
+/// Columns the extension's SECURITY DEFINER code reads from application tables, with the kinds
+/// of type they must keep: with these, every operator it applies is pg_catalog's own and no
+/// cast the application defined can run. (`enum` values are only read through format().)
+const COLUMN_KINDS: &[(&str, &str, &str)] = &[
+    ("extracted_documents", "id", "text"),
+    ("extracted_documents", "session_id", "text"),
+    ("extracted_documents", "category_id", "text"),
+    ("extracted_documents", "categorized_by", "text"),
+    ("extracted_documents", "categorized_at", "timestamptz"),
+    ("extracted_documents", "status", "enum"),
+    ("legacy_import_sessions", "id", "text"),
+    ("legacy_import_sessions", "status", "enum"),
+    ("legacy_import_sessions", "exported_at", "timestamptz"),
+    ("legacy_import_sessions", "cleaned_up_at", "timestamptz"),
+    (
+        "legacy_import_sessions",
+        "cleanup_scheduled_at",
+        "timestamptz",
+    ),
+    ("users", "id", "text"),
+];
+
+/// What would let application-defined code into the extension's privileged reads, or changes
+/// past the audit trail: a column above retyped, or a table inheriting from (or partition of)
+/// the two tables that carry the triggers (statement triggers do not fire for its rows).
+pub fn structure_problems() -> LbResult<Vec<(String, String)>> {
+    let nsp = extension_namespace()?;
+    let tables: Vec<&str> = COLUMN_KINDS.iter().map(|c| c.0).collect();
+    let columns: Vec<&str> = COLUMN_KINDS.iter().map(|c| c.1).collect();
+    let kinds: Vec<&str> = COLUMN_KINDS.iter().map(|c| c.2).collect();
+    Spi::connect(|c| {
+        let rows = c.select(
+            "SELECT r.relname || '.' || a.attname, 'has type ' || pg_catalog.format_type(a.atttypid, a.atttypmod) \
+                    || ', not ' || x.kind || ': the extension reads it with its own rights' \
+             FROM unnest($2::text[], $3::text[], $4::text[]) AS x(tab, col, kind) \
+             JOIN pg_catalog.pg_class r ON r.relname = x.tab AND r.relnamespace = $1 AND r.relkind IN ('r', 'p') \
+             JOIN pg_catalog.pg_attribute a ON a.attrelid = r.oid AND a.attname = x.col AND NOT a.attisdropped \
+             JOIN pg_catalog.pg_type t ON t.oid = a.atttypid \
+             WHERE NOT CASE x.kind \
+                 WHEN 'text' THEN a.atttypid IN ('pg_catalog.text'::pg_catalog.regtype, 'pg_catalog.varchar'::pg_catalog.regtype) \
+                 WHEN 'timestamptz' THEN a.atttypid IN ('pg_catalog.timestamptz'::pg_catalog.regtype, 'pg_catalog.timestamp'::pg_catalog.regtype) \
+                 ELSE t.typtype = 'e' END \
+             UNION ALL \
+             SELECT i.inhrelid::pg_catalog.regclass::text, 'inherits from ' || r.relname \
+                    || ': changes made directly to it would not be logged' \
+             FROM pg_catalog.pg_inherits i JOIN pg_catalog.pg_class r ON r.oid = i.inhparent \
+             WHERE r.relnamespace = $1 AND r.relname IN ('extracted_documents', 'legacy_import_sessions') \
+             ORDER BY 1",
+            None,
+            &[nsp.into(), tables.into(), columns.into(), kinds.into()],
+        )?;
+        let mut found = Vec::new();
+        for row in rows {
+            found.push((
+                row.get::<String>(1)?.unwrap_or_default(),
+                row.get::<String>(2)?.unwrap_or_default(),
+            ));
+        }
+        Ok(found)
+    })
+}
+
+/// Takes ACCESS SHARE locks on the application's tables and checks, under the lock, that each
+/// name still means an ordinary or partitioned table: the extension's privileged reads name them,
+/// and a view put in a table's place would run its functions with the reader's rights. Returns
+/// the tables that are missing.
+pub fn lock_app_tables() -> LbResult<Vec<String>> {
+    let nsp = extension_namespace()?;
+    let mut missing = Vec::new();
+    for table in REQUIRED_TABLES {
+        let cname = CString::new(*table).expect("table names have no NUL");
+        // SAFETY: name lookups and a lock by oid; the lock is held to the end of the transaction.
+        let relid = unsafe { pg_sys::get_relname_relid(cname.as_ptr(), nsp) };
+        if relid == pg_sys::InvalidOid {
+            missing.push(table.to_string());
+            continue;
+        }
+        unsafe { pg_sys::LockRelationOid(relid, pg_sys::AccessShareLock as pg_sys::LOCKMODE) };
+        if app_table(nsp, table) != Some(relid) {
+            return Err(LbError::new(
+                PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE,
+                format!("{table} is not an ordinary table"),
+            )
+            .detail("legacy_backup reads the application's tables with its own rights, so it reads tables only, never views or other relations in their place.")
+            .hint("Restore the application's table under that name."));
+        }
+    }
+    Ok(missing)
 }
 
 pub fn function_exists(function: &str) -> LbResult<bool> {
@@ -373,6 +473,14 @@ pub fn attach() -> LbResult<Vec<AttachStep>> {
         )
         .detail(format!("legacy_backup looks for them in schema {}.", extension_schema()?))
         .hint("Create or restore the application's tables first, then run legacy_backup_attach() again."));
+    }
+    lock_app_tables()?;
+    if let Some((object, problem)) = structure_problems()?.into_iter().next() {
+        return Err(LbError::new(
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            format!("cannot attach: {object} {problem}"),
+        )
+        .hint("See docs/security.md: the columns the extension reads keep their types, and the tables carrying its triggers have no child tables."));
     }
     let mut steps = Vec::new();
     for table in REQUIRED_TABLES {

@@ -62,8 +62,8 @@ SELECT pg_catalog.format('%s', s.status), to_char(s.cleanup_scheduled_at AT TIME
        snap.id, snap.snapshot_key,
        to_char(snap.snapshot_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
        coalesce(snap.uploaded, false),
-       round((extract(epoch FROM now() - snap.snapshot_at) / 60)::numeric, 1)::float8,
-       (now() - snap.snapshot_at) > current_setting('legacy_backup.max_snapshot_age')::interval,
+       round((extract(epoch FROM statement_timestamp() - snap.snapshot_at) / 60)::numeric, 1)::float8,
+       (statement_timestamp() - snap.snapshot_at) > current_setting('legacy_backup.max_snapshot_age')::interval,
        CASE WHEN snap.id IS NULL THEN NULL ELSE (
                 SELECT count(*) FROM @extschema@.category_assignment_logs l
                 WHERE l.session_id = $1 AND l.source <> 'baseline'
@@ -107,6 +107,8 @@ pub fn audit_trail_recording() -> LbResult<bool> {
 /// ALREADY_EXPORTED (the UI's question); the trigger asks without it, since the row it guards
 /// still holds the old status.
 pub fn verdict(session_id: &str, include_status: bool) -> LbResult<Readiness> {
+    // Called from the export check trigger too, which reads the sessions table by name.
+    crate::attach::lock_app_tables()?;
     let audit_active = audit_trail_recording()?;
     let query = crate::attach::sql(VERDICT_QUERY)?;
     Spi::connect(|client| {
@@ -207,7 +209,7 @@ pub fn postpone_cleanup(
         let rows = client.update(
             &crate::attach::sql(
                 "SELECT pg_catalog.format('%s', s.status), c.scheduled_at, s.cleaned_up_at IS NOT NULL, \
-                        $2 > now(), $2 <= now() + $3::interval, \
+                        $2 > statement_timestamp(), $2 <= statement_timestamp() + $3::interval, \
                         $2 > coalesce(c.scheduled_at, '-infinity'), isfinite($2) \
                  FROM @extschema@.legacy_import_sessions s \
                  LEFT JOIN legacy_backup.cleanup_schedule c ON c.session_id = s.id \

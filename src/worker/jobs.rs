@@ -72,6 +72,8 @@ fn in_transaction<R>(
     let result = BackgroundWorker::transaction(|| {
         // Installed in this database? (Names are qualified; the path holds pg_catalog only.)
         crate::attach::extension_schema().ok()?;
+        // The application's tables are read by name below: locked, and checked to be tables.
+        crate::attach::lock_app_tables().ok()?;
         Spi::connect_mut(|client| {
             client
                 .update(
@@ -412,7 +414,7 @@ fn schedule(client: &mut SpiClient<'_>) {
         "INSERT INTO legacy_backup.jobs (kind, session_id, requested_by) \
          SELECT 'cleanup', s.id, 'schedule' FROM legacy_backup.cleanup_schedule c \
          JOIN @extschema@.legacy_import_sessions s ON s.id = c.session_id \
-         WHERE c.scheduled_at <= now() AND s.status OPERATOR(pg_catalog.=) 'Exported' AND s.cleaned_up_at IS NULL \
+         WHERE c.scheduled_at <= now() AND pg_catalog.format('%s', s.status) OPERATOR(pg_catalog.=) 'Exported' AND s.cleaned_up_at IS NULL \
            AND EXISTS (SELECT 1 FROM legacy_backup.snapshots n WHERE n.session_id = s.id AND n.upload_state = 'uploaded') \
            AND NOT EXISTS (SELECT 1 FROM legacy_backup.jobs j WHERE j.kind = 'cleanup' AND j.session_id = s.id \
                            AND (j.state IN ('queued', 'running', 'retrying') \

@@ -126,6 +126,31 @@ reset_witness
 q app -c "SELECT legacy_restore_snapshot('$id', 'u-partner', false)" >/dev/null
 no_escalation "A7 trigger on extracted_documents, fired by a partner's legacy_restore_snapshot"
 qa -c "DROP TRIGGER evil_docs ON extracted_documents"
+# The application's trigger makes its own change while a partner's restore runs: that change
+# must not be recorded as the restore, nor in the partner's name.
+qa <<'SQL'
+CREATE FUNCTION public.piggyback() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF current_setting('legacy_backup.change_source', true) IS DISTINCT FROM 'restore' OR pg_trigger_depth() > 1 THEN
+        RETURN NULL;
+    END IF;
+    -- (Qualified: the application's code runs with the extension's search_path, pg_catalog only.)
+    UPDATE public.extracted_documents SET category_id = NULL, status = 'Skipped', updated_at = now()
+    WHERE id = (SELECT max(id) FROM public.extracted_documents WHERE session_id = 's1') AND status <> 'Skipped';
+    RETURN NULL;
+END $$;
+CREATE TRIGGER piggyback AFTER UPDATE ON extracted_documents FOR EACH STATEMENT EXECUTE FUNCTION public.piggyback();
+SQL
+# A document whose state differs from the snapshot, so the restore has something to write.
+in_snapshot=$(q app -c "SELECT d->>'status' FROM legacy_backup.snapshots s, json_array_elements(convert_from(s.body, 'UTF8')::json->'documents') d
+                        WHERE s.id = '$id' AND d->>'id' = (SELECT min(id) FROM extracted_documents WHERE session_id = 's2')")
+other=Skipped; [ "$in_snapshot" = Skipped ] && other=Uncategorized
+q app -c "UPDATE extracted_documents SET status = '$other', category_id = NULL, updated_at = now() WHERE id = (SELECT min(id) FROM extracted_documents WHERE session_id = 's2')" >/dev/null
+q app -c "UPDATE extracted_documents SET status = 'Categorized', updated_at = now() WHERE id = (SELECT max(id) FROM extracted_documents WHERE session_id = 's1')" >/dev/null
+q app -c "SELECT legacy_restore_snapshot('$id', 'u-partner', false)" >/dev/null
+forged=$(q app -c "SELECT count(*) FROM category_assignment_logs WHERE session_id = 's1' AND (source = 'restore' OR changed_by = 'u-partner') AND changed_at > now() - interval '1 minute'")
+if [ "$forged" = 0 ]; then verdict "A7n the application's nested change recorded as the partner's restore" 1; else verdict "A7n the application's nested change recorded as the partner's restore" 0 "$forged forged row(s)"; fi
+qa -c "DROP TRIGGER piggyback ON extracted_documents"
 
 echo "2. operators and casts planted in the application's schema"
 qa <<'SQL'
@@ -159,6 +184,21 @@ no_escalation "A11 cast of the document status enum to text, reached by the audi
 qa -c "SELECT legacy_snapshot_take('s3')" >/dev/null
 no_escalation "A12 cast of the session status enum to json, reached by legacy_snapshot_take"
 qa -c "DROP CAST (\"DocumentCategorizationStatus\" AS text)" -c "DROP CAST (\"ImportSessionStatus\" AS json)"
+# An IMPLICIT cast: an enum compared with a literal would resolve to text operators through it.
+qa <<'SQL'
+CREATE FUNCTION public.evil_implicit(s "DocumentCategorizationStatus") RETURNS text LANGUAGE plpgsql AS $$
+BEGIN PERFORM public.payload('implicit cast of DocumentCategorizationStatus'); RETURN format('%s', s); END $$;
+CREATE CAST ("DocumentCategorizationStatus" AS text) WITH FUNCTION public.evil_implicit("DocumentCategorizationStatus") AS IMPLICIT;
+CREATE FUNCTION public.evil_implicit_s(s "ImportSessionStatus") RETURNS text LANGUAGE plpgsql AS $$
+BEGIN PERFORM public.payload('implicit cast of ImportSessionStatus'); RETURN format('%s', s); END $$;
+CREATE CAST ("ImportSessionStatus" AS text) WITH FUNCTION public.evil_implicit_s("ImportSessionStatus") AS IMPLICIT;
+SQL
+qa -c "INSERT INTO extracted_documents (id, session_id, file_name, file_extension, file_size_bytes, storage_path, folder_path, status, updated_at)
+       VALUES ('s3-implicit', 's3', 'x.pdf', 'pdf', 1, 'documents/s3/x.pdf', '/', 'Uncategorized', now())"
+qa -c "UPDATE extracted_documents SET status = 'Skipped', updated_at = now() WHERE id = 's3-implicit'"
+sleep 3 # the worker's scheduler compares the session status too
+no_escalation "A12i IMPLICIT casts of both enums to text, reached by the audit triggers and the worker's scheduler"
+qa -c "DROP CAST (\"DocumentCategorizationStatus\" AS text)" -c "DROP CAST (\"ImportSessionStatus\" AS text)"
 
 echo "3. pulling the cleanup forward"
 mkdir -p "$BUCKET_DIR/documents/s2"; echo keep >"$BUCKET_DIR/documents/s2/a.pdf"
@@ -181,7 +221,14 @@ if [ "$check_kept" = 1 ]; then verdict "A15 the worker deletes nothing before cl
 
 echo "4. silencing the audit trail"
 # Puts the triggers back after an attack that got through (a no-op when it was refused).
-repair() { q app -c "SET legacy_backup.allow_drop = on" -c "DROP TRIGGER IF EXISTS renamed ON extracted_documents" -c "ALTER TABLE extracted_documents ENABLE TRIGGER ALL" -c "ALTER TABLE legacy_import_sessions ENABLE TRIGGER ALL" -c "SELECT count(*) FROM legacy_backup_attach()" >/dev/null; }
+repair() {
+  q app -c "SET legacy_backup.allow_drop = on" \
+    -c "DO \$\$ BEGIN IF to_regclass('public.ed_real') IS NOT NULL THEN ALTER TABLE public.ed_real RENAME TO extracted_documents; END IF; END \$\$" \
+    -c "DROP TABLE IF EXISTS public.ed_child" \
+    -c "ALTER TABLE extracted_documents ALTER COLUMN categorized_by TYPE text" \
+    -c "DROP TRIGGER IF EXISTS renamed ON extracted_documents" -c "ALTER TABLE extracted_documents ENABLE TRIGGER ALL" \
+    -c "ALTER TABLE legacy_import_sessions ENABLE TRIGGER ALL" -c "SELECT count(*) FROM legacy_backup_attach()" >/dev/null
+}
 for change in "DISABLE TRIGGER legacy_backup_log_update" "ENABLE REPLICA TRIGGER legacy_backup_log_update" \
               "DISABLE TRIGGER ALL" "DISABLE TRIGGER USER"; do
   # (DISABLE TRIGGER ALL also reaches the foreign-key triggers: PostgreSQL itself refuses it to
@@ -195,6 +242,18 @@ refused_with "A18 ALTER TRIGGER legacy_backup_log_update RENAME" LB006 \
   "$(state_of "ALTER TRIGGER legacy_backup_log_update ON extracted_documents RENAME TO renamed")"; repair
 refused_with "A19 ALTER TABLE legacy_import_sessions DISABLE TRIGGER legacy_backup_export_gate" LB006 \
   "$(state_of "ALTER TABLE legacy_import_sessions DISABLE TRIGGER legacy_backup_export_gate")"; repair
+refused_with "A19r ALTER TABLE extracted_documents RENAME (a view could take its name)" LB006 \
+  "$(state_of "ALTER TABLE extracted_documents RENAME TO ed_real")"; repair
+refused_with "A19c a child table (its rows escape the statement triggers)" LB006 \
+  "$(state_of "CREATE TABLE public.ed_child () INHERITS (extracted_documents)")"; repair
+qa -c "CREATE DOMAIN public.evil_text AS text"
+refused_with "A19t retyping a column the extension reads (categorized_by to a domain)" LB006 \
+  "$(state_of "ALTER TABLE extracted_documents ALTER COLUMN categorized_by TYPE public.evil_text")"; repair
+refused_with "A19i changing a document's id in the same UPDATE as its category" LB008 \
+  "$(state_of "UPDATE extracted_documents SET id = id || '~', category_id = NULL, status = 'Skipped', updated_at = now() WHERE id = (SELECT min(id) FROM extracted_documents WHERE session_id = 's3')")"
+qa -c "INSERT INTO legacy_import_sessions (id, firm_id, pst_file_name, pst_file_size, uploaded_by, status, updated_at) VALUES ('sx', 'f', 'x.pst', 1, 'u', 'InProgress', now())"
+refused_with "A19s changing a session's id (its schedule and keys hang on it)" LB008 \
+  "$(state_of "UPDATE legacy_import_sessions SET id = 'sy' WHERE id = 'sx'")"
 # A superuser may still switch the trail off on purpose (allow_drop): health and the gate notice.
 q app -c "SET legacy_backup.allow_drop = on" -c "ALTER TABLE extracted_documents ENABLE REPLICA TRIGGER legacy_backup_log_update" >/dev/null 2>&1
 healthy=$(q app -c "SELECT ok FROM legacy_backup_health() WHERE check_name = 'trigger extracted_documents.legacy_backup_log_update'")
@@ -212,6 +271,40 @@ q postgres -c "CREATE ROLE lb_dba SUPERUSER LOGIN" -c "CREATE DATABASE owned OWN
 st=$("$BIN/psql" -X -q -At -h "$CLUSTER/sock" -p "$PORT" -U postgres -d owned -c "DROP OWNED BY lb_dba CASCADE" 2>&1 >/dev/null | grep -o 'ERROR' | head -1)
 left=$("$BIN/psql" -X -q -At -h "$CLUSTER/sock" -p "$PORT" -U postgres -d owned -c "SELECT count(*) FROM legacy_backup.snapshots" 2>/dev/null || echo 0)
 if [ "$st" = ERROR ] && [ "$left" = 1 ]; then verdict "A22 DROP OWNED BY the extension's owner CASCADE" 1 "refused, snapshot kept"; else verdict "A22 DROP OWNED BY the extension's owner CASCADE" 0 "snapshots left: $left"; fi
+
+# A view in place of an application table: the extension must never read it with its rights.
+q postgres -c "CREATE DATABASE viewdb OWNER lb_app" >/dev/null
+"$BIN/psql" -X -q -h "$CLUSTER/sock" -p "$PORT" -U lb_app -d viewdb -v ON_ERROR_STOP=1 \
+  -f "$ROOT/tests/fixtures/app_schema.sql" -v sid=v1 -v docs=5 -f "$ROOT/tests/fixtures/seed.sql" >/dev/null 2>&1
+"$BIN/psql" -X -q -h "$CLUSTER/sock" -p "$PORT" -U postgres -d viewdb -c "CREATE EXTENSION legacy_backup" -c "GRANT legacy_backup_operator TO lb_app" >/dev/null 2>&1
+"$BIN/psql" -X -q -h "$CLUSTER/sock" -p "$PORT" -U lb_app -d viewdb -v ON_ERROR_STOP=1 >/dev/null 2>&1 <<'SQL'
+CREATE TABLE public.witness (attack text, who text, su bool);
+GRANT INSERT ON public.witness TO PUBLIC;
+CREATE FUNCTION public.payload(tag text) RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO public.witness SELECT tag, current_user, rolsuper FROM pg_roles WHERE rolname = current_user;
+    BEGIN EXECUTE 'ALTER ROLE lb_app SUPERUSER'; EXCEPTION WHEN others THEN NULL; END;
+    RETURN true;
+END $$;
+CREATE TABLE public.sessions_kept AS SELECT * FROM legacy_import_sessions;
+DROP TABLE legacy_import_sessions CASCADE;
+CREATE VIEW legacy_import_sessions AS SELECT * FROM public.sessions_kept WHERE public.payload('view in place of legacy_import_sessions');
+SQL
+"$BIN/psql" -X -q -h "$CLUSTER/sock" -p "$PORT" -U postgres -d viewdb -c "SELECT legacy_export_readiness('v1')" >/dev/null 2>&1
+"$BIN/psql" -X -q -h "$CLUSTER/sock" -p "$PORT" -U lb_app -d viewdb -c "SELECT legacy_snapshot_take('v1')" >/dev/null 2>&1
+seen=$("$BIN/psql" -X -q -At -h "$CLUSTER/sock" -p "$PORT" -U postgres -d viewdb -c "SELECT count(*) FROM public.witness WHERE who <> 'lb_app'")
+su=$(q app -c "SELECT rolsuper FROM pg_roles WHERE rolname = 'lb_app'")
+if [ "$seen" = 0 ] && [ "$su" = f ]; then verdict "A22v a view in place of legacy_import_sessions, read by readiness and snapshot" 1; else verdict "A22v a view in place of legacy_import_sessions" 0 "witness rows by others: $seen, lb_app superuser: $su"; fi
+q app -c "ALTER ROLE lb_app NOSUPERUSER" >/dev/null
+
+# A transaction left open for longer than cleanup_delay must not schedule a cleanup already due.
+q postgres -c "ALTER DATABASE app SET legacy_backup.cleanup_delay = '4s'" >/dev/null
+qa -v sid=s5 -v docs=5 -f "$ROOT/tests/fixtures/seed.sql" >/dev/null 2>&1
+qa -c "BEGIN" -c "SELECT 1" -c "SELECT pg_sleep(5)" -c "SELECT legacy_snapshot_take('s5')" \
+   -c "UPDATE legacy_import_sessions SET status = 'Exported', updated_at = now() WHERE id = 's5'" -c "COMMIT" >/dev/null 2>&1
+early=$(q app -c "SELECT scheduled_at <= now() FROM legacy_backup.cleanup_schedule WHERE session_id = 's5'")
+q postgres -c "ALTER DATABASE app RESET legacy_backup.cleanup_delay" >/dev/null
+if [ "$early" = f ]; then verdict "A22t a long transaction schedules a cleanup that is due at commit" 1; else verdict "A22t a long transaction schedules a cleanup that is due at commit" 0 "due at once: [$early]"; fi
 
 echo "6. the secret"
 q postgres -c "GRANT pg_read_all_settings, pg_monitor TO lb_app" >/dev/null

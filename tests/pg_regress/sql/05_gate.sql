@@ -91,7 +91,9 @@ SELECT legacy_snapshot_take('gate-a') ->> 'snapshotKey' AS key \gset
 BEGIN;
 SET LOCAL legacy_backup.actor = 'u-partner';
 UPDATE legacy_import_sessions SET status = 'Exported', updated_at = now() WHERE id = 'gate-a';
-SELECT exported_at = now() AS exported_at_set, cleanup_scheduled_at = now() + interval '7 days' AS cleanup_in_7_days
+-- (Both from the exporting statement's own time, statement_timestamp(), not the transaction's.)
+SELECT exported_at BETWEEN now() AND clock_timestamp() AS exported_at_set,
+       cleanup_scheduled_at = exported_at + interval '7 days' AS cleanup_in_7_days
 FROM legacy_import_sessions WHERE id = 'gate-a';
 COMMIT;
 SELECT action, user_id, details->>'snapshotKey' = :'key' AS names_snapshot, details->'verdict' AS verdict, details->'checkSkipped' AS skipped
