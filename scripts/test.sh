@@ -1,37 +1,54 @@
 #!/usr/bin/env bash
-# The whole test suite, all levels. Sets up the machine first (idempotent).
-#   0. gates                 cargo fmt --check, cargo clippy -D warnings (pg15, pg_test)
+# The whole test suite, all levels, on PostgreSQL 15, 16 and 18. Sets up the machine first
+# (idempotent). MAJORS="15 16 18" by default; e.g. MAJORS=16 bash scripts/test.sh for one.
+#   0. gates                 cargo fmt --check, cargo clippy -D warnings (pg15 + pg_test)
 #   1. cargo test            pure Rust (ids, snapshot format, storage client, settings)
-#   2. cargo pgrx test       #[pg_test] in a temporary cluster, as the postgres user
-#   3. installcheck          pg_regress .sql/.out suite against a real cluster
-#   4. security              the red-team suite (tests/security/run.sh, docs/security.md)
-#   5. integration           real clusters across processes (worker, faults, dump/restore, upgrade)
-# Order matters: `cargo pgrx test` installs its debug test build into the system PostgreSQL,
+#   2. cargo pgrx test       #[pg_test] in a temporary cluster, as the postgres user, per major
+#   3. installcheck          pg_regress suite (one expected-output set for every major)
+#   4. security              the red-team suite (tests/security/run.sh, docs/security.md): 15, 16
+#   5. integration           real clusters across processes: all on 15; on 16 (the application's
+#                            major) the worker, recovery, dump/restore and upgrade tests
+# Order matters per major: `cargo pgrx test` installs its debug test build into that PostgreSQL,
 # so the release build is installed after it, before the suites that use it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 bash scripts/setup.sh
+MAJORS=${MAJORS:-15 16 18}
 
 step() { printf '\n=== %s\n' "$*"; }
-step "0/5 gates: cargo fmt --check, cargo clippy -D warnings"
+step "gates: cargo fmt --check, cargo clippy -D warnings"
 cargo fmt --check
 cargo clippy --all-targets --features "pg15 pg_test" -- -D warnings
 
-step "1/5 cargo test (pure Rust)"
+step "cargo test (pure Rust)"
 cargo test --lib
 
-step "2/5 cargo pgrx test (in-database)"
-bash scripts/pgcluster.sh prepare-dir .tmp
-cargo pgrx test pg15 --runas postgres --pgdata "$PWD/.tmp/pgtest"
+for major in $MAJORS; do
+  export PG=$major
+  step "PostgreSQL $major: cargo pgrx test (in-database)"
+  bash scripts/pgcluster.sh prepare-dir ".tmp/pgtest$major"
+  cargo pgrx test "pg$major" --runas postgres --pgdata "$PWD/.tmp/pgtest$major"
 
-step "3/5 pg_regress suite"
-bash scripts/installcheck.sh
+  step "PostgreSQL $major: pg_regress suite"
+  bash scripts/installcheck.sh
 
-step "4/5 red-team suite"
-bash tests/security/run.sh
+  case $major in
+    15)
+      step "PostgreSQL 15: red-team suite"
+      bash tests/security/run.sh
+      step "PostgreSQL 15: integration tests"
+      SKIP_INSTALL=1 bash tests/integration/run.sh
+      ;;
+    16)
+      step "PostgreSQL 16: red-team suite"
+      bash tests/security/run.sh
+      # The 16 build lacks test_decoding, which the load test's independent witness needs;
+      # the fault, scale and standby suites stay on 15.
+      step "PostgreSQL 16: integration tests (worker, recovery, dump/restore, upgrade); t_load skipped: no test_decoding in this build"
+      SKIP_INSTALL=1 bash tests/integration/run.sh t_worker t_recovery t_dump_restore t_upgrade t_concurrent_snapshot
+      ;;
+  esac
+done
 
-step "5/5 integration tests"
-SKIP_INSTALL=1 bash tests/integration/run.sh
-
-step "all test levels passed"
+step "all test levels passed on PostgreSQL $MAJORS"
