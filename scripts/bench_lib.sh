@@ -1,7 +1,8 @@
 # Shared by the bench scripts, sourced from the repository root once DIR and PORT are set.
 # fresh_bench_cluster [postgresql.conf lines...]: installs (unless SKIP_INSTALL=1), starts a fresh
 # private cluster that stops when the script exits, and creates database "bench" with the
-# application's schema. P runs psql against that cluster.
+# application's schema. P runs psql against that cluster. PG=16 (or 18) benches that major.
+source scripts/pg.sh
 P() { PGOPTIONS="-c client_min_messages=warning" bash scripts/pgcluster.sh psql "$DIR" "$PORT" -q -v ON_ERROR_STOP=1 "$@"; }
 
 fresh_bench_cluster() {
@@ -14,4 +15,4 @@ fresh_bench_cluster() {
 }
 
 # What every bench report starts with.
-machine() { echo "$(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(pg_config --version), $(date -u +%F)"; }
+machine() { echo "$(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $("$PG_CONFIG" --version), $(date -u +%F)"; }

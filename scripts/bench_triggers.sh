@@ -36,7 +36,7 @@ for round in $(seq 1 "$ROUNDS"); do
     v=${variants[$(( (round + k) % 4 ))]}
     script=tests/fixtures/categorize.pgbench; [ "$v" = floor ] && script=$DIR/categorize_floor.pgbench
     P -d bench -c "SELECT bench_use('$v')" >/dev/null
-    tps=$(runuser -u postgres -- "$(pg_config --bindir)/pgbench" -n -h "$PWD/$DIR/sock" -p "$PORT" -U postgres \
+    tps=$(runuser -u postgres -- "$BIN/pgbench" -n -h "$PWD/$DIR/sock" -p "$PORT" -U postgres \
             -c 2 -j 2 -T "$SECS" -M prepared -D sid=bt -D docs=8000 -D cats=40 -f "$script" bench 2>&1 | awk '/^tps/ {print $3; exit}')
     printf 'categorize\t%s\t%s\t%s\n' "$round" "$v" "$tps" >>"$results"
   done
