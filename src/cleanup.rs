@@ -70,16 +70,13 @@ fn preconditions(session_id: &str) -> LbResult<Target> {
     Ok(target)
 }
 
-fn client() -> LbResult<crate::storage::Client> {
-    settings::client_from_settings()
-        .map_err(|e| state(e).hint("Configure object storage: see the README."))
-}
-
-fn storage(e: crate::storage::StorageError) -> LbError {
-    LbError::new(
-        PgSqlErrorCode::ERRCODE_CONNECTION_FAILURE,
-        format!("object storage: {e}"),
-    )
+/// The prefixes a session's cleanup deletes: each ends with the session's own id and a slash, so
+/// `documents/s1/` never reaches `documents/s1x/`. `backups/` is never among them.
+pub fn cleanup_prefixes(session_id: &str) -> Vec<String> {
+    vec![
+        format!("pst/{session_id}/"),
+        format!("documents/{session_id}/"),
+    ]
 }
 
 pub fn cleanup_session(
@@ -89,9 +86,9 @@ pub fn cleanup_session(
 ) -> LbResult<serde_json::Value> {
     require_partner(actor)?;
     let target = preconditions(session_id)?;
-    let client = client()?;
-    match client.head_object(&target.snapshot_key).map_err(storage)? {
-        Some(i) if i.size == target.snapshot_bytes as u64 && i.etag == target.snapshot_etag => {}
+    let client = settings::sql_client()?;
+    match client.head_object(&target.snapshot_key)? {
+        Some(i) if i.is(target.snapshot_bytes as u64, &target.snapshot_etag) => {}
         _ => {
             return Err(state(format!("snapshot {} is not verified in object storage", target.snapshot_key))
                 .hint("Check it with legacy_snapshot_verify(); take a new snapshot and let the worker upload it."))
@@ -101,8 +98,8 @@ pub fn cleanup_session(
         None => {
             let mut prefixes = serde_json::Map::new();
             let (mut objects, mut bytes) = (0usize, 0u64);
-            for prefix in [format!("pst/{session_id}/"), format!("documents/{session_id}/")] {
-                let listed = client.list_all(&prefix, |_| {}).map_err(storage)?;
+            for prefix in cleanup_prefixes(session_id) {
+                let listed = client.list_all(&prefix, |_| {})?;
                 let size: u64 = listed.iter().map(|o| o.size).sum();
                 objects += listed.len();
                 bytes += size;

@@ -77,6 +77,14 @@ impl From<LbError> for ErrorReport {
     }
 }
 
+/// Object storage failing a SQL function's request (verify, fetch, manual cleanup).
+impl From<crate::storage::StorageError> for LbError {
+    fn from(e: crate::storage::StorageError) -> Self {
+        LbError::new(PgSqlErrorCode::ERRCODE_CONNECTION_FAILURE, format!("object storage: {e}"))
+            .hint("Check the legacy_backup.r2_* settings and the credentials file, and that the object storage is reachable.")
+    }
+}
+
 /// SPI failures are bugs or catalog trouble, never user input: report them as internal errors.
 impl From<pgrx::spi::SpiError> for LbError {
     fn from(e: pgrx::spi::SpiError) -> Self {

@@ -13,25 +13,12 @@
 //!   change with source `restore`, and writes a `SNAPSHOT_RESTORED` audit row.
 
 use crate::error::{LbError, LbResult};
-use crate::storage::StorageError;
 use crate::worker::settings;
 use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
-
-fn storage_error(e: StorageError) -> LbError {
-    LbError::new(PgSqlErrorCode::ERRCODE_CONNECTION_FAILURE, format!("object storage: {e}"))
-        .hint("Check legacy_backup.r2_* settings and that the object storage is reachable; see legacy_backup_health().")
-}
-
-fn client() -> LbResult<crate::storage::Client> {
-    settings::client_from_settings().map_err(|e| {
-        LbError::new(PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE, e)
-            .hint("Configure object storage: see the README's Background worker section.")
-    })
-}
 
 /// Snapshot keys this extension writes: `backups/{id}/categorization-{timestamp}.json`.
 pub fn validate_snapshot_key(key: Option<&str>) -> LbResult<String> {
@@ -60,12 +47,9 @@ pub fn validate_snapshot_key(key: Option<&str>) -> LbResult<String> {
 
 /// Downloads a snapshot object and checks it is JSON.
 pub fn fetch(key: &str) -> LbResult<Vec<u8>> {
-    let body = client()?
-        .get_object(key)
-        .map_err(storage_error)?
-        .ok_or_else(|| {
-            LbError::not_found(format!("object {key} does not exist in object storage"))
-        })?;
+    let body = settings::sql_client()?.get_object(key)?.ok_or_else(|| {
+        LbError::not_found(format!("object {key} does not exist in object storage"))
+    })?;
     serde_json::from_slice::<serde::de::IgnoredAny>(&body).map_err(|e| {
         LbError::new(
             PgSqlErrorCode::ERRCODE_INVALID_TEXT_REPRESENTATION,
@@ -109,7 +93,7 @@ pub fn verify(snapshot_id: &str) -> LbResult<Verification> {
         ))
     })?;
     // No lock is held here: the HTTP request runs before this function writes anything.
-    let body = client()?.get_object(&key).map_err(storage_error)?;
+    let body = settings::sql_client()?.get_object(&key)?;
     let actual = body.as_ref().map(|b| hex::encode(Sha256::digest(b)));
     let result = match &actual {
         None => "missing",

@@ -160,6 +160,14 @@ pub struct ObjectInfo {
     pub etag: String,
 }
 
+impl ObjectInfo {
+    /// Whether this is the object uploaded with that size and ETag: the one check every
+    /// verification (after upload, before cleanup) makes.
+    pub fn is(&self, size: u64, etag: &str) -> bool {
+        self.size == size && self.etag == etag
+    }
+}
+
 /// The outcome of deleting a batch of keys.
 #[derive(Debug, Default, Clone)]
 pub struct DeleteOutcome {

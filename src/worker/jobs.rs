@@ -233,10 +233,7 @@ impl Runner {
         let info = client
             .head_object(&key)?
             .ok_or_else(|| JobError::transient(format!("{key} is missing right after upload")))?;
-        if info.size != body.len() as u64
-            || info.etag != expected
-            || (!etag.is_empty() && etag != expected)
-        {
+        if !info.is(body.len() as u64, &expected) || (!etag.is_empty() && etag != expected) {
             return Err(JobError::transient(format!(
                 "verification of {key} failed: stored {} bytes, ETag {}; expected {} bytes, MD5 {expected}",
                 info.size,
@@ -263,7 +260,7 @@ impl Runner {
         let client = self.client()?;
         let info = client.head_object(&snapshot_key)?;
         match info {
-            Some(i) if i.size == snapshot_bytes as u64 && i.etag == snapshot_etag => {}
+            Some(i) if i.is(snapshot_bytes as u64, &snapshot_etag) => {}
             Some(i) => {
                 return Err(JobError::permanent(format!(
                     "refusing cleanup: snapshot {snapshot_key} in object storage is {} bytes with ETag {}, not the {snapshot_bytes} bytes / {snapshot_etag} uploaded",
@@ -272,10 +269,7 @@ impl Runner {
             }
             None => return Err(JobError::transient(format!("refusing cleanup: snapshot {snapshot_key} is not in object storage"))),
         }
-        let prefixes = [
-            format!("pst/{session_id}/"),
-            format!("documents/{session_id}/"),
-        ];
+        let prefixes = crate::cleanup::cleanup_prefixes(&session_id);
         let mut deleted_total: i64 = 0;
         let mut first_keys: Vec<String> = Vec::new();
         for prefix in &prefixes {

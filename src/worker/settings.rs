@@ -103,6 +103,18 @@ pub fn client_from_settings() -> Result<crate::storage::Client, String> {
     super::with_signals_blocked(|| crate::storage::Client::new(config)).map_err(|e| e.to_string())
 }
 
+/// The storage client for SQL functions (verify, fetch, manual cleanup), with a SQL error when
+/// object storage is not configured.
+pub fn sql_client() -> crate::error::LbResult<crate::storage::Client> {
+    client_from_settings().map_err(|e| {
+        crate::error::LbError::new(
+            pgrx::PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            e,
+        )
+        .hint("Configure object storage: see the README's Background worker section.")
+    })
+}
+
 /// Reads a credentials file: refused unless only its owner may read it.
 pub fn read_credentials_file(path: &str) -> Result<HashMap<String, String>, String> {
     use std::os::unix::fs::PermissionsExt;
