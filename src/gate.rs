@@ -287,7 +287,8 @@ pub fn postpone_cleanup(
     })
 }
 
-/// The actor must be a user with role Partner and status Active.
+/// The actor must be an Active user whose role is one of `legacy_backup.partner_roles`
+/// (default Partner, BusinessOwner: the application's own partner check).
 pub fn require_partner(actor_id: &str) -> LbResult<()> {
     let actor = ids::validate_id("actor_id", Some(actor_id))?;
     let role = Spi::get_one_with_args::<String>(
@@ -296,17 +297,19 @@ pub fn require_partner(actor_id: &str) -> LbResult<()> {
         )?,
         &[actor.as_str().into()],
     )?;
-    match role.as_deref() {
+    let partner_roles = crate::guc::partner_roles();
+    match role.as_deref().and_then(|r| r.split_once('/')) {
         None => Err(LbError::not_found(format!(
             "user \"{actor}\" does not exist"
         ))),
-        Some("Partner/Active") => Ok(()),
-        Some(other) => Err(LbError::new(
+        Some((role, "Active")) if partner_roles.iter().any(|p| p == role) => Ok(()),
+        Some((role, status)) => Err(LbError::new(
             PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
-            format!(
-                "only an active partner may do this; user \"{actor}\" is {}",
-                other.replace('/', ", ")
-            ),
-        )),
+            format!("only an active partner may do this; user \"{actor}\" is {role}, {status}"),
+        )
+        .detail(format!(
+            "Partner roles (legacy_backup.partner_roles): {}.",
+            partner_roles.join(", ")
+        ))),
     }
 }

@@ -48,6 +48,16 @@ pub static SKIP_SNAPSHOT_CHECK: GucSetting<bool> = GucSetting::<bool>::new(false
 /// `legacy_backup.allow_drop`: confirms a DROP EXTENSION that would drop snapshots and the log.
 pub static ALLOW_DROP: GucSetting<bool> = GucSetting::<bool>::new(false);
 
+/// `legacy_backup.cleanup_prefixes`: what a session's cleanup deletes (the application's three
+/// key layouts). Reload-only, so the worker and the partner's preview read the same list.
+pub static CLEANUP_PREFIXES: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(
+    Some(c"pst/{sessionId}/, documents/{sessionId}/, legacy-import/{sessionId}/"),
+);
+
+/// `legacy_backup.partner_roles`: the `users.role` values the partner-only actions admit.
+pub static PARTNER_ROLES: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"Partner, BusinessOwner"));
+
 /// `legacy_backup.cleanup_wait`: how long legacy_cleanup_session waits for the worker.
 pub static CLEANUP_WAIT: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"60s"));
@@ -191,6 +201,57 @@ duration_check_hook!(
     "0 seconds and 1 hour"
 );
 
+/// Checks a list setting with its parser; sets the GUC error detail when it fails.
+fn check_list(
+    newval: *mut *mut std::ffi::c_char,
+    parse: fn(&str) -> Result<Vec<String>, String>,
+) -> bool {
+    // SAFETY: GUC passes a valid pointer to a NUL-terminated string (or NULL for no value).
+    let text = unsafe {
+        if newval.is_null() || (*newval).is_null() {
+            return false;
+        }
+        CStr::from_ptr(*newval).to_string_lossy().into_owned()
+    };
+    match parse(&text) {
+        Ok(_) => true,
+        Err(detail) => {
+            let detail = CString::new(detail).unwrap_or_default();
+            // SAFETY: GUC reports this palloc'd string with its "invalid value" error.
+            unsafe { pg_sys::GUC_check_errdetail_string = pg_sys::pstrdup(detail.as_ptr()) };
+            false
+        }
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn check_cleanup_prefixes(
+    newval: *mut *mut std::ffi::c_char,
+    _extra: *mut *mut std::ffi::c_void,
+    _source: pg_sys::GucSource::Type,
+) -> bool {
+    check_list(newval, crate::ids::parse_cleanup_prefixes)
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn check_partner_roles(
+    newval: *mut *mut std::ffi::c_char,
+    _extra: *mut *mut std::ffi::c_void,
+    _source: pg_sys::GucSource::Type,
+) -> bool {
+    check_list(newval, crate::ids::parse_role_list)
+}
+
+/// The cleanup prefix templates (validated by their check hook).
+pub fn cleanup_prefix_templates() -> Vec<String> {
+    crate::ids::parse_cleanup_prefixes(&text(&CLEANUP_PREFIXES)).unwrap_or_default()
+}
+
+/// The `users.role` values that count as partners (validated by their check hook).
+pub fn partner_roles() -> Vec<String> {
+    crate::ids::parse_role_list(&text(&PARTNER_ROLES)).unwrap_or_default()
+}
+
 /// The current value of a duration setting (already validated by its check hook).
 pub fn duration(setting: &GucSetting<Option<CString>>) -> std::time::Duration {
     let us = setting
@@ -271,6 +332,28 @@ pub fn register() {
         ] {
             GucRegistry::define_string_guc_with_hooks(name, short, c"", setting, GucContext::Sighup, GucFlags::default(), Some(hook), None, None);
         }
+        GucRegistry::define_string_guc_with_hooks(
+            c"legacy_backup.cleanup_prefixes",
+            c"Key prefixes a session's cleanup deletes, comma-separated, each ending in {sessionId}/.",
+            c"Default: pst/{sessionId}/, documents/{sessionId}/, legacy-import/{sessionId}/. Never under backups/.",
+            &CLEANUP_PREFIXES,
+            GucContext::Sighup,
+            GucFlags::default(),
+            Some(check_cleanup_prefixes),
+            None,
+            None,
+        );
+        GucRegistry::define_string_guc_with_hooks(
+            c"legacy_backup.partner_roles",
+            c"users.role values admitted to the partner-only actions (comma-separated).",
+            c"Default: Partner, BusinessOwner (the application's own partner check).",
+            &PARTNER_ROLES,
+            GucContext::Sighup,
+            GucFlags::default(),
+            Some(check_partner_roles),
+            None,
+            None,
+        );
         GucRegistry::define_string_guc_with_hooks(
             c"legacy_backup.cleanup_wait",
             c"How long legacy_cleanup_session waits for the cleanup before returning the job id (an interval; default 60s).",

@@ -62,6 +62,74 @@ pub fn snapshot_key(session_id: &str, at: DateTime<Utc>) -> String {
     )
 }
 
+/// The placeholder of a cleanup prefix template.
+pub const SESSION_PLACEHOLDER: &str = "{sessionId}";
+
+/// Parses `legacy_backup.cleanup_prefixes`: a comma-separated list of key prefix templates, each
+/// ending in `{sessionId}/` (so `documents/s1/` never reaches `documents/s1x/`), made of
+/// unreserved characters and `/` otherwise, never under `backups/`, where the snapshots live.
+pub fn parse_cleanup_prefixes(text: &str) -> Result<Vec<String>, String> {
+    let mut templates = Vec::new();
+    for raw in text.split(',') {
+        let template = raw.trim();
+        if template.is_empty() {
+            continue;
+        }
+        let Some(head) = template.strip_suffix(&format!("{SESSION_PLACEHOLDER}/")) else {
+            return Err(format!(
+                "\"{template}\" must end with {SESSION_PLACEHOLDER}/"
+            ));
+        };
+        if !(head.is_empty() || head.ends_with('/')) || head.starts_with('/') {
+            return Err(format!(
+                "\"{template}\" must be a path of whole segments before {SESSION_PLACEHOLDER}/, e.g. documents/{SESSION_PLACEHOLDER}/"
+            ));
+        }
+        if let Some(bad) = head
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || "-._~/".contains(*c)))
+        {
+            return Err(format!("\"{template}\" contains \"{bad}\""));
+        }
+        if head.contains("..") || head.contains("//") {
+            return Err(format!(
+                "\"{template}\" contains \"..\" or an empty segment"
+            ));
+        }
+        if head.starts_with("backups/") || head.is_empty() {
+            return Err(format!(
+                "\"{template}\" would reach the snapshots under backups/"
+            ));
+        }
+        templates.push(template.to_string());
+    }
+    if templates.is_empty() {
+        return Err("at least one prefix is needed".into());
+    }
+    Ok(templates)
+}
+
+/// Parses `legacy_backup.partner_roles`: a comma-separated list of `users.role` values.
+pub fn parse_role_list(text: &str) -> Result<Vec<String>, String> {
+    let roles: Vec<String> = text
+        .split(',')
+        .map(|r| r.trim().to_string())
+        .filter(|r| !r.is_empty())
+        .collect();
+    if roles.is_empty() {
+        return Err("at least one role is needed".into());
+    }
+    if let Some(bad) = roles
+        .iter()
+        .find(|r| !r.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+    {
+        return Err(format!(
+            "\"{bad}\" is not a role name (letters, digits and _ only)"
+        ));
+    }
+    Ok(roles)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,6 +184,40 @@ mod tests {
     fn control_characters_are_named_in_the_detail() {
         let err = validate_id("session_id", Some("a\u{7}b")).unwrap_err();
         assert!(err.detail.unwrap().contains("U+0007"));
+    }
+
+    #[test]
+    fn cleanup_prefix_templates_stay_under_the_session() {
+        let ok = parse_cleanup_prefixes(
+            "pst/{sessionId}/, documents/{sessionId}/,legacy-import/{sessionId}/",
+        )
+        .unwrap();
+        assert_eq!(ok.len(), 3);
+        for bad in [
+            "documents/{sessionId}",
+            "documents/{sessionId}x/",
+            "documents{sessionId}/",
+            "{sessionId}/",
+            "backups/{sessionId}/",
+            "../{sessionId}/",
+            "a//{sessionId}/",
+            "/abs/{sessionId}/",
+            "doc uments/{sessionId}/",
+            "",
+            " , ",
+        ] {
+            assert!(parse_cleanup_prefixes(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn role_lists_are_names() {
+        assert_eq!(
+            parse_role_list("Partner, BusinessOwner").unwrap(),
+            vec!["Partner", "BusinessOwner"]
+        );
+        assert!(parse_role_list(" , ").is_err());
+        assert!(parse_role_list("Partner; DROP").is_err());
     }
 
     #[test]

@@ -25,19 +25,24 @@ check "object bytes equal the stored bytes (sha256)" "$(q app -c "SELECT sha256 
 check "SNAPSHOT_UPLOADED audit row" 1 "$(q app -c "SELECT count(*) FROM legacy_import_audit_logs WHERE action = 'SNAPSHOT_UPLOADED' AND details->>'snapshotId' = '$id'")"
 check "readiness reports the upload" true "$(q app -c "SELECT legacy_export_readiness('w1')->>'snapshotUploaded'")"
 
-echo "cleanup of 2,500 objects, neighbours kept"
-mkdir -p "$BUCKET_DIR/pst/w1" "$BUCKET_DIR/documents/w1/sub dir" "$BUCKET_DIR/documents/w1x" "$BUCKET_DIR/documents/other"
-for i in $(seq 1 2499); do echo "doc $i" >"$BUCKET_DIR/documents/w1/sub dir/file $i+(x).pdf"; done
+echo "cleanup of 2,500 objects under the three prefixes, neighbours kept"
+mkdir -p "$BUCKET_DIR/pst/w1" "$BUCKET_DIR/documents/w1/sub dir" "$BUCKET_DIR/documents/w1x" "$BUCKET_DIR/documents/other" \
+         "$BUCKET_DIR/legacy-import/w1/batch 1" "$BUCKET_DIR/legacy-import/w1x"
+for i in $(seq 1 2449); do echo "doc $i" >"$BUCKET_DIR/documents/w1/sub dir/file $i+(x).pdf"; done
+# The manual import script's prefix (legacy_backup.cleanup_prefixes' third default).
+for i in $(seq 1 50); do echo "imported $i" >"$BUCKET_DIR/legacy-import/w1/batch 1/doc $i.pdf"; done
+echo keep >"$BUCKET_DIR/legacy-import/w1x/neighbour.pdf"
 echo pst >"$BUCKET_DIR/pst/w1/archive.pst"
 echo keep >"$BUCKET_DIR/documents/w1x/neighbour.pdf"
 echo keep >"$BUCKET_DIR/documents/other/a.pdf"
 q app -c "BEGIN" -c "SET LOCAL legacy_backup.actor = 'u-partner'" \
       -c "UPDATE legacy_import_sessions SET status = 'Exported', updated_at = now() WHERE id = 'w1'" -c "COMMIT" >/dev/null
-check "nothing deleted at export" 2500 "$(find "$BUCKET_DIR/pst/w1" "$BUCKET_DIR/documents/w1" -type f | wc -l)"
+check "nothing deleted at export" 2500 "$(find "$BUCKET_DIR/pst/w1" "$BUCKET_DIR/documents/w1" "$BUCKET_DIR/legacy-import/w1" -type f | wc -l)"
 make_due w1
 wait_for "session cleaned up" "SELECT cleaned_up_at IS NOT NULL FROM legacy_import_sessions WHERE id = 'w1'" t 60
-check "all 2,500 objects gone" 0 "$(find "$BUCKET_DIR/pst/w1" "$BUCKET_DIR/documents/w1" -type f 2>/dev/null | wc -l)"
+check "all 2,500 objects gone" 0 "$(find "$BUCKET_DIR/pst/w1" "$BUCKET_DIR/documents/w1" "$BUCKET_DIR/legacy-import/w1" -type f 2>/dev/null | wc -l)"
 check "neighbour prefix documents/w1x/ kept" 1 "$(find "$BUCKET_DIR/documents/w1x" -type f | wc -l)"
+check "neighbour prefix legacy-import/w1x/ kept" 1 "$(find "$BUCKET_DIR/legacy-import/w1x" -type f | wc -l)"
 check "other session kept" 1 "$(find "$BUCKET_DIR/documents/other" -type f | wc -l)"
 check "backups/ kept" 1 "$(find "$BUCKET_DIR/backups" -type f | wc -l)"
 check "R2_CLEANUP_COMPLETED with the count" 2500 "$(q app -c "SELECT details->>'deleted' FROM legacy_import_audit_logs WHERE action = 'R2_CLEANUP_COMPLETED'")"

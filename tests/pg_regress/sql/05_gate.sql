@@ -123,6 +123,18 @@ SELECT r ? 'cleanupScheduledAt' AS postponed FROM (SELECT legacy_postpone_cleanu
 SELECT cleanup_scheduled_at = now() + interval '30 days' AS moved_to_30_days FROM legacy_import_sessions WHERE id = 'gate-a';
 COMMIT;
 SELECT action, user_id FROM legacy_import_audit_logs WHERE session_id = 'gate-a' AND action = 'CLEANUP_POSTPONED';
+-- A BusinessOwner counts as a partner, as in the application (legacy_backup.partner_roles).
+INSERT INTO users (id, email, first_name, last_name, role, status, azure_ad_id)
+VALUES ('u-owner', 'owner@firm.test', 'Bea', 'Owner', 'BusinessOwner', 'Active', 'aad-owner');
+SELECT r ? 'cleanupScheduledAt' AS postponed_by_business_owner
+FROM (SELECT legacy_postpone_cleanup('gate-a', 'u-owner', now() + interval '31 days') AS r) x;
+SHOW legacy_backup.partner_roles;
+SHOW legacy_backup.cleanup_prefixes;
+-- Both lists are checked when set; a prefix must end with the session's own segment and may
+-- never reach backups/.
+ALTER SYSTEM SET legacy_backup.cleanup_prefixes = 'documents/{sessionId}';
+ALTER SYSTEM SET legacy_backup.cleanup_prefixes = 'backups/{sessionId}/';
+ALTER SYSTEM SET legacy_backup.partner_roles = 'Partner; DROP';
 
 -- Files are only cleaned up for an exported session.
 SELECT * FROM regress.error_of($$UPDATE legacy_import_sessions SET cleaned_up_at = now(), updated_at = now() WHERE id = 'gate-b'$$);
