@@ -197,14 +197,17 @@ pub fn undo_last(actor: &str, document: Option<&str>) -> LbResult<UndoResult> {
             None,
             &[log_high_water.into(), undone_ids.clone().into()],
         )?;
-        apply_counter_moves(
-            client,
-            &doc_ids,
-            &from_category,
-            &to_category,
-            &from_status,
-            &to_status,
-        )?;
+        // The counters are the application's tables: written as their owner.
+        privilege::as_owner_of("legacy_import_sessions", || {
+            apply_counter_moves(
+                client,
+                &doc_ids,
+                &from_category,
+                &to_category,
+                &from_status,
+                &to_status,
+            )
+        })?;
 
         let result = UndoResult {
             actor_id: actor.to_string(),
@@ -379,26 +382,6 @@ fn check_documents(
 
 /// Moves the denormalized counters as the application's own categorize rule would.
 fn apply_counter_moves(
-    client: &mut SpiClient<'_>,
-    docs: &[String],
-    from_category: &[Option<String>],
-    to_category: &[Option<String>],
-    from_status: &[String],
-    to_status: &[String],
-) -> LbResult<()> {
-    privilege::as_owner_of("legacy_import_sessions", || {
-        move_counters(
-            client,
-            docs,
-            from_category,
-            to_category,
-            from_status,
-            to_status,
-        )
-    })
-}
-
-fn move_counters(
     client: &mut SpiClient<'_>,
     docs: &[String],
     from_category: &[Option<String>],

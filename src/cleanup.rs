@@ -70,13 +70,14 @@ fn preconditions(session_id: &str) -> LbResult<Target> {
     Ok(target)
 }
 
-/// The prefixes a session's cleanup deletes: each ends with the session's own id and a slash, so
-/// `documents/s1/` never reaches `documents/s1x/`. `backups/` is never among them.
+/// The prefixes a session's cleanup deletes (`legacy_backup.cleanup_prefixes`): each ends with
+/// the session's own id and a slash, so `documents/s1/` never reaches `documents/s1x/`, and none
+/// is under `backups/` (checked when the setting is set, `ids::parse_cleanup_prefixes`).
 pub fn cleanup_prefixes(session_id: &str) -> Vec<String> {
-    vec![
-        format!("pst/{session_id}/"),
-        format!("documents/{session_id}/"),
-    ]
+    crate::guc::cleanup_prefix_templates()
+        .iter()
+        .map(|t| t.replace(crate::ids::SESSION_PLACEHOLDER, session_id))
+        .collect()
 }
 
 pub fn cleanup_session(

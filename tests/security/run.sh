@@ -63,15 +63,17 @@ qa -v sid=s3 -v docs=50 -f "$ROOT/tests/fixtures/seed.sql" >/dev/null 2>&1
 q app -c "CREATE EXTENSION legacy_backup" -c "GRANT legacy_backup_operator TO lb_app" >/dev/null \
   || { echo "setup failed: CREATE EXTENSION"; exit 1; }
 # The payload: records who runs it, then tries to make lb_app superuser.
-qa <<'SQL' >/dev/null
+PAYLOAD_SQL="
 CREATE TABLE public.witness (attack text, who text, su bool);
 GRANT INSERT ON public.witness TO PUBLIC;
-CREATE FUNCTION public.payload(tag text) RETURNS boolean LANGUAGE plpgsql AS $$
+CREATE FUNCTION public.payload(tag text) RETURNS boolean LANGUAGE plpgsql AS \$\$
 BEGIN
     INSERT INTO public.witness SELECT tag, current_user, rolsuper FROM pg_roles WHERE rolname = current_user;
     BEGIN EXECUTE 'ALTER ROLE lb_app SUPERUSER'; EXCEPTION WHEN others THEN NULL; END;
     RETURN true;
-END $$;
+END \$\$;"
+qa -c "$PAYLOAD_SQL" >/dev/null
+qa <<'SQL' >/dev/null
 CREATE FUNCTION public.payload_trigger() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN PERFORM public.payload(TG_NAME); RETURN coalesce(NEW, OLD); END $$;
 CREATE FUNCTION public.sqlstate_of(statement text) RETURNS text LANGUAGE plpgsql AS $$
@@ -277,15 +279,8 @@ q postgres -c "CREATE DATABASE viewdb OWNER lb_app" >/dev/null
 "$BIN/psql" -X -q -h "$CLUSTER/sock" -p "$PORT" -U lb_app -d viewdb -v ON_ERROR_STOP=1 \
   -f "$ROOT/tests/fixtures/app_schema.sql" -v sid=v1 -v docs=5 -f "$ROOT/tests/fixtures/seed.sql" >/dev/null 2>&1
 "$BIN/psql" -X -q -h "$CLUSTER/sock" -p "$PORT" -U postgres -d viewdb -c "CREATE EXTENSION legacy_backup" -c "GRANT legacy_backup_operator TO lb_app" >/dev/null 2>&1
+"$BIN/psql" -X -q -h "$CLUSTER/sock" -p "$PORT" -U lb_app -d viewdb -c "$PAYLOAD_SQL" >/dev/null 2>&1
 "$BIN/psql" -X -q -h "$CLUSTER/sock" -p "$PORT" -U lb_app -d viewdb -v ON_ERROR_STOP=1 >/dev/null 2>&1 <<'SQL'
-CREATE TABLE public.witness (attack text, who text, su bool);
-GRANT INSERT ON public.witness TO PUBLIC;
-CREATE FUNCTION public.payload(tag text) RETURNS boolean LANGUAGE plpgsql AS $$
-BEGIN
-    INSERT INTO public.witness SELECT tag, current_user, rolsuper FROM pg_roles WHERE rolname = current_user;
-    BEGIN EXECUTE 'ALTER ROLE lb_app SUPERUSER'; EXCEPTION WHEN others THEN NULL; END;
-    RETURN true;
-END $$;
 CREATE TABLE public.sessions_kept AS SELECT * FROM legacy_import_sessions;
 DROP TABLE legacy_import_sessions CASCADE;
 CREATE VIEW legacy_import_sessions AS SELECT * FROM public.sessions_kept WHERE public.payload('view in place of legacy_import_sessions');
