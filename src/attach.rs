@@ -225,6 +225,8 @@ pub enum TriggerState {
     NotFiring(char),
     /// A trigger of that name calls another function.
     WrongFunction(String),
+    /// It fires on other events, at another level, or without its transition tables.
+    WrongEvents,
 }
 
 impl TriggerState {
@@ -239,18 +241,52 @@ impl TriggerState {
             TriggerState::WrongFunction(f) => {
                 format!("calls {f} instead of the extension's function")
             }
+            TriggerState::WrongEvents => "fires on other events than the extension defined".into(),
         }
     }
 }
 
 const TRIGGER_STATE_QUERY: &str = "\
-    SELECT t.tgenabled::text, t.tgfoid = p.oid, t.tgfoid::regprocedure::text \
+    SELECT t.tgenabled::text, t.tgfoid = p.oid, t.tgfoid::regprocedure::text, \
+           t.tgtype::int4, t.tgoldtable IS NOT NULL, t.tgnewtable IS NOT NULL \
     FROM pg_catalog.pg_trigger t \
     LEFT JOIN pg_catalog.pg_proc p ON p.proname = $3 AND p.pronamespace = $4 AND p.pronargs = 0 \
     WHERE t.tgrelid = $1 AND t.tgname = $2";
 
+/// pg_trigger's `tgtype` bits and transition tables for a definition of `TRIGGERS`.
+fn expected_firing(event: &str, level: &str) -> (i32, bool, bool) {
+    let mut bits = 0;
+    if level.contains("FOR EACH ROW") {
+        bits |= 1;
+    }
+    if event.starts_with("BEFORE") {
+        bits |= 2;
+    }
+    for (word, bit) in [
+        ("INSERT", 4),
+        ("DELETE", 8),
+        ("UPDATE", 16),
+        ("TRUNCATE", 32),
+    ] {
+        if event.contains(word) {
+            bits |= bit;
+        }
+    }
+    (
+        bits,
+        level.contains("OLD TABLE"),
+        level.contains("NEW TABLE"),
+    )
+}
+
 /// The state of trigger `name` on application table `table` (None when the table is missing).
 pub fn trigger_state(table: &str, name: &str, function: &str) -> LbResult<Option<TriggerState>> {
+    let (event, level) = TRIGGERS
+        .iter()
+        .find(|t| t.0 == name)
+        .map(|t| (t.1, t.3))
+        .unwrap_or(("", ""));
+    let expected = expected_firing(event, level);
     let nsp = extension_namespace()?;
     let Some(relid) = app_table(nsp, table) else {
         return Ok(None);
@@ -268,8 +304,15 @@ pub fn trigger_state(table: &str, name: &str, function: &str) -> LbResult<Option
         let enabled: String = row.get(1)?.unwrap_or_default();
         let ours: bool = row.get(2)?.unwrap_or(false);
         let actual: String = row.get(3)?.unwrap_or_default();
+        let firing = (
+            row.get::<i32>(4)?.unwrap_or(0),
+            row.get::<bool>(5)?.unwrap_or(false),
+            row.get::<bool>(6)?.unwrap_or(false),
+        );
         Ok(Some(if !ours {
             TriggerState::WrongFunction(actual)
+        } else if firing != expected {
+            TriggerState::WrongEvents
         } else if enabled == "O" || enabled == "A" {
             TriggerState::Intact
         } else {
@@ -514,10 +557,10 @@ pub fn attach() -> LbResult<Vec<AttachStep>> {
                 Spi::run(&sql(&format!("ALTER TABLE @extschema@.{table} ENABLE TRIGGER {name}"))?)?;
                 "enabled"
             }
-            Some(TriggerState::WrongFunction(other)) => {
+            Some(state @ (TriggerState::WrongFunction(_) | TriggerState::WrongEvents)) => {
                 return Err(LbError::new(
                     PgSqlErrorCode::ERRCODE_DUPLICATE_OBJECT,
-                    format!("trigger {name} on {table} calls {other}, not the extension's {function}()"),
+                    format!("trigger {name} on {table} {}", state.describe()),
                 )
                 .hint(format!("Drop that trigger (SET legacy_backup.allow_drop = on; DROP TRIGGER {name} ON {table};), then attach again.")))
             }
@@ -721,4 +764,33 @@ pub fn health() -> LbResult<Vec<HealthCheck>> {
         },
     });
     Ok(checks)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The bits PostgreSQL stores in pg_trigger.tgtype (trigger.h: ROW 1, BEFORE 2, INSERT 4,
+    /// DELETE 8, UPDATE 16, TRUNCATE 32) for each of the extension's triggers.
+    #[test]
+    fn expected_firing_matches_pg_trigger_bits() {
+        let firing = |name: &str| {
+            let t = TRIGGERS.iter().find(|t| t.0 == name).unwrap();
+            expected_firing(t.1, t.3)
+        };
+        assert_eq!(firing("legacy_backup_log_update"), (16, true, true));
+        assert_eq!(firing("legacy_backup_log_insert"), (4, false, true));
+        assert_eq!(firing("legacy_backup_log_delete"), (8, true, false));
+        assert_eq!(firing("legacy_backup_log_truncate"), (34, false, false));
+        assert_eq!(firing("legacy_backup_export_gate"), (19, false, false));
+        assert_eq!(
+            firing("legacy_backup_export_gate_insert"),
+            (7, false, false)
+        );
+        assert_eq!(firing("legacy_backup_export_check"), (17, false, false));
+        assert_eq!(
+            firing("legacy_backup_export_check_insert"),
+            (5, false, false)
+        );
+    }
 }

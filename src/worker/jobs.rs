@@ -290,11 +290,12 @@ impl Runner {
                 }
                 let progress = json!({"deleted": deleted_total, "prefix": prefix});
                 in_transaction(|c| {
-                    let _ = c.update(
+                    let written = c.update(
                         "UPDATE legacy_backup.jobs SET progress = progress || $2::jsonb WHERE id = $1",
                         None,
                         &[job.id.into(), progress.to_string().as_str().into()],
                     );
+                    warn_unless_written(written, job, "progress");
                 });
                 if let Some((key, why)) = outcome.failed.first() {
                     return Err(JobError::transient(format!(
@@ -458,6 +459,18 @@ fn claim(client: &mut SpiClient<'_>) -> Option<Job> {
     })
 }
 
+/// A bookkeeping write that failed is at least in the server log: the job's outcome would
+/// otherwise be lost without a trace (the job itself stays `running` and is retried after a restart).
+fn warn_unless_written<T>(written: Result<T, pgrx::spi::SpiError>, job: &Job, what: &str) {
+    if let Err(e) = written {
+        warning!(
+            "legacy_backup worker: could not record the {what} of {} job {}: {e}",
+            job.kind,
+            job.id
+        );
+    }
+}
+
 /// Records the outcome, with the side effects that make it count (uploaded_at, cleaned_up_at,
 /// audit rows). A cleanup is marked done only if the session is still exported and not cleaned.
 fn finish(client: &mut SpiClient<'_>, job: &Job, outcome: Result<serde_json::Value, JobError>) {
@@ -467,30 +480,33 @@ fn finish(client: &mut SpiClient<'_>, job: &Job, outcome: Result<serde_json::Val
     };
     match result {
         Ok(details) => {
-            let _ = client.update(
+            let written = client.update(
                 "UPDATE legacy_backup.jobs SET state = 'succeeded', finished_at = now(), last_error = NULL, \
                         progress = progress || $2::jsonb WHERE id = $1",
                 None,
                 &[job.id.into(), details.to_string().as_str().into()],
             );
+            warn_unless_written(written, job, "success");
         }
         Err(e) => {
             let max_attempts = guc::MAX_ATTEMPTS.get();
             let give_up = !e.retryable || job.attempts >= max_attempts;
             let delay = (1i64 << job.attempts.clamp(0, 20)).min(MAX_RETRY_DELAY_SECS);
-            let _ = client.update(
+            let written = client.update(
                 "UPDATE legacy_backup.jobs SET state = CASE WHEN $3 THEN 'failed' ELSE 'retrying' END, \
                         finished_at = CASE WHEN $3 THEN now() END, last_error = $2, \
                         next_attempt_at = now() + make_interval(secs => $4) WHERE id = $1",
                 None,
                 &[job.id.into(), e.message.as_str().into(), give_up.into(), (delay as f64).into()],
             );
+            warn_unless_written(written, job, "failure");
             if give_up && job.kind == "upload" {
-                let _ = client.update(
+                let written = client.update(
                     "UPDATE legacy_backup.snapshots SET upload_state = 'failed' WHERE id = $1 AND upload_state = 'pending'",
                     None,
                     &[job.snapshot_id.as_deref().into()],
                 );
+                warn_unless_written(written, job, "the snapshot's failed upload");
             }
             if give_up {
                 warning!(
