@@ -144,35 +144,22 @@ BEGIN
     RETURN NULL;
 END $$;
 
--- TRUNCATE has no transition table: the rows are read before they go, and logged as deletions.
-CREATE FUNCTION @extschema@.legacy_backup_log_truncate() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    actor text := nullif(current_setting('legacy_backup.actor', true), '');
-    src text := coalesce(nullif(current_setting('legacy_backup.change_source', true), ''), 'app');
+-- TRUNCATE fires no row or statement trigger that could log its rows, and reading the table
+-- here, as the extension's owner, would plan a query on a table the application controls.
+-- Refused: DELETE removes the same rows, and every one is logged.
+CREATE FUNCTION @extschema@.legacy_backup_truncate_guard() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    IF pg_trigger_depth() > 1 AND src <> 'app' THEN
-        src := 'app';
-        actor := NULL;
-    END IF;
-    -- The table the trigger fired on, by oid (never a name something else could take over).
-    EXECUTE format(
-        'INSERT INTO @extschema@.category_assignment_logs
-             (session_id, document_id, old_category_id, old_status, old_categorized_by, old_categorized_at,
-              changed_by, attribution, changed_at, source, db_role)
-         SELECT o.session_id, o.id, o.category_id, format(''%%s'', o.status), o.categorized_by, o.categorized_at,
-                coalesce($1, ''pg:'' || session_user),
-                CASE WHEN $1 IS NOT NULL THEN ''setting'' ELSE ''db_user'' END,
-                clock_timestamp(), $2, session_user
-         FROM ONLY %s o', TG_RELID::regclass)
-    USING actor, src;
-    RETURN NULL;
+    RAISE EXCEPTION 'TRUNCATE % is refused while legacy_backup protects it', TG_TABLE_NAME
+        USING ERRCODE = 'LB009',
+              DETAIL = 'TRUNCATE would remove rows without the audit trail (or the export gate) seeing them.',
+              HINT = 'Use DELETE: every deleted document is logged. A superuser may DROP the trigger with legacy_backup.allow_drop = on.';
 END $$;
 
 COMMENT ON FUNCTION @extschema@.legacy_backup_log_update() IS 'Trigger: logs category/status changes of extracted_documents (statement level, transition tables)';
 COMMENT ON FUNCTION @extschema@.legacy_backup_log_insert() IS 'Trigger: logs extracted_documents inserted already categorized or skipped';
 COMMENT ON FUNCTION @extschema@.legacy_backup_log_delete() IS 'Trigger: logs deleted extracted_documents';
-COMMENT ON FUNCTION @extschema@.legacy_backup_log_truncate() IS 'Trigger: logs every row of extracted_documents as deleted before a TRUNCATE';
+COMMENT ON FUNCTION @extschema@.legacy_backup_truncate_guard() IS 'Trigger: refuses TRUNCATE of extracted_documents and legacy_import_sessions (LB009); DELETE is logged';
 
 -- Reading the log.
 

@@ -115,8 +115,8 @@ TO legacy_backup_admin;
 -- Trigger functions fire whatever their EXECUTE privilege; revoking it only stops anyone from
 -- attaching them elsewhere.
 REVOKE EXECUTE ON FUNCTION @extschema@.legacy_backup_log_update(), @extschema@.legacy_backup_log_insert(),
-                           @extschema@.legacy_backup_log_delete(), @extschema@.legacy_backup_log_truncate(),
-                           @extschema@.legacy_backup_export_check() FROM PUBLIC;
+                           @extschema@.legacy_backup_log_delete(), @extschema@.legacy_backup_truncate_guard(),
+                           @extschema@.legacy_backup_export_gate(), @extschema@.legacy_backup_export_check() FROM PUBLIC;
 -- Called only by the export check trigger, which runs as the extension's owner.
 REVOKE EXECUTE ON FUNCTION @extschema@.legacy_backup_export_verdict(text),
                            @extschema@.legacy_backup_audit(text, text, text, jsonb) FROM PUBLIC;

@@ -14,7 +14,8 @@
 --
 -- SQLSTATEs (class LB): LB001 snapshot required, LB002 snapshot stale, LB003 snapshot outdated,
 -- LB004 cleanup of a session that is not exported, LB005 cleanup schedule changed outside the
--- extension, LB007 audit trail not recording, LB008 a session id changed.
+-- extension, LB007 audit trail not recording, LB008 a session id changed, LB009 TRUNCATE
+-- (sql/audit.sql).
 --
 -- Times are statement_timestamp(), not now(): a transaction left open for a week must not
 -- schedule a cleanup that is already due when it commits, nor find a week-old snapshot fresh.
@@ -39,13 +40,20 @@ CREATE FUNCTION @extschema@.legacy_backup_export_check() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     actor text := coalesce(nullif(current_setting('legacy_backup.actor', true), ''), 'pg:' || session_user);
-    new_status text := format('%s', NEW.status);
+    new_status text;
     old_status text;
     skip boolean := coalesce(nullif(current_setting('legacy_backup.skip_snapshot_check', true), ''), 'off')::boolean;
     earliest timestamptz := statement_timestamp() + current_setting('legacy_backup.cleanup_delay')::interval;
     recorded timestamptz;
     verdict jsonb;
 BEGIN
+    -- A deleted session takes its schedule with it: a row inserted later under the same id
+    -- must go through the export gate to get one.
+    IF TG_OP = 'DELETE' THEN
+        DELETE FROM legacy_backup.cleanup_schedule c WHERE c.session_id = OLD.id;
+        RETURN NULL;
+    END IF;
+    new_status := format('%s', NEW.status);
     IF TG_OP = 'UPDATE' THEN
         old_status := format('%s', OLD.status);
         -- The schedule, the snapshots and the object keys all hang on the session id.
@@ -144,4 +152,4 @@ BEGIN
     RETURN NULL;
 END $$;
 COMMENT ON FUNCTION @extschema@.legacy_backup_export_check() IS
-    'Trigger (AFTER): refuses Exported without a fresh snapshot (LB001-LB003, LB007), records the cleanup schedule, refuses other schedule changes (LB005), guards cleaned_up_at (LB004); audited';
+    'Trigger (AFTER): refuses Exported without a fresh snapshot (LB001-LB003, LB007), records the cleanup schedule, refuses other schedule changes (LB005), guards cleaned_up_at (LB004) and ids (LB008), drops the schedule of a deleted session; audited';

@@ -3,14 +3,21 @@
 --
 -- 1. legacy_backup_drop_guard (src/guard.rs, ddl_command_start): DROP EXTENSION, DROP SCHEMA …
 --    CASCADE of the extension's schema and DROP OWNED BY the extension's owner would drop every
---    snapshot and the whole audit trail; refused while they hold data.
+--    snapshot and the whole audit trail; refused while they hold data. It also refuses
+--    ALTER TYPE … RENAME VALUE on the two status enums, which would change every row's status
+--    with no row written (55000).
 -- 2. legacy_backup_sql_drop_guard (sql_drop): the backstop for every other statement, whatever
 --    cascade brought it there: refused when it dropped the extension's data tables, or one of
 --    the extension's triggers on an application table that itself stays.
 -- 3. legacy_backup_trigger_guard (ddl_command_end): refuses a statement that left one of the
 --    extension's triggers disabled, replication-only, calling another function, renamed or on a
---    renamed table; a column the extension reads retyped; or a child table under the two tables
---    that carry the triggers (SQLSTATE LB006). The table owner may do all of these; none may
+--    renamed table; a column the extension reads retyped or missing; a child table under the two
+--    tables that carry the triggers; or an index or statistics object on an application table
+--    whose expression calls a function or operator outside pg_catalog, which the planner may run
+--    with the rights of whoever plans a query on it (SQLSTATE LB006).
+-- 4. legacy_backup_rewrite_guard (table_rewrite): refuses rewriting extracted_documents or
+--    legacy_import_sessions (ALTER COLUMN … TYPE … USING changes every row without a trigger
+--    firing; LB006). The table owner may do all of these; none may
 --    silence the trail unseen or slip its own code into the extension's privileged reads.
 CREATE FUNCTION legacy_backup.drop_guard() RETURNS event_trigger
     LANGUAGE c SET search_path = pg_catalog, pg_temp AS 'MODULE_PATHNAME', 'legacy_backup_drop_guard';
@@ -18,7 +25,7 @@ COMMENT ON FUNCTION legacy_backup.drop_guard() IS
     'Event trigger: refuses DROP EXTENSION legacy_backup (and DROP SCHEMA … CASCADE, DROP OWNED BY its owner) while snapshots or audit-trail changes exist, unless legacy_backup.allow_drop is on';
 REVOKE ALL ON FUNCTION legacy_backup.drop_guard() FROM PUBLIC;
 CREATE EVENT TRIGGER legacy_backup_drop_guard ON ddl_command_start
-    WHEN TAG IN ('DROP EXTENSION', 'DROP SCHEMA', 'DROP OWNED')
+    WHEN TAG IN ('DROP EXTENSION', 'DROP SCHEMA', 'DROP OWNED', 'ALTER TYPE')
     EXECUTE FUNCTION legacy_backup.drop_guard();
 COMMENT ON EVENT TRIGGER legacy_backup_drop_guard IS
     'Refuses DROP EXTENSION legacy_backup (and DROP SCHEMA … CASCADE of its schema, DROP OWNED BY its owner) while snapshots or audit-trail changes exist (SET legacy_backup.allow_drop = on to confirm)';
@@ -28,9 +35,10 @@ LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     lost text;
     trigger_names text[] := ARRAY['legacy_backup_log_update', 'legacy_backup_log_insert', 'legacy_backup_log_delete',
-                                  'legacy_backup_log_truncate', 'legacy_backup_export_gate',
-                                  'legacy_backup_export_gate_insert', 'legacy_backup_export_check',
-                                  'legacy_backup_export_check_insert'];
+                                  'legacy_backup_truncate_guard', 'legacy_backup_session_truncate_guard',
+                                  'legacy_backup_export_gate', 'legacy_backup_export_gate_insert',
+                                  'legacy_backup_export_check', 'legacy_backup_export_check_insert',
+                                  'legacy_backup_export_check_delete'];
 BEGIN
     IF coalesce(nullif(current_setting('legacy_backup.allow_drop', true), ''), 'off')::boolean THEN
         RETURN;
@@ -79,6 +87,10 @@ BEGIN
     IF coalesce(nullif(current_setting('legacy_backup.allow_drop', true), ''), 'off')::boolean THEN
         RETURN;
     END IF;
+    -- While the extension itself is being created or updated, its checks may not exist yet.
+    IF to_regprocedure('@extschema@.legacy_backup_trigger_problems()') IS NULL THEN
+        RETURN;
+    END IF;
     -- Tables other than the two carrying the triggers (under any name they now have) and their
     -- children are none of our business.
     IF tg_tag IN ('ALTER TABLE', 'CREATE TABLE') AND NOT EXISTS (
@@ -106,7 +118,30 @@ COMMENT ON FUNCTION legacy_backup.trigger_guard() IS
     'Event trigger: refuses ALTER TABLE / ALTER TRIGGER / CREATE TRIGGER that disable, rename or replace the extension''s triggers (LB006), unless legacy_backup.allow_drop is on';
 REVOKE ALL ON FUNCTION legacy_backup.trigger_guard() FROM PUBLIC;
 CREATE EVENT TRIGGER legacy_backup_trigger_guard ON ddl_command_end
-    WHEN TAG IN ('ALTER TABLE', 'ALTER TRIGGER', 'CREATE TRIGGER', 'CREATE TABLE')
+    WHEN TAG IN ('ALTER TABLE', 'ALTER TRIGGER', 'CREATE TRIGGER', 'CREATE TABLE', 'CREATE INDEX',
+                 'ALTER INDEX', 'CREATE STATISTICS', 'DROP TYPE')
     EXECUTE FUNCTION legacy_backup.trigger_guard();
 COMMENT ON EVENT TRIGGER legacy_backup_trigger_guard IS
     'Refuses statements that disable, rename or replace the extension''s triggers on application tables (SQLSTATE LB006)';
+
+CREATE FUNCTION legacy_backup.rewrite_guard() RETURNS event_trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF coalesce(nullif(current_setting('legacy_backup.allow_drop', true), ''), 'off')::boolean THEN
+        RETURN;
+    END IF;
+    IF pg_event_trigger_table_rewrite_oid() IN (to_regclass('@extschema@.extracted_documents'),
+                                                to_regclass('@extschema@.legacy_import_sessions')) THEN
+        RAISE EXCEPTION 'refused: % would rewrite every row of %', tg_tag, pg_event_trigger_table_rewrite_oid()::regclass
+            USING ERRCODE = 'LB006',
+                  DETAIL = 'A rewrite (ALTER COLUMN … TYPE … USING, a volatile default) changes rows without the audit trail seeing them.',
+                  HINT = 'A superuser may confirm with SET legacy_backup.allow_drop = on, after a snapshot.';
+    END IF;
+END $$;
+COMMENT ON FUNCTION legacy_backup.rewrite_guard() IS
+    'Event trigger: refuses rewriting extracted_documents or legacy_import_sessions (LB006), unless legacy_backup.allow_drop is on';
+REVOKE ALL ON FUNCTION legacy_backup.rewrite_guard() FROM PUBLIC;
+CREATE EVENT TRIGGER legacy_backup_rewrite_guard ON table_rewrite
+    EXECUTE FUNCTION legacy_backup.rewrite_guard();
+COMMENT ON EVENT TRIGGER legacy_backup_rewrite_guard IS
+    'Refuses table rewrites of extracted_documents and legacy_import_sessions (SQLSTATE LB006)';

@@ -11,6 +11,9 @@
 -- longer a setting (the library no longer defines legacy_backup.r2_secret_access_key).
 
 
+
+
+
 -- 1. The extension's own cleanup schedule, filled from the sessions exported under 0.2.0.
 -- When each exported session's files may be deleted: the extension's own record, written only by
 -- the export check (sql/gate.sql), legacy_postpone_cleanup and a re-open. The worker trusts
@@ -41,6 +44,9 @@ BEGIN
           AND s.cleaned_up_at IS NULL AND s.cleanup_scheduled_at IS NOT NULL;
     END IF;
 END $$;
+
+
+
 
 
 -- 2. The audit trail: the authenticated role beside every change; functions with search_path
@@ -134,28 +140,13 @@ BEGIN
     RETURN NULL;
 END $$;
 
-CREATE OR REPLACE FUNCTION @extschema@.legacy_backup_log_truncate() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    actor text := nullif(current_setting('legacy_backup.actor', true), '');
-    src text := coalesce(nullif(current_setting('legacy_backup.change_source', true), ''), 'app');
+CREATE OR REPLACE FUNCTION @extschema@.legacy_backup_truncate_guard() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    IF pg_trigger_depth() > 1 AND src <> 'app' THEN
-        src := 'app';
-        actor := NULL;
-    END IF;
-    -- The table the trigger fired on, by oid (never a name something else could take over).
-    EXECUTE format(
-        'INSERT INTO @extschema@.category_assignment_logs
-             (session_id, document_id, old_category_id, old_status, old_categorized_by, old_categorized_at,
-              changed_by, attribution, changed_at, source, db_role)
-         SELECT o.session_id, o.id, o.category_id, format(''%%s'', o.status), o.categorized_by, o.categorized_at,
-                coalesce($1, ''pg:'' || session_user),
-                CASE WHEN $1 IS NOT NULL THEN ''setting'' ELSE ''db_user'' END,
-                clock_timestamp(), $2, session_user
-         FROM ONLY %s o', TG_RELID::regclass)
-    USING actor, src;
-    RETURN NULL;
+    RAISE EXCEPTION 'TRUNCATE % is refused while legacy_backup protects it', TG_TABLE_NAME
+        USING ERRCODE = 'LB009',
+              DETAIL = 'TRUNCATE would remove rows without the audit trail (or the export gate) seeing them.',
+              HINT = 'Use DELETE: every deleted document is logged. A superuser may DROP the trigger with legacy_backup.allow_drop = on.';
 END $$;
 
 CREATE OR REPLACE FUNCTION @extschema@.legacy_document_history(document_id text)
@@ -248,7 +239,7 @@ END $$;
 COMMENT ON FUNCTION @extschema@.legacy_backup_log_update() IS 'Trigger: logs category/status changes of extracted_documents (statement level, transition tables)';
 COMMENT ON FUNCTION @extschema@.legacy_backup_log_insert() IS 'Trigger: logs extracted_documents inserted already categorized or skipped';
 COMMENT ON FUNCTION @extschema@.legacy_backup_log_delete() IS 'Trigger: logs deleted extracted_documents';
-COMMENT ON FUNCTION @extschema@.legacy_backup_log_truncate() IS 'Trigger: logs every row of extracted_documents as deleted before a TRUNCATE';
+COMMENT ON FUNCTION @extschema@.legacy_backup_truncate_guard() IS 'Trigger: refuses TRUNCATE of extracted_documents and legacy_import_sessions (LB009); DELETE is logged';
 COMMENT ON FUNCTION @extschema@.legacy_document_history(text) IS
     'Every logged change of one document, oldest first';
 COMMENT ON FUNCTION @extschema@.legacy_categorization_at(text, timestamptz) IS
@@ -277,13 +268,20 @@ CREATE OR REPLACE FUNCTION @extschema@.legacy_backup_export_check() RETURNS trig
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     actor text := coalesce(nullif(current_setting('legacy_backup.actor', true), ''), 'pg:' || session_user);
-    new_status text := format('%s', NEW.status);
+    new_status text;
     old_status text;
     skip boolean := coalesce(nullif(current_setting('legacy_backup.skip_snapshot_check', true), ''), 'off')::boolean;
     earliest timestamptz := statement_timestamp() + current_setting('legacy_backup.cleanup_delay')::interval;
     recorded timestamptz;
     verdict jsonb;
 BEGIN
+    -- A deleted session takes its schedule with it: a row inserted later under the same id
+    -- must go through the export gate to get one.
+    IF TG_OP = 'DELETE' THEN
+        DELETE FROM legacy_backup.cleanup_schedule c WHERE c.session_id = OLD.id;
+        RETURN NULL;
+    END IF;
+    new_status := format('%s', NEW.status);
     IF TG_OP = 'UPDATE' THEN
         old_status := format('%s', OLD.status);
         -- The schedule, the snapshots and the object keys all hang on the session id.
@@ -385,7 +383,7 @@ END $$;
 COMMENT ON FUNCTION @extschema@.legacy_backup_export_gate() IS
     'Trigger (BEFORE): on export sets exported_at and the earliest allowed cleanup_scheduled_at; on re-open clears the schedule';
 COMMENT ON FUNCTION @extschema@.legacy_backup_export_check() IS
-    'Trigger (AFTER): refuses Exported without a fresh snapshot (LB001-LB003, LB007), records the cleanup schedule, refuses other schedule changes (LB005), guards cleaned_up_at (LB004); audited';
+    'Trigger (AFTER): refuses Exported without a fresh snapshot (LB001-LB003, LB007), records the cleanup schedule, refuses other schedule changes (LB005), guards cleaned_up_at (LB004) and ids (LB008), drops the schedule of a deleted session; audited';
 
 
 -- 4. The guards: DROP OWNED at start; the sql_drop backstop and the trigger guard are new.
@@ -397,7 +395,7 @@ COMMENT ON FUNCTION legacy_backup.drop_guard() IS
     'Event trigger: refuses DROP EXTENSION legacy_backup (and DROP SCHEMA … CASCADE, DROP OWNED BY its owner) while snapshots or audit-trail changes exist, unless legacy_backup.allow_drop is on';
 REVOKE ALL ON FUNCTION legacy_backup.drop_guard() FROM PUBLIC;
 CREATE EVENT TRIGGER legacy_backup_drop_guard ON ddl_command_start
-    WHEN TAG IN ('DROP EXTENSION', 'DROP SCHEMA', 'DROP OWNED')
+    WHEN TAG IN ('DROP EXTENSION', 'DROP SCHEMA', 'DROP OWNED', 'ALTER TYPE')
     EXECUTE FUNCTION legacy_backup.drop_guard();
 COMMENT ON EVENT TRIGGER legacy_backup_drop_guard IS
     'Refuses DROP EXTENSION legacy_backup (and DROP SCHEMA … CASCADE of its schema, DROP OWNED BY its owner) while snapshots or audit-trail changes exist (SET legacy_backup.allow_drop = on to confirm)';
@@ -407,9 +405,10 @@ LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     lost text;
     trigger_names text[] := ARRAY['legacy_backup_log_update', 'legacy_backup_log_insert', 'legacy_backup_log_delete',
-                                  'legacy_backup_log_truncate', 'legacy_backup_export_gate',
-                                  'legacy_backup_export_gate_insert', 'legacy_backup_export_check',
-                                  'legacy_backup_export_check_insert'];
+                                  'legacy_backup_truncate_guard', 'legacy_backup_session_truncate_guard',
+                                  'legacy_backup_export_gate', 'legacy_backup_export_gate_insert',
+                                  'legacy_backup_export_check', 'legacy_backup_export_check_insert',
+                                  'legacy_backup_export_check_delete'];
 BEGIN
     IF coalesce(nullif(current_setting('legacy_backup.allow_drop', true), ''), 'off')::boolean THEN
         RETURN;
@@ -458,6 +457,10 @@ BEGIN
     IF coalesce(nullif(current_setting('legacy_backup.allow_drop', true), ''), 'off')::boolean THEN
         RETURN;
     END IF;
+    -- While the extension itself is being created or updated, its checks may not exist yet.
+    IF to_regprocedure('@extschema@.legacy_backup_trigger_problems()') IS NULL THEN
+        RETURN;
+    END IF;
     -- Tables other than the two carrying the triggers (under any name they now have) and their
     -- children are none of our business.
     IF tg_tag IN ('ALTER TABLE', 'CREATE TABLE') AND NOT EXISTS (
@@ -485,10 +488,33 @@ COMMENT ON FUNCTION legacy_backup.trigger_guard() IS
     'Event trigger: refuses ALTER TABLE / ALTER TRIGGER / CREATE TRIGGER that disable, rename or replace the extension''s triggers (LB006), unless legacy_backup.allow_drop is on';
 REVOKE ALL ON FUNCTION legacy_backup.trigger_guard() FROM PUBLIC;
 CREATE EVENT TRIGGER legacy_backup_trigger_guard ON ddl_command_end
-    WHEN TAG IN ('ALTER TABLE', 'ALTER TRIGGER', 'CREATE TRIGGER', 'CREATE TABLE')
+    WHEN TAG IN ('ALTER TABLE', 'ALTER TRIGGER', 'CREATE TRIGGER', 'CREATE TABLE', 'CREATE INDEX',
+                 'ALTER INDEX', 'CREATE STATISTICS', 'DROP TYPE')
     EXECUTE FUNCTION legacy_backup.trigger_guard();
 COMMENT ON EVENT TRIGGER legacy_backup_trigger_guard IS
     'Refuses statements that disable, rename or replace the extension''s triggers on application tables (SQLSTATE LB006)';
+
+CREATE FUNCTION legacy_backup.rewrite_guard() RETURNS event_trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF coalesce(nullif(current_setting('legacy_backup.allow_drop', true), ''), 'off')::boolean THEN
+        RETURN;
+    END IF;
+    IF pg_event_trigger_table_rewrite_oid() IN (to_regclass('@extschema@.extracted_documents'),
+                                                to_regclass('@extschema@.legacy_import_sessions')) THEN
+        RAISE EXCEPTION 'refused: % would rewrite every row of %', tg_tag, pg_event_trigger_table_rewrite_oid()::regclass
+            USING ERRCODE = 'LB006',
+                  DETAIL = 'A rewrite (ALTER COLUMN … TYPE … USING, a volatile default) changes rows without the audit trail seeing them.',
+                  HINT = 'A superuser may confirm with SET legacy_backup.allow_drop = on, after a snapshot.';
+    END IF;
+END $$;
+COMMENT ON FUNCTION legacy_backup.rewrite_guard() IS
+    'Event trigger: refuses rewriting extracted_documents or legacy_import_sessions (LB006), unless legacy_backup.allow_drop is on';
+REVOKE ALL ON FUNCTION legacy_backup.rewrite_guard() FROM PUBLIC;
+CREATE EVENT TRIGGER legacy_backup_rewrite_guard ON table_rewrite
+    EXECUTE FUNCTION legacy_backup.rewrite_guard();
+COMMENT ON EVENT TRIGGER legacy_backup_rewrite_guard IS
+    'Refuses table rewrites of extracted_documents and legacy_import_sessions (SQLSTATE LB006)';
 
 
 -- 5. Functions in Rust: search_path pg_catalog only; the verdict no longer SECURITY DEFINER (only
@@ -555,8 +581,8 @@ COMMENT ON FUNCTION @extschema@.legacy_backup_check_id(text, text) IS
     'Internal: the id rule (src/ids.rs) for the extension''s SQL-language functions';
 
 REVOKE EXECUTE ON FUNCTION @extschema@.legacy_backup_log_update(), @extschema@.legacy_backup_log_insert(),
-                           @extschema@.legacy_backup_log_delete(), @extschema@.legacy_backup_log_truncate(),
-                           @extschema@.legacy_backup_export_check() FROM PUBLIC;
+                           @extschema@.legacy_backup_log_delete(), @extschema@.legacy_backup_truncate_guard(),
+                           @extschema@.legacy_backup_export_gate(), @extschema@.legacy_backup_export_check() FROM PUBLIC;
 
 -- Called only by the export check trigger, which runs as the extension's owner.
 REVOKE EXECUTE ON FUNCTION @extschema@.legacy_backup_export_verdict(text),

@@ -175,11 +175,18 @@ pub const TRIGGERS: &[(&str, &str, &str, &str, &str)] = &[
         "legacy_backup_log_delete",
     ),
     (
-        "legacy_backup_log_truncate",
+        "legacy_backup_truncate_guard",
         "BEFORE TRUNCATE",
         "extracted_documents",
         "FOR EACH STATEMENT",
-        "legacy_backup_log_truncate",
+        "legacy_backup_truncate_guard",
+    ),
+    (
+        "legacy_backup_session_truncate_guard",
+        "BEFORE TRUNCATE",
+        "legacy_import_sessions",
+        "FOR EACH STATEMENT",
+        "legacy_backup_truncate_guard",
     ),
     (
         "legacy_backup_export_gate",
@@ -204,6 +211,13 @@ pub const TRIGGERS: &[(&str, &str, &str, &str, &str)] = &[
         "legacy_import_sessions",
         "FOR EACH ROW WHEN (OLD.status IS DISTINCT FROM NEW.status OR OLD.cleaned_up_at IS DISTINCT FROM NEW.cleaned_up_at \
          OR OLD.cleanup_scheduled_at IS DISTINCT FROM NEW.cleanup_scheduled_at OR OLD.id IS DISTINCT FROM NEW.id)",
+        "legacy_backup_export_check",
+    ),
+    (
+        "legacy_backup_export_check_delete",
+        "AFTER DELETE",
+        "legacy_import_sessions",
+        "FOR EACH ROW",
         "legacy_backup_export_check",
     ),
     (
@@ -381,6 +395,7 @@ const COLUMN_KINDS: &[(&str, &str, &str)] = &[
     ("extracted_documents", "categorized_by", "text"),
     ("extracted_documents", "categorized_at", "timestamptz"),
     ("extracted_documents", "status", "enum"),
+    ("extracted_documents", "created_at", "timestamptz"),
     ("legacy_import_sessions", "id", "text"),
     ("legacy_import_sessions", "status", "enum"),
     ("legacy_import_sessions", "exported_at", "timestamptz"),
@@ -394,8 +409,12 @@ const COLUMN_KINDS: &[(&str, &str, &str)] = &[
 ];
 
 /// What would let application-defined code into the extension's privileged reads, or changes
-/// past the audit trail: a column above retyped, or a table inheriting from (or partition of)
-/// the two tables that carry the triggers (statement triggers do not fire for its rows).
+/// past the audit trail: a column above retyped, or missing from a table that carries the
+/// extension's triggers (a column swapped in under its name); a table inheriting from (or
+/// partition of) the two tables that carry the triggers (statement triggers do not fire for its
+/// rows); an index or statistics object on an application table whose expressions call a
+/// function or operator outside pg_catalog (the planner folds such expressions when it loads
+/// them, with the rights of whoever plans a query on the table).
 pub fn structure_problems() -> LbResult<Vec<(String, String)>> {
     let nsp = extension_namespace()?;
     let tables: Vec<&str> = COLUMN_KINDS.iter().map(|c| c.0).collect();
@@ -403,24 +422,54 @@ pub fn structure_problems() -> LbResult<Vec<(String, String)>> {
     let kinds: Vec<&str> = COLUMN_KINDS.iter().map(|c| c.2).collect();
     Spi::connect(|c| {
         let rows = c.select(
-            "SELECT r.relname || '.' || a.attname, 'has type ' || pg_catalog.format_type(a.atttypid, a.atttypmod) \
-                    || ', not ' || x.kind || ': the extension reads it with its own rights' \
+            "SELECT r.relname || '.' || x.col, \
+                    CASE WHEN a.attnum IS NULL THEN 'is missing: the extension reads it' \
+                         ELSE 'has type ' || pg_catalog.format_type(a.atttypid, a.atttypmod) \
+                              || ', not ' || x.kind || ': the extension reads it with its own rights' END \
              FROM unnest($2::text[], $3::text[], $4::text[]) AS x(tab, col, kind) \
              JOIN pg_catalog.pg_class r ON r.relname = x.tab AND r.relnamespace = $1 AND r.relkind IN ('r', 'p') \
-             JOIN pg_catalog.pg_attribute a ON a.attrelid = r.oid AND a.attname = x.col AND NOT a.attisdropped \
-             JOIN pg_catalog.pg_type t ON t.oid = a.atttypid \
-             WHERE NOT CASE x.kind \
+             LEFT JOIN pg_catalog.pg_attribute a ON a.attrelid = r.oid AND a.attname = x.col AND NOT a.attisdropped \
+             LEFT JOIN pg_catalog.pg_type t ON t.oid = a.atttypid \
+             WHERE (a.attnum IS NULL \
+                    AND x.col <> ALL ($6::text[]) \
+                    AND EXISTS (SELECT 1 FROM pg_catalog.pg_trigger tg JOIN pg_catalog.pg_proc tp ON tp.oid = tg.tgfoid \
+                                WHERE tg.tgrelid = r.oid AND tp.pronamespace = $1 AND tp.proname LIKE 'legacy\\_backup\\_%')) \
+                OR (a.attnum IS NOT NULL AND NOT CASE x.kind \
                  WHEN 'text' THEN a.atttypid IN ('pg_catalog.text'::pg_catalog.regtype, 'pg_catalog.varchar'::pg_catalog.regtype) \
                  WHEN 'timestamptz' THEN a.atttypid IN ('pg_catalog.timestamptz'::pg_catalog.regtype, 'pg_catalog.timestamp'::pg_catalog.regtype) \
-                 ELSE t.typtype = 'e' END \
+                 ELSE t.typtype = 'e' END) \
              UNION ALL \
              SELECT i.inhrelid::pg_catalog.regclass::text, 'inherits from ' || r.relname \
                     || ': changes made directly to it would not be logged' \
              FROM pg_catalog.pg_inherits i JOIN pg_catalog.pg_class r ON r.oid = i.inhparent \
              WHERE r.relnamespace = $1 AND r.relname IN ('extracted_documents', 'legacy_import_sessions') \
+             UNION ALL \
+             SELECT o.what || ' on ' || r.relname, 'calls ' || CASE d.refclassid \
+                      WHEN 'pg_catalog.pg_proc'::pg_catalog.regclass THEN 'function ' || d.refobjid::pg_catalog.regprocedure::text \
+                      ELSE 'operator ' || d.refobjid::pg_catalog.regoperator::text END \
+                    || ', outside pg_catalog: the planner may run it with the rights of whoever plans a query on the table' \
+             FROM (SELECT 'index ' || x.indexrelid::pg_catalog.regclass::text, x.indrelid, 'pg_catalog.pg_class'::pg_catalog.regclass, x.indexrelid \
+                   FROM pg_catalog.pg_index x \
+                   UNION ALL \
+                   SELECT 'statistics ' || e.stxname, e.stxrelid, 'pg_catalog.pg_statistic_ext'::pg_catalog.regclass, e.oid \
+                   FROM pg_catalog.pg_statistic_ext e) AS o(what, relid, classid, objid) \
+             JOIN pg_catalog.pg_class r ON r.oid = o.relid AND r.relnamespace = $1 AND r.relname = ANY($5) \
+             JOIN pg_catalog.pg_depend d ON d.classid = o.classid AND d.objid = o.objid \
+                  AND d.refclassid IN ('pg_catalog.pg_proc'::pg_catalog.regclass, 'pg_catalog.pg_operator'::pg_catalog.regclass) \
+             WHERE coalesce((SELECT p.pronamespace FROM pg_catalog.pg_proc p WHERE d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND p.oid = d.refobjid), \
+                            (SELECT op.oprnamespace FROM pg_catalog.pg_operator op WHERE d.refclassid = 'pg_catalog.pg_operator'::pg_catalog.regclass AND op.oid = d.refobjid)) \
+                   <> 'pg_catalog'::pg_catalog.regnamespace \
              ORDER BY 1",
             None,
-            &[nsp.into(), tables.into(), columns.into(), kinds.into()],
+            &[
+                nsp.into(),
+                tables.into(),
+                columns.into(),
+                kinds.into(),
+                REQUIRED_TABLES.to_vec().into(),
+                // Columns attach adds itself are not "missing" before it runs.
+                SESSION_COLUMNS.iter().map(|c| c.0).collect::<Vec<_>>().into(),
+            ],
         )?;
         let mut found = Vec::new();
         for row in rows {
@@ -456,6 +505,15 @@ pub fn lock_app_tables() -> LbResult<Vec<String>> {
             )
             .detail("legacy_backup reads the application's tables with its own rights, so it reads tables only, never views or other relations in their place.")
             .hint("Restore the application's table under that name."));
+        }
+    }
+    if missing.is_empty() {
+        if let Some((object, problem)) = structure_problems()?.into_iter().next() {
+            return Err(LbError::new(
+                PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+                format!("legacy_backup will not read the application's tables: {object} {problem}"),
+            )
+            .hint("See SELECT * FROM legacy_backup_trigger_problems(); and docs/security.md."));
         }
     }
     Ok(missing)
@@ -517,14 +575,8 @@ pub fn attach() -> LbResult<Vec<AttachStep>> {
         .detail(format!("legacy_backup looks for them in schema {}.", extension_schema()?))
         .hint("Create or restore the application's tables first, then run legacy_backup_attach() again."));
     }
+    // Also refuses while the tables are in a state the extension will not read them in.
     lock_app_tables()?;
-    if let Some((object, problem)) = structure_problems()?.into_iter().next() {
-        return Err(LbError::new(
-            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-            format!("cannot attach: {object} {problem}"),
-        )
-        .hint("See docs/security.md: the columns the extension reads keep their types, and the tables carrying its triggers have no child tables."));
-    }
     let mut steps = Vec::new();
     for table in REQUIRED_TABLES {
         steps.push(AttachStep {
@@ -781,7 +833,15 @@ mod tests {
         assert_eq!(firing("legacy_backup_log_update"), (16, true, true));
         assert_eq!(firing("legacy_backup_log_insert"), (4, false, true));
         assert_eq!(firing("legacy_backup_log_delete"), (8, true, false));
-        assert_eq!(firing("legacy_backup_log_truncate"), (34, false, false));
+        assert_eq!(firing("legacy_backup_truncate_guard"), (34, false, false));
+        assert_eq!(
+            firing("legacy_backup_session_truncate_guard"),
+            (34, false, false)
+        );
+        assert_eq!(
+            firing("legacy_backup_export_check_delete"),
+            (9, false, false)
+        );
         assert_eq!(firing("legacy_backup_export_gate"), (19, false, false));
         assert_eq!(
             firing("legacy_backup_export_gate_insert"),

@@ -83,7 +83,7 @@ const LOG_TRIGGERS: &[&str] = &[
     "legacy_backup_log_update",
     "legacy_backup_log_insert",
     "legacy_backup_log_delete",
-    "legacy_backup_log_truncate",
+    "legacy_backup_truncate_guard",
 ];
 
 /// Whether every log trigger exists, calls the extension's function and fires.
@@ -248,6 +248,12 @@ pub fn postpone_cleanup(
         if !finite || !in_future || !bounded {
             return Err(LbError::invalid_parameter(format!(
                 "until must be a moment in the future, at most {MAX_POSTPONE} from now"
+            )));
+        }
+        // Only a session exported through the gate has a schedule to move.
+        if scheduled.is_none() {
+            return Err(state(format!(
+                "session \"{session_id}\" has no scheduled cleanup: it was not exported through the export gate"
             )));
         }
         if !later {

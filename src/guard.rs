@@ -79,6 +79,11 @@ enum DropRequest {
     Owned {
         roles: Vec<pg_sys::Oid>,
     },
+    /// ALTER TYPE … RENAME VALUE: the enum's name, and its schema when the statement gave one.
+    EnumRename {
+        schema: Option<String>,
+        type_name: String,
+    },
 }
 
 impl DropRequest {
@@ -87,6 +92,20 @@ impl DropRequest {
             let stmt = unsafe { &*(node as *mut pg_sys::DropOwnedStmt) };
             return Some(DropRequest::Owned {
                 roles: unsafe { role_list(stmt.roles) },
+            });
+        }
+        if unsafe { pgrx::is_a(node, pg_sys::NodeTag::T_AlterEnumStmt) } {
+            let stmt = unsafe { &*(node as *mut pg_sys::AlterEnumStmt) };
+            if stmt.oldVal.is_null() {
+                return None; // ADD VALUE: existing rows keep their meaning
+            }
+            // The name as written: this function runs with its own search_path, so an
+            // unqualified name cannot be resolved the way the statement resolves it.
+            let mut names = unsafe { string_list(stmt.typeName) };
+            let type_name = names.pop().unwrap_or_default();
+            return Some(DropRequest::EnumRename {
+                schema: names.pop(),
+                type_name,
             });
         }
         if !unsafe { pgrx::is_a(node, pg_sys::NodeTag::T_DropStmt) } {
@@ -141,9 +160,39 @@ unsafe fn role_list(list: *mut pg_sys::List) -> Vec<pg_sys::Oid> {
         .collect()
 }
 
+/// ALTER TYPE … RENAME VALUE on the enum of a status column the extension reads: renaming (or
+/// swapping) labels changes every row's status with no row written, so no trigger sees it.
+/// (SQLSTATE 55000: an LB code raised through SPI from Rust would reach the client as XX000.)
+fn refuse_enum_rename(schema: Option<&str>, type_name: &str) {
+    // Matched by name (and schema when given): an unrelated enum of the same name elsewhere is
+    // refused too, which errs on the safe side.
+    let guarded = Spi::get_one_with_args::<bool>(
+        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_class c ON c.oid = a.attrelid \
+                        JOIN pg_catalog.pg_extension e ON e.extname = 'legacy_backup' AND c.relnamespace = e.extnamespace \
+                        JOIN pg_catalog.pg_type t ON t.oid = a.atttypid \
+                        WHERE c.relname IN ('extracted_documents', 'legacy_import_sessions') AND a.attname = 'status' \
+                          AND NOT a.attisdropped AND t.typname = $1 \
+                          AND ($2::text IS NULL OR t.typnamespace = (SELECT n.oid FROM pg_catalog.pg_namespace n WHERE n.nspname = $2)))",
+        &[type_name.into(), schema.into()],
+    );
+    if guarded.ok().flatten() == Some(true) {
+        LbError::new(
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            format!("refused: ALTER TYPE {type_name} RENAME VALUE: it is the status enum of legacy_backup's tables"),
+        )
+        .detail("Renaming a label changes the status of every row that has it, with no row written: the audit trail would not see it.")
+        .hint("Add a new value instead (ALTER TYPE … ADD VALUE), or have a superuser confirm with SET legacy_backup.allow_drop = on.")
+        .raise();
+    }
+}
+
 /// The error to raise, or None when the statement does not reach the extension or there is
 /// nothing to lose.
 fn refusal(drop: &DropRequest) -> Option<LbError> {
+    if let DropRequest::EnumRename { schema, type_name } = drop {
+        refuse_enum_rename(schema.as_deref(), type_name);
+        return None;
+    }
     // Names in the parse tree are as PostgreSQL resolved them: unquoted, like the catalog's.
     let schema_name = crate::attach::extension_schema().ok()?;
     let schema = quote_identifier(&schema_name);
@@ -180,6 +229,7 @@ fn refusal(drop: &DropRequest) -> Option<LbError> {
         DropRequest::SchemaCascade { .. } => format!(
             "cannot drop schema {schema} with CASCADE: it would drop extension legacy_backup, which holds {snapshots} snapshot(s) and {changes} audit-trail change(s)"
         ),
+        DropRequest::EnumRename { .. } => return None,
         DropRequest::Owned { .. } => format!(
             "cannot drop the objects owned by the owner of extension legacy_backup: it holds {snapshots} snapshot(s) and {changes} audit-trail change(s)"
         ),

@@ -101,7 +101,20 @@ CREATE INDEX evil_index ON legacy_import_audit_logs (public.evil_index(id));
 SQL
 qa -c "SELECT legacy_snapshot_take('s1')" >/dev/null
 no_escalation "A4 index expression on legacy_import_audit_logs"
-qa -c "DROP INDEX evil_index" -c "ALTER TABLE legacy_import_audit_logs ADD COLUMN evil boolean DEFAULT public.payload('column default')"
+qa -c "DROP INDEX IF EXISTS evil_index"
+# An index whose expression the planner folds when it loads the index (an IMMUTABLE function of
+# a constant): it would run as whoever plans a query on the table, e.g. the worker's scheduler.
+qa <<'SQL'
+CREATE FUNCTION public.fold(t text) RETURNS text LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN PERFORM public.payload('planner folding an index expression'); RETURN t; END $$;
+SQL
+refused_with "A4f an index on legacy_import_sessions whose expression the planner folds" LB006 \
+  "$(state_of "CREATE INDEX evil_fold ON legacy_import_sessions ((id || public.fold('x')))")"
+q app -c "DELETE FROM public.witness WHERE who = 'lb_app'" >/dev/null
+sleep 2
+no_escalation "A4f' nothing planned it with higher rights meanwhile"
+qa -c "DROP INDEX IF EXISTS evil_fold"
+qa -c "ALTER TABLE legacy_import_audit_logs ADD COLUMN evil boolean DEFAULT public.payload('column default')"
 qa -c "SELECT legacy_snapshot_take('s1')" >/dev/null
 no_escalation "A5 column default on legacy_import_audit_logs"
 qa -c "ALTER TABLE legacy_import_audit_logs DROP COLUMN evil"
@@ -227,6 +240,7 @@ repair() {
   q app -c "SET legacy_backup.allow_drop = on" \
     -c "DO \$\$ BEGIN IF to_regclass('public.ed_real') IS NOT NULL THEN ALTER TABLE public.ed_real RENAME TO extracted_documents; END IF; END \$\$" \
     -c "DROP TABLE IF EXISTS public.ed_child" \
+    -c "DO \$\$ BEGIN IF EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = 'extracted_documents'::regclass AND attname = 'category_old') THEN ALTER TABLE extracted_documents RENAME COLUMN category_old TO category_id; END IF; END \$\$" \
     -c "ALTER TABLE extracted_documents ALTER COLUMN categorized_by TYPE text" \
     -c "DROP TRIGGER IF EXISTS renamed ON extracted_documents" -c "ALTER TABLE extracted_documents ENABLE TRIGGER ALL" \
     -c "ALTER TABLE legacy_import_sessions ENABLE TRIGGER ALL" -c "SELECT count(*) FROM legacy_backup_attach()" >/dev/null
@@ -256,6 +270,14 @@ refused_with "A19i changing a document's id in the same UPDATE as its category" 
 qa -c "INSERT INTO legacy_import_sessions (id, firm_id, pst_file_name, pst_file_size, uploaded_by, status, updated_at) VALUES ('sx', 'f', 'x.pst', 1, 'u', 'InProgress', now())"
 refused_with "A19s changing a session's id (its schedule and keys hang on it)" LB008 \
   "$(state_of "UPDATE legacy_import_sessions SET id = 'sy' WHERE id = 'sx'")"
+refused_with "A19e ALTER TYPE … RENAME VALUE on the session status enum" 55000 \
+  "$(state_of "ALTER TYPE \"ImportSessionStatus\" RENAME VALUE 'InProgress' TO 'Exported2'")"
+refused_with "A19e' ALTER TYPE … RENAME VALUE on the document status enum (a silent swap)" 55000 \
+  "$(state_of "ALTER TYPE \"DocumentCategorizationStatus\" RENAME VALUE 'Skipped' TO 'Skipped2'")"
+refused_with "A19w rewriting category_id in place (ALTER COLUMN … TYPE text USING …)" LB006 \
+  "$(state_of "ALTER TABLE extracted_documents ALTER COLUMN category_id TYPE text USING CASE WHEN id = 'x' THEN 'y' ELSE category_id END")"; repair
+refused_with "A19m renaming category_id away (to swap in another column)" LB006 \
+  "$(state_of "ALTER TABLE extracted_documents RENAME COLUMN category_id TO category_old")"; repair
 # A superuser may still switch the trail off on purpose (allow_drop): health and the gate notice.
 q app -c "SET legacy_backup.allow_drop = on" -c "ALTER TABLE extracted_documents ENABLE REPLICA TRIGGER legacy_backup_log_update" >/dev/null 2>&1
 healthy=$(q app -c "SELECT ok FROM legacy_backup_health() WHERE check_name = 'trigger extracted_documents.legacy_backup_log_update'")
@@ -332,13 +354,13 @@ echo "9. hostile ids"
 qa -c "INSERT INTO legacy_import_sessions (id, firm_id, pst_file_name, pst_file_size, uploaded_by, status, updated_at) VALUES ('.', 'f', 'x.pst', 1, 'u', 'InProgress', now())"
 refused_with "A29 a session id made only of dots" 22023 "$(state_of "SELECT legacy_snapshot_take('.')")"
 
-echo "10. TRUNCATE"
-before=$(q app -c "SELECT count(*) FROM category_assignment_logs WHERE session_id = 's3'")
-qa -c "TRUNCATE extracted_documents CASCADE" 2>/dev/null
-after=$(q app -c "SELECT count(*) FROM category_assignment_logs WHERE session_id = 's3' AND new_status IS NULL")
-docs=$(q app -c "SELECT count(*) FROM extracted_documents")
-if [ "$docs" != 0 ] || [ "$after" -gt 0 ]; then verdict "A30 TRUNCATE extracted_documents leaves no trace" 1 "documents $docs, deletions logged $after"; else verdict "A30 TRUNCATE extracted_documents leaves no trace" 0 "log rows before $before, deletions logged $after"; fi
-
+echo "10. TRUNCATE and DELETE"
+refused_with "A30 TRUNCATE extracted_documents (no row trigger would see it)" LB009 "$(state_of "TRUNCATE extracted_documents")"
+refused_with "A30s TRUNCATE legacy_import_sessions CASCADE" LB009 "$(state_of "TRUNCATE legacy_import_sessions CASCADE")"
+had=$(q app -c "SELECT count(*) FROM legacy_backup.cleanup_schedule WHERE session_id = 's5'")
+qa -c "DELETE FROM legacy_import_sessions WHERE id = 's5'" >/dev/null
+left=$(q app -c "SELECT count(*) FROM legacy_backup.cleanup_schedule WHERE session_id = 's5'")
+if [ "$had" = 1 ] && [ "$left" = 0 ]; then verdict "A30d a deleted session leaves its schedule for a row re-inserted under its id" 1; else verdict "A30d a deleted session leaves its schedule for a row re-inserted under its id" 0 "schedule rows before $had, after $left"; fi
 ((failed)) && echo "attacks that succeeded: ${failures[*]}"
 echo "security: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]
