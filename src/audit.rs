@@ -184,7 +184,7 @@ pub fn undo_last(actor: &str, document: Option<&str>) -> LbResult<UndoResult> {
                     to_at.into(),
                 ],
             )?;
-            Ok(())
+            privilege::verify_written(client, "undo", &doc_ids, &to_category, &to_status)
         })?;
         let undone_ids: Vec<i64> = changes.iter().map(|c| c.id).collect();
         client.update(

@@ -135,6 +135,47 @@ pub fn with_change_source<R>(
     result
 }
 
+/// After undo or restore wrote documents (as their owner, so the application's BEFORE triggers
+/// ran on the way): every row must hold exactly what was written. A trigger of the application
+/// that changed or skipped a row would otherwise have its values logged as the undo or the
+/// restore, in the actor's name.
+pub fn verify_written(
+    client: &mut pgrx::spi::SpiClient<'_>,
+    what: &str,
+    ids: &[String],
+    categories: &[Option<String>],
+    statuses: &[String],
+) -> LbResult<()> {
+    let query = crate::attach::sql(
+        "SELECT count(*) FROM unnest($1::text[], $2::text[], $3::text[]) AS p(id, cat, status) \
+         LEFT JOIN @extschema@.extracted_documents d ON d.id = p.id \
+         WHERE d.id IS NULL OR d.category_id IS DISTINCT FROM p.cat \
+            OR pg_catalog.format('%s', d.status) IS DISTINCT FROM p.status",
+    )?;
+    let differing = client
+        .update(
+            &query,
+            None,
+            &[
+                ids.to_vec().into(),
+                categories.to_vec().into(),
+                statuses.to_vec().into(),
+            ],
+        )?
+        .first()
+        .get_one::<i64>()?
+        .unwrap_or(0);
+    if differing > 0 {
+        return Err(LbError::new(
+            pgrx::PgSqlErrorCode::ERRCODE_TRIGGERED_ACTION_EXCEPTION,
+            format!("{what} refused: {differing} document(s) do not hold what the {what} wrote"),
+        )
+        .detail("A trigger on extracted_documents changed or skipped rows while they were written; its values would have been logged as this change.")
+        .hint("Find the application's BEFORE UPDATE trigger on extracted_documents that rewrites category_id or status."));
+    }
+    Ok(())
+}
+
 fn set_local(name: &str, value: &str) -> LbResult<()> {
     let (name, value) = (CString::new(name), CString::new(value));
     let (Ok(name), Ok(value)) = (name, value) else {

@@ -379,14 +379,15 @@ fn restore(
                     &restore_query,
                     None,
                     &[
-                        ids.into(),
-                        cats.into(),
-                        statuses.into(),
+                        ids.clone().into(),
+                        cats.clone().into(),
+                        statuses.clone().into(),
                         bys.into(),
                         ats.into(),
                         session_id.as_str().into(),
                     ],
                 )?;
+                crate::privilege::verify_written(client, "restore", &ids, &cats, &statuses)?;
             }
             if !dry_run {
                 recount(client, &session_id)?;

@@ -166,6 +166,23 @@ q app -c "SELECT legacy_restore_snapshot('$id', 'u-partner', false)" >/dev/null
 forged=$(q app -c "SELECT count(*) FROM category_assignment_logs WHERE session_id = 's1' AND (source = 'restore' OR changed_by = 'u-partner') AND changed_at > now() - interval '1 minute'")
 if [ "$forged" = 0 ]; then verdict "A7n the application's nested change recorded as the partner's restore" 1; else verdict "A7n the application's nested change recorded as the partner's restore" 0 "$forged forged row(s)"; fi
 qa -c "DROP TRIGGER piggyback ON extracted_documents"
+# The application's BEFORE trigger rewrites the rows a partner's restore writes: its values would
+# be logged as the restore, in the partner's name.
+qa <<'SQL'
+CREATE FUNCTION public.rewrite_restore() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF current_setting('legacy_backup.change_source', true) = 'restore' THEN
+        NEW.status := 'Skipped'; NEW.category_id := NULL;
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER rewrite_restore BEFORE UPDATE ON extracted_documents FOR EACH ROW EXECUTE FUNCTION public.rewrite_restore();
+SQL
+# (The same document as above, put in a state its snapshot does not hold, so the restore writes it.)
+q app -c "UPDATE extracted_documents SET status = '$other', category_id = NULL, updated_at = now() WHERE id = (SELECT min(id) FROM extracted_documents WHERE session_id = 's2')" >/dev/null
+refused_with "A7b a BEFORE trigger of the application rewrites the rows of a partner's restore" 09000 \
+  "$(q app -c "SELECT public.sqlstate_of(\$q\$SELECT legacy_restore_snapshot('$id', 'u-partner', false)\$q\$)")"
+qa -c "DROP TRIGGER rewrite_restore ON extracted_documents"
 
 echo "2. operators and casts planted in the application's schema"
 qa <<'SQL'
