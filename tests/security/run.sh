@@ -250,6 +250,15 @@ qa -c "DROP TRIGGER zzz_pull_forward ON legacy_import_sessions"
 sleep 3
 check_kept=$(ls "$BUCKET_DIR/documents/s2" 2>/dev/null | wc -l)
 if [ "$check_kept" = 1 ]; then verdict "A15 the worker deletes nothing before cleanup_delay" 1; else verdict "A15 the worker deletes nothing before cleanup_delay" 0 "documents/s2 deleted"; fi
+# A session that shows Exported without ever passing the gate (a superuser slipped it in with the
+# check off): postponing must not create a schedule, which the worker would act on.
+q app -c "SET legacy_backup.allow_drop = on" -c "ALTER TABLE legacy_import_sessions DISABLE TRIGGER legacy_backup_export_check_insert" \
+      -c "INSERT INTO legacy_import_sessions (id, firm_id, pst_file_name, pst_file_size, uploaded_by, status, updated_at) VALUES ('sz', 'f', 'z.pst', 1, 'u', 'Exported', now())" \
+      -c "ALTER TABLE legacy_import_sessions ENABLE TRIGGER legacy_backup_export_check_insert" >/dev/null
+refused_with "A15p postponing a cleanup for a session that has no schedule (never exported through the gate)" 55000 \
+  "$(state_of "SELECT legacy_postpone_cleanup('sz', 'u-partner', now() + interval '3 seconds')")"
+refused_with "A15c clearing cleaned_up_at (it would queue the cleanup again)" LB004 \
+  "$(q app -c "SELECT public.sqlstate_of(\$q\$UPDATE legacy_import_sessions SET cleaned_up_at = now(), updated_at = now() WHERE id = 'sz'\$q\$)" >/dev/null; state_of "UPDATE legacy_import_sessions SET cleaned_up_at = NULL, updated_at = now() WHERE id = 'sz'")"
 
 echo "4. silencing the audit trail"
 # Puts the triggers back after an attack that got through (a no-op when it was refused).
