@@ -150,9 +150,19 @@ pub fn ensure_attached() -> LbResult<()> {
     }
 }
 
-/// Triggers the extension keeps on application tables: (name, timing and event, table, transition
-/// tables and level, function). Ordinary triggers, so pg_dump carries them with the tables.
-pub const TRIGGERS: &[(&str, &str, &str, &str, &str)] = &[
+/// One of the extension's triggers: (name, timing and event, table, transition tables and level,
+/// function).
+pub type TriggerDef = (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+);
+
+/// Triggers the extension keeps on application tables. Ordinary triggers, so pg_dump carries
+/// them with the tables.
+pub const TRIGGERS: &[TriggerDef] = &[
     (
         "legacy_backup_log_update",
         "AFTER UPDATE",
@@ -293,13 +303,9 @@ fn expected_firing(event: &str, level: &str) -> (i32, bool, bool) {
     )
 }
 
-/// The state of trigger `name` on application table `table` (None when the table is missing).
-pub fn trigger_state(table: &str, name: &str, function: &str) -> LbResult<Option<TriggerState>> {
-    let (event, level) = TRIGGERS
-        .iter()
-        .find(|t| t.0 == name)
-        .map(|t| (t.1, t.3))
-        .unwrap_or(("", ""));
+/// The state of one of `TRIGGERS` on its table (None when the table is missing).
+pub fn trigger_state(trigger: &TriggerDef) -> LbResult<Option<TriggerState>> {
+    let (name, event, table, level, function) = *trigger;
     let expected = expected_firing(event, level);
     let nsp = extension_namespace()?;
     let Some(relid) = app_table(nsp, table) else {
@@ -340,8 +346,8 @@ pub fn trigger_state(table: &str, name: &str, function: &str) -> LbResult<Option
 /// under another name (a renamed one). Missing triggers are not listed: attaching creates them.
 pub fn tampered_triggers() -> LbResult<Vec<(String, String)>> {
     let mut problems = Vec::new();
-    for (name, _, table, _, function) in TRIGGERS {
-        match trigger_state(table, name, function)? {
+    for trigger @ (name, _, table, _, _) in TRIGGERS {
+        match trigger_state(trigger)? {
             None | Some(TriggerState::Intact) | Some(TriggerState::Missing) => {}
             Some(state) => problems.push((format!("{table}.{name}"), state.describe())),
         }
@@ -601,9 +607,9 @@ pub fn attach() -> LbResult<Vec<AttachStep>> {
             outcome,
         });
     }
-    for (name, event, table, level, function) in TRIGGERS {
+    for trigger @ (name, event, table, level, function) in TRIGGERS {
         // Attaching always leaves the trigger enabled: a disabled one is what lost history looks like.
-        let outcome = match trigger_state(table, name, function)? {
+        let outcome = match trigger_state(trigger)? {
             Some(TriggerState::Intact) => "present",
             Some(TriggerState::NotFiring(_)) => {
                 Spi::run(&sql(&format!("ALTER TABLE @extschema@.{table} ENABLE TRIGGER {name}"))?)?;
@@ -708,8 +714,8 @@ pub fn health() -> LbResult<Vec<HealthCheck>> {
         }
     }
     if missing.is_empty() {
-        for (name, _, table, _, function) in TRIGGERS {
-            let state = trigger_state(table, name, function)?.unwrap_or(TriggerState::Missing);
+        for trigger @ (name, _, table, _, _) in TRIGGERS {
+            let state = trigger_state(trigger)?.unwrap_or(TriggerState::Missing);
             let ok = state == TriggerState::Intact;
             checks.push(HealthCheck {
                 check: format!("trigger {table}.{name}"),

@@ -77,25 +77,17 @@ FROM (SELECT 1) one LEFT JOIN snap ON true
 LEFT JOIN @extschema@.legacy_import_sessions s ON s.id = $1
 "#;
 
-/// The triggers that write the audit trail: without all of them intact, "no change since the
-/// snapshot" cannot be known, so no export is allowed.
-const LOG_TRIGGERS: &[&str] = &[
-    "legacy_backup_log_update",
-    "legacy_backup_log_insert",
-    "legacy_backup_log_delete",
-    "legacy_backup_truncate_guard",
-];
-
-/// Whether every log trigger exists, calls the extension's function and fires.
+/// Whether every trigger on extracted_documents (the ones that keep the audit trail) exists,
+/// calls the extension's function and fires: without them, "no change since the snapshot"
+/// cannot be known, so no export is allowed.
 pub fn audit_trail_recording() -> LbResult<bool> {
-    for (name, _, table, _, function) in crate::attach::TRIGGERS
+    for trigger in crate::attach::TRIGGERS
         .iter()
-        .filter(|t| LOG_TRIGGERS.contains(&t.0))
+        .filter(|t| t.2 == "extracted_documents")
     {
         // (A trigger whose function an older installed version lacks comes with its update.)
-        if crate::attach::function_exists(function)?
-            && crate::attach::trigger_state(table, name, function)?
-                != Some(crate::attach::TriggerState::Intact)
+        if crate::attach::function_exists(trigger.4)?
+            && crate::attach::trigger_state(trigger)? != Some(crate::attach::TriggerState::Intact)
         {
             return Ok(false);
         }

@@ -52,38 +52,26 @@ impl Drop for SavedUser {
     }
 }
 
-fn switch_to(user: pg_sys::Oid, extra_context: u32) -> SavedUser {
-    let mut saved = SavedUser {
-        user: pg_sys::InvalidOid,
-        context: 0,
-    };
-    // SAFETY: plain reads and writes of this backend's current user id and security context.
-    unsafe {
-        pg_sys::GetUserIdAndSecContext(&mut saved.user, &mut saved.context);
-        pg_sys::SetUserIdAndSecContext(user, saved.context | extra_context as i32);
-    }
-    saved
-}
-
 /// Runs `f` as the owner of the application table `table`, in a security-restricted operation.
 /// Every write to an application table goes through here.
 pub fn as_owner_of<R>(table: &str, f: impl FnOnce() -> LbResult<R>) -> LbResult<R> {
     let owner = table_owner(table)?;
-    let _restore = switch_to(
-        owner,
-        pg_sys::SECURITY_LOCAL_USERID_CHANGE | pg_sys::SECURITY_RESTRICTED_OPERATION,
-    );
+    let mut saved = SavedUser {
+        user: pg_sys::InvalidOid,
+        context: 0,
+    };
+    // SAFETY: plain reads and writes of this backend's current user id and security context;
+    // `saved` puts the old ones back when it is dropped.
+    unsafe {
+        pg_sys::GetUserIdAndSecContext(&mut saved.user, &mut saved.context);
+        let restricted =
+            pg_sys::SECURITY_LOCAL_USERID_CHANGE | pg_sys::SECURITY_RESTRICTED_OPERATION;
+        pg_sys::SetUserIdAndSecContext(owner, saved.context | restricted as i32);
+    }
     f()
 }
 
-/// Runs `f` as the extension's owner: for trigger and event-trigger code that runs with the
-/// caller's rights but must read or write the extension's own tables.
-pub fn as_extension_owner<R>(f: impl FnOnce() -> LbResult<R>) -> LbResult<R> {
-    let owner = extension_owner()?;
-    let _restore = switch_to(owner, pg_sys::SECURITY_LOCAL_USERID_CHANGE);
-    f()
-}
-
+/// The role that owns the extension (for the DROP OWNED guard).
 pub fn extension_owner() -> LbResult<pg_sys::Oid> {
     pgrx::Spi::get_one::<pg_sys::Oid>(
         "SELECT extowner FROM pg_catalog.pg_extension WHERE extname = 'legacy_backup'",
