@@ -1,5 +1,8 @@
 -- The audit trail: one row per real change of a document's category or status, written by
--- statement-level triggers on extracted_documents in the same transaction as the change.
+-- triggers on extracted_documents in the same transaction as the change: statement-level ones
+-- with transition tables here for INSERT and DELETE, and for UPDATE a filtered row trigger with a
+-- statement-level flush (src/audit_trail.rs), so that the application's many updates of other
+-- columns cost nothing.
 -- It lives in the application's schema so the application can read it through Prisma, and has no
 -- foreign keys: it must outlive deleted rows and exist before the application's tables (pg_restore).
 
@@ -44,8 +47,9 @@ SELECT pg_catalog.pg_extension_config_dump('@extschema@.category_assignment_logs
 SELECT pg_catalog.pg_extension_config_dump(
     pg_catalog.pg_get_serial_sequence('@extschema@.category_assignment_logs', 'id'), '');
 
--- Trigger functions. Set-based: one INSERT ... SELECT over the transition tables per statement,
--- so a bulk merge of thousands of rows costs one statement, not thousands of calls.
+-- Trigger functions for INSERT and DELETE. Set-based: one INSERT ... SELECT over the transition
+-- tables per statement, so an import of thousands of rows costs one statement. The UPDATE path
+-- (src/audit_trail.rs) decides attribution and source by the same rules.
 -- Attribution, in order: legacy_backup.actor; else categorized_by when the statement set it
 -- (changed categorized_by or categorized_at); else the database role, as 'pg:<role>'.
 -- legacy_backup.change_source is superuser-only: the application cannot disguise its changes.
@@ -60,43 +64,14 @@ SELECT pg_catalog.pg_extension_config_dump(
 -- A change made by the application's own trigger while undo or restore runs (trigger depth > 1)
 -- is recorded as an ordinary change, not as the undo or restore, nor in the partner's name.
 
-CREATE FUNCTION @extschema@.legacy_backup_log_update() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    actor text := nullif(current_setting('legacy_backup.actor', true), '');
-    src text := coalesce(nullif(current_setting('legacy_backup.change_source', true), ''), 'app');
-    at timestamptz := clock_timestamp();
-    role_name text := 'pg:' || session_user;
+-- Ids of documents cannot change: the trail pairs a document's changes by its id (the UPDATE
+-- path of the trail is in Rust, src/audit_trail.rs; this guard fires only when an id changed).
+CREATE FUNCTION @extschema@.legacy_backup_id_guard() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    IF pg_trigger_depth() > 1 AND src <> 'app' THEN
-        src := 'app';
-        actor := NULL;
-    END IF;
-    -- Old and new rows are paired by id: a statement that changes ids would escape the log.
-    IF EXISTS (SELECT 1 FROM old_rows o WHERE NOT EXISTS (SELECT 1 FROM new_rows n WHERE n.id = o.id)) THEN
-        RAISE EXCEPTION 'the id of a document cannot change while legacy_backup keeps its history'
-            USING ERRCODE = 'LB008',
-                  HINT = 'Insert the document under its new id and delete the old one: both are logged.';
-    END IF;
-    INSERT INTO @extschema@.category_assignment_logs
-        (session_id, document_id, old_category_id, new_category_id, old_status, new_status,
-         old_categorized_by, new_categorized_by, old_categorized_at, new_categorized_at,
-         changed_by, attribution, changed_at, source, db_role)
-    SELECT n.session_id, n.id, o.category_id, n.category_id, format('%s', o.status), format('%s', n.status),
-           o.categorized_by, n.categorized_by, o.categorized_at, n.categorized_at,
-           CASE a.how WHEN 'setting' THEN actor WHEN 'categorized_by' THEN n.categorized_by ELSE role_name END,
-           a.how,
-           at, src, session_user
-    FROM new_rows n JOIN old_rows o ON o.id = n.id
-    -- How the change is attributed, decided once: changed_by follows from it.
-    CROSS JOIN LATERAL (
-        SELECT CASE WHEN actor IS NOT NULL THEN 'setting'
-                    WHEN n.categorized_by IS NOT NULL
-                         AND (n.categorized_by IS DISTINCT FROM o.categorized_by
-                              OR n.categorized_at IS DISTINCT FROM o.categorized_at) THEN 'categorized_by'
-                    ELSE 'db_user' END AS how) a
-    WHERE n.category_id IS DISTINCT FROM o.category_id OR format('%s', n.status) IS DISTINCT FROM format('%s', o.status);
-    RETURN NULL;
+    RAISE EXCEPTION 'the id of a document cannot change while legacy_backup keeps its history'
+        USING ERRCODE = 'LB008',
+              HINT = 'Insert the document under its new id and delete the old one: both are logged.';
 END $$;
 
 CREATE FUNCTION @extschema@.legacy_backup_log_insert() RETURNS trigger
@@ -156,7 +131,7 @@ BEGIN
               HINT = 'Use DELETE: every deleted document is logged. A superuser may DROP the trigger with legacy_backup.allow_drop = on.';
 END $$;
 
-COMMENT ON FUNCTION @extschema@.legacy_backup_log_update() IS 'Trigger: logs category/status changes of extracted_documents (statement level, transition tables)';
+COMMENT ON FUNCTION @extschema@.legacy_backup_id_guard() IS 'Trigger: refuses changing the id of a document (LB008), which would break its history';
 COMMENT ON FUNCTION @extschema@.legacy_backup_log_insert() IS 'Trigger: logs extracted_documents inserted already categorized or skipped';
 COMMENT ON FUNCTION @extschema@.legacy_backup_log_delete() IS 'Trigger: logs deleted extracted_documents';
 COMMENT ON FUNCTION @extschema@.legacy_backup_truncate_guard() IS 'Trigger: refuses TRUNCATE of extracted_documents and legacy_import_sessions (LB009); DELETE is logged';

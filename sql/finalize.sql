@@ -114,11 +114,25 @@ GRANT EXECUTE ON FUNCTION
 TO legacy_backup_admin;
 -- Trigger functions fire whatever their EXECUTE privilege; revoking it only stops anyone from
 -- attaching them elsewhere.
-REVOKE EXECUTE ON FUNCTION @extschema@.legacy_backup_log_update(), @extschema@.legacy_backup_log_insert(),
+REVOKE EXECUTE ON FUNCTION @extschema@.legacy_backup_log_update(), @extschema@.legacy_backup_log_update_flush(),
+                           @extschema@.legacy_backup_id_guard(), @extschema@.legacy_backup_log_insert(),
                            @extschema@.legacy_backup_log_delete(), @extschema@.legacy_backup_truncate_guard(),
                            @extschema@.legacy_backup_export_gate(), @extschema@.legacy_backup_export_check() FROM PUBLIC;
 -- Called only by the export check trigger, which runs as the extension's owner.
 REVOKE EXECUTE ON FUNCTION @extschema@.legacy_backup_export_verdict(text),
                            @extschema@.legacy_backup_audit(text, text, text, jsonb) FROM PUBLIC;
+
+-- The UPDATE trail's functions are C (src/audit_trail.rs). The flush runs one prepared,
+-- schema-qualified INSERT; it gets the usual search_path like every other function. The row
+-- function resolves no names at all and runs for every changed row of a bulk merge, where a
+-- SET clause would cost more than the function itself, so it has none.
+ALTER FUNCTION @extschema@.legacy_backup_log_update_flush() SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION @extschema@.legacy_backup_log_update() IS
+    'Trigger (row, WHEN category or status changed): buffers the change for the audit trail';
+COMMENT ON FUNCTION @extschema@.legacy_backup_log_update_flush() IS
+    'Trigger (statement): writes the audit-trail rows buffered by legacy_backup_log_update, in one INSERT';
+
+COMMENT ON FUNCTION legacy_backup.protected_triggers() IS
+    'Names of the extension''s triggers on application tables, for the event triggers that guard them';
 
 SELECT @extschema@.legacy_backup_on_create();

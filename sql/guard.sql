@@ -34,11 +34,8 @@ CREATE FUNCTION legacy_backup.sql_drop_guard() RETURNS event_trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     lost text;
-    trigger_names text[] := ARRAY['legacy_backup_log_update', 'legacy_backup_log_insert', 'legacy_backup_log_delete',
-                                  'legacy_backup_truncate_guard', 'legacy_backup_session_truncate_guard',
-                                  'legacy_backup_export_gate', 'legacy_backup_export_gate_insert',
-                                  'legacy_backup_export_check', 'legacy_backup_export_check_insert',
-                                  'legacy_backup_export_check_delete'];
+    -- The names of the extension's triggers on application tables (attach::TRIGGERS).
+    trigger_names text[] := legacy_backup.protected_triggers();
 BEGIN
     IF coalesce(nullif(current_setting('legacy_backup.allow_drop', true), ''), 'off')::boolean THEN
         RETURN;

@@ -266,3 +266,21 @@ fn legacy_backup_trigger_problems(
 fn legacy_backup_check_id(param: &str, value: Option<&str>) {
     ids::validate_id(param, value).or_raise();
 }
+
+/// The names of the extension's triggers on application tables (`attach::TRIGGERS`), for the
+/// event triggers of sql/guard.sql.
+#[pg_extern(
+    requires = ["bootstrap"],
+    sql = r#"
+CREATE FUNCTION legacy_backup.protected_triggers() RETURNS text[]
+IMMUTABLE PARALLEL SAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c AS 'MODULE_PATHNAME', 'protected_triggers_wrapper';
+"#
+)]
+fn protected_triggers() -> Vec<String> {
+    attach::TRIGGERS
+        .iter()
+        .map(|trigger| trigger.0.to_string())
+        .collect()
+}

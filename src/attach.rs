@@ -163,12 +163,30 @@ pub type TriggerDef = (
 /// Triggers the extension keeps on application tables. Ordinary triggers, so pg_dump carries
 /// them with the tables.
 pub const TRIGGERS: &[TriggerDef] = &[
+    // The UPDATE path of the trail (src/audit_trail.rs): the WHEN clause keeps writes that
+    // change neither category nor status (the AI pipeline's) from queueing anything; the
+    // comparisons are pg_catalog's (the trigger is created with search_path = pg_catalog).
     (
         "legacy_backup_log_update",
         "AFTER UPDATE",
         "extracted_documents",
-        "REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT",
+        "FOR EACH ROW WHEN (OLD.category_id COLLATE \"C\" IS DISTINCT FROM NEW.category_id COLLATE \"C\" \
+         OR OLD.status IS DISTINCT FROM NEW.status)",
         "legacy_backup_log_update",
+    ),
+    (
+        "legacy_backup_log_update_flush",
+        "AFTER UPDATE OF category_id, status",
+        "extracted_documents",
+        "FOR EACH STATEMENT",
+        "legacy_backup_log_update_flush",
+    ),
+    (
+        "legacy_backup_document_id_guard",
+        "AFTER UPDATE OF id",
+        "extracted_documents",
+        "FOR EACH ROW WHEN (OLD.id IS DISTINCT FROM NEW.id)",
+        "legacy_backup_id_guard",
     ),
     (
         "legacy_backup_log_insert",

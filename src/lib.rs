@@ -4,6 +4,7 @@
 //! - `api`: the SQL API, thin `#[pg_extern]` functions;
 //! - `attach`: attaching to the application's tables (columns, triggers, baseline), health;
 //! - `audit`: undo, driven by the audit trail (the log and its triggers are in sql/audit.sql);
+//! - `audit_trail`: the trail's UPDATE triggers (a filtered row trigger and a statement flush);
 //! - `privilege`: who each statement runs as (the application's tables are written as their owner);
 //! - `gate`: the export gate's verdict and cleanup postponement (the trigger is in sql/gate.sql);
 //! - `guard`: the DROP EXTENSION guard (an event trigger; sql/guard.sql);
@@ -21,6 +22,7 @@ pub mod api;
 pub mod attach;
 pub mod audit;
 pub mod audit_log;
+pub mod audit_trail;
 pub mod cleanup;
 pub mod error;
 pub mod gate;
@@ -44,6 +46,7 @@ extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     guc::register();
+    audit_trail::register_callbacks();
     worker::init();
 }
 

@@ -1,0 +1,423 @@
+//! The audit trail's UPDATE path: one log row per document whose category or status changed.
+//!
+//! The application's AI pipeline updates `extracted_documents` all day (text, embeddings,
+//! clusters, triage) without touching categorization. A statement trigger with transition tables
+//! would copy every one of those rows, old and new, and run a query per statement. Instead:
+//!
+//! 1. `legacy_backup_log_update` is a row trigger whose `WHEN` compares the category and status:
+//!    PostgreSQL evaluates it while it updates the row and queues nothing when they are equal,
+//!    so a pipeline write pays for one comparison. When they differ, this row function copies
+//!    what the log needs into a backend-local buffer (no query).
+//! 2. `legacy_backup_log_update_flush`, a statement trigger `AFTER UPDATE OF category_id,
+//!    status`, fires after every row trigger of its statement and writes the buffer with one
+//!    prepared `INSERT ... SELECT FROM unnest(...)`, as the log's owner: a bulk merge writes its
+//!    thousands of rows in one statement, as before.
+//!
+//! Nothing buffered can be lost or leak into another change: rows buffered inside a
+//! subtransaction that aborts are dropped with it, a failed transaction drops everything, and a
+//! transaction that tries to commit with rows still buffered (a BEFORE trigger changed a
+//! category on an UPDATE that named neither column, so no flush fired) is refused (55000, see
+//! `on_xact`). Attribution (actor, source, trigger depth) is decided
+//! per row when the row trigger fires, exactly as the SQL triggers decide it for INSERT and
+//! DELETE (sql/audit.sql).
+
+use crate::error::{LbError, LbResult, OrRaise};
+use crate::guc::{ChangeSource, ACTOR, CHANGE_SOURCE};
+use pgrx::datum::TimestampWithTimeZone;
+use pgrx::prelude::*;
+use pgrx::spi::OwnedPreparedStatement;
+use pgrx::{pg_sys, PgSqlErrorCode};
+use std::cell::RefCell;
+use std::convert::Infallible;
+use std::ffi::CStr;
+
+/// A change seen by the row trigger and not yet written.
+struct PendingChange {
+    subxact: pg_sys::SubTransactionId,
+    session_id: String,
+    document_id: String,
+    old_category: Option<String>,
+    new_category: Option<String>,
+    old_status: String,
+    new_status: String,
+    old_categorized_by: Option<String>,
+    new_categorized_by: Option<String>,
+    old_categorized_at: Option<TimestampWithTimeZone>,
+    new_categorized_at: Option<TimestampWithTimeZone>,
+    changed_by: String,
+    attribution: &'static str,
+    source: &'static str,
+}
+
+/// Above this many buffered rows the row trigger writes them itself, so a huge UPDATE does not
+/// hold them all in memory (row triggers run after the statement's last row is written).
+const FLUSH_EVERY: usize = 10_000;
+
+/// The columns the trail reads, by name; their attribute numbers are looked up once per batch.
+const COLUMNS: [&CStr; 6] = [
+    c"id",
+    c"session_id",
+    c"category_id",
+    c"status",
+    c"categorized_by",
+    c"categorized_at",
+];
+
+struct Buffer {
+    rows: Vec<PendingChange>,
+    /// Attribute numbers of `COLUMNS` in the table the rows come from (valid while rows are
+    /// buffered: the table is locked by the statement).
+    attnums: [i16; 6],
+    relid: pg_sys::Oid,
+}
+
+thread_local! {
+    static BUFFER: RefCell<Buffer> = const { RefCell::new(Buffer { rows: Vec::new(), attnums: [0; 6], relid: pg_sys::InvalidOid }) };
+    /// The prepared INSERT, with the schema it was prepared for.
+    static INSERT: RefCell<Option<(String, OwnedPreparedStatement)>> = const { RefCell::new(None) };
+}
+
+const PENDING_AT_COMMIT: &str =
+    "legacy_backup: changed categories were not written to the audit trail";
+
+const INSERT_SQL: &str = "\
+    INSERT INTO @extschema@.category_assignment_logs \
+        (session_id, document_id, old_category_id, new_category_id, old_status, new_status, \
+         old_categorized_by, new_categorized_by, old_categorized_at, new_categorized_at, \
+         changed_by, attribution, source, changed_at, db_role) \
+    SELECT c.*, pg_catalog.clock_timestamp(), $14 \
+    FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($3), \
+         pg_catalog.unnest($4), pg_catalog.unnest($5), pg_catalog.unnest($6), pg_catalog.unnest($7), \
+         pg_catalog.unnest($8), pg_catalog.unnest($9), pg_catalog.unnest($10), \
+         pg_catalog.unnest($11), pg_catalog.unnest($12), pg_catalog.unnest($13)) AS c";
+
+/// Row trigger: buffers one changed document (the `WHEN` clause already compared).
+#[pg_trigger]
+fn legacy_backup_log_update<'a>(
+    trigger: &'a PgTrigger<'a>,
+) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, Infallible> {
+    buffer_row(trigger.trigger_data()).or_raise();
+    Ok(None)
+}
+
+fn buffer_row(data: &pg_sys::TriggerData) -> LbResult<()> {
+    // SAFETY: PostgreSQL hands a row-level UPDATE trigger both tuples and the relation.
+    unsafe {
+        let event = data.tg_event;
+        let for_row = event & pg_sys::TRIGGER_EVENT_ROW != 0;
+        let is_update = event & pg_sys::TRIGGER_EVENT_OPMASK == pg_sys::TRIGGER_EVENT_UPDATE;
+        let after = event & pg_sys::TRIGGER_EVENT_TIMINGMASK == pg_sys::TRIGGER_EVENT_AFTER;
+        if !(for_row && is_update && after) {
+            return Err(misuse("legacy_backup_log_update"));
+        }
+        let rel = data.tg_relation;
+        let relid = (*rel).rd_id;
+        let tupdesc = (*rel).rd_att;
+        let (old, new) = (data.tg_trigtuple, data.tg_newtuple);
+        let source = match pg_trigger_depth() {
+            // A change made by the application's own trigger while undo or restore runs is an
+            // ordinary change, not the undo or restore, nor in the partner's name.
+            depth if depth > 1 => ChangeSource::App,
+            _ => CHANGE_SOURCE.get(),
+        };
+        let actor = match source {
+            ChangeSource::App if pg_trigger_depth() > 1 => None,
+            _ => ACTOR
+                .get()
+                .map(|a| a.to_string_lossy().into_owned())
+                .filter(|a| !a.is_empty()),
+        };
+        BUFFER.with(|buffer| -> LbResult<()> {
+            let mut buffer = buffer.borrow_mut();
+            if buffer.rows.is_empty() || buffer.relid != relid {
+                if !buffer.rows.is_empty() {
+                    return Err(misuse("legacy_backup_log_update"));
+                }
+                buffer.relid = relid;
+                buffer.attnums = attnums(tupdesc)?;
+            }
+            let [id, session, category, status, by, at] = buffer.attnums;
+            let old_by = text(old, tupdesc, by);
+            let new_by = text(new, tupdesc, by);
+            let old_at = timestamp(old, tupdesc, at);
+            let new_at = timestamp(new, tupdesc, at);
+            // Attribution, in order: legacy_backup.actor; else categorized_by when the
+            // statement set it (changed categorized_by or categorized_at); else the role.
+            let (changed_by, attribution) = match (actor, &new_by) {
+                (Some(actor), _) => (actor, "setting"),
+                (None, Some(by)) if new_by != old_by || new_at != old_at => {
+                    (by.clone(), "categorized_by")
+                }
+                _ => (crate::privilege::role_actor(), "db_user"),
+            };
+            buffer.rows.push(PendingChange {
+                subxact: pg_sys::GetCurrentSubTransactionId(),
+                session_id: text(new, tupdesc, session).unwrap_or_default(),
+                document_id: text(new, tupdesc, id).unwrap_or_default(),
+                old_category: text(old, tupdesc, category),
+                new_category: text(new, tupdesc, category),
+                old_status: enum_label(old, tupdesc, status),
+                new_status: enum_label(new, tupdesc, status),
+                old_categorized_by: old_by,
+                new_categorized_by: new_by,
+                old_categorized_at: old_at,
+                new_categorized_at: new_at,
+                changed_by,
+                attribution,
+                source: source_name(source),
+            });
+            Ok(())
+        })?;
+        if BUFFER.with(|b| b.borrow().rows.len()) >= FLUSH_EVERY {
+            flush(rel)?;
+        }
+    }
+    Ok(())
+}
+
+/// Statement trigger: writes what the row triggers of this statement buffered.
+#[pg_trigger]
+fn legacy_backup_log_update_flush<'a>(
+    trigger: &'a PgTrigger<'a>,
+) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, Infallible> {
+    let data = trigger.trigger_data();
+    let event = data.tg_event;
+    if event & pg_sys::TRIGGER_EVENT_ROW != 0
+        || event & pg_sys::TRIGGER_EVENT_OPMASK != pg_sys::TRIGGER_EVENT_UPDATE
+    {
+        misuse("legacy_backup_log_update_flush").raise();
+    }
+    if BUFFER.with(|b| !b.borrow().rows.is_empty()) {
+        flush(data.tg_relation).or_raise();
+    }
+    Ok(None)
+}
+
+/// Writes every buffered row with one INSERT, as the owner of the log, in a security-restricted
+/// operation. `rel` is the table the trigger fired on: it must be the extension's
+/// extracted_documents, so no other table's trigger can put rows into the trail.
+fn flush(rel: pg_sys::Relation) -> LbResult<()> {
+    // SAFETY: `rel` is the trigger's open relation.
+    let relid = unsafe { (*rel).rd_id };
+    if crate::attach::app_table_oid("extracted_documents")? != Some(relid) {
+        return Err(misuse("legacy_backup_log_update_flush"));
+    }
+    let rows = BUFFER.with(|b| std::mem::take(&mut b.borrow_mut().rows));
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let schema = crate::attach::extension_schema()?;
+    let mut columns = Columns::default();
+    for row in rows {
+        columns.push(row);
+    }
+    crate::privilege::as_owner_of("category_assignment_logs", || {
+        Spi::connect_mut(|client| -> LbResult<()> {
+            INSERT.with(|cell| -> LbResult<()> {
+                let mut cached = cell.borrow_mut();
+                if cached.as_ref().is_none_or(|(s, _)| *s != schema) {
+                    let query = crate::attach::sql(INSERT_SQL)?;
+                    let types = [
+                        pg_sys::TEXTARRAYOID,
+                        pg_sys::TEXTARRAYOID,
+                        pg_sys::TEXTARRAYOID,
+                        pg_sys::TEXTARRAYOID,
+                        pg_sys::TEXTARRAYOID,
+                        pg_sys::TEXTARRAYOID,
+                        pg_sys::TEXTARRAYOID,
+                        pg_sys::TEXTARRAYOID,
+                        pg_sys::TIMESTAMPTZARRAYOID,
+                        pg_sys::TIMESTAMPTZARRAYOID,
+                        pg_sys::TEXTARRAYOID,
+                        pg_sys::TEXTARRAYOID,
+                        pg_sys::TEXTARRAYOID,
+                        pg_sys::TEXTOID,
+                    ]
+                    .map(PgOid::from);
+                    let prepared = client.prepare_mut(query.as_str(), &types)?.keep();
+                    *cached = Some((schema.clone(), prepared));
+                }
+                let (_, prepared) = cached.as_ref().expect("prepared above");
+                let db_role = crate::privilege::session_role();
+                client.update(
+                    prepared,
+                    None,
+                    &[
+                        columns.session_id.into(),
+                        columns.document_id.into(),
+                        columns.old_category.into(),
+                        columns.new_category.into(),
+                        columns.old_status.into(),
+                        columns.new_status.into(),
+                        columns.old_categorized_by.into(),
+                        columns.new_categorized_by.into(),
+                        columns.old_categorized_at.into(),
+                        columns.new_categorized_at.into(),
+                        columns.changed_by.into(),
+                        columns.attribution.into(),
+                        columns.source.into(),
+                        db_role.into(),
+                    ],
+                )?;
+                Ok(())
+            })
+        })
+    })
+}
+
+/// The buffered rows as one array per log column.
+#[derive(Default)]
+struct Columns {
+    session_id: Vec<String>,
+    document_id: Vec<String>,
+    old_category: Vec<Option<String>>,
+    new_category: Vec<Option<String>>,
+    old_status: Vec<String>,
+    new_status: Vec<String>,
+    old_categorized_by: Vec<Option<String>>,
+    new_categorized_by: Vec<Option<String>>,
+    old_categorized_at: Vec<Option<TimestampWithTimeZone>>,
+    new_categorized_at: Vec<Option<TimestampWithTimeZone>>,
+    changed_by: Vec<String>,
+    attribution: Vec<&'static str>,
+    source: Vec<&'static str>,
+}
+
+impl Columns {
+    fn push(&mut self, row: PendingChange) {
+        self.session_id.push(row.session_id);
+        self.document_id.push(row.document_id);
+        self.old_category.push(row.old_category);
+        self.new_category.push(row.new_category);
+        self.old_status.push(row.old_status);
+        self.new_status.push(row.new_status);
+        self.old_categorized_by.push(row.old_categorized_by);
+        self.new_categorized_by.push(row.new_categorized_by);
+        self.old_categorized_at.push(row.old_categorized_at);
+        self.new_categorized_at.push(row.new_categorized_at);
+        self.changed_by.push(row.changed_by);
+        self.attribution.push(row.attribution);
+        self.source.push(row.source);
+    }
+}
+
+fn source_name(source: ChangeSource) -> &'static str {
+    match source {
+        ChangeSource::App => "app",
+        ChangeSource::Undo => "undo",
+        ChangeSource::Restore => "restore",
+        ChangeSource::Baseline => "baseline",
+    }
+}
+
+fn misuse(function: &str) -> LbError {
+    LbError::new(
+        PgSqlErrorCode::ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED,
+        format!("{function} may only be used by legacy_backup's own triggers on extracted_documents"),
+    )
+    .hint("legacy_backup_attach() creates its triggers; do not attach its functions to other tables or events.")
+}
+
+fn pg_trigger_depth() -> i32 {
+    // SAFETY: pg_trigger_depth takes no arguments and reads a backend-local counter.
+    unsafe { pgrx::fcinfo::direct_function_call::<i32>(pg_sys::pg_trigger_depth, &[]) }.unwrap_or(0)
+}
+
+/// Attribute numbers of `COLUMNS` in `tupdesc`.
+unsafe fn attnums(tupdesc: pg_sys::TupleDesc) -> LbResult<[i16; 6]> {
+    let mut found = [0i16; 6];
+    for (slot, name) in found.iter_mut().zip(COLUMNS) {
+        let attnum = pg_sys::SPI_fnumber(tupdesc, name.as_ptr());
+        if attnum <= 0 {
+            return Err(LbError::internal(format!(
+                "extracted_documents has no column {}",
+                name.to_string_lossy()
+            )));
+        }
+        *slot = attnum as i16;
+    }
+    Ok(found)
+}
+
+unsafe fn datum(
+    tuple: pg_sys::HeapTuple,
+    tupdesc: pg_sys::TupleDesc,
+    attnum: i16,
+) -> Option<pg_sys::Datum> {
+    let mut is_null = false;
+    let value = pg_sys::heap_getattr(tuple, attnum as i32, tupdesc, &mut is_null);
+    (!is_null).then_some(value)
+}
+
+unsafe fn text(
+    tuple: pg_sys::HeapTuple,
+    tupdesc: pg_sys::TupleDesc,
+    attnum: i16,
+) -> Option<String> {
+    datum(tuple, tupdesc, attnum).and_then(|d| String::from_datum(d, false))
+}
+
+unsafe fn timestamp(
+    tuple: pg_sys::HeapTuple,
+    tupdesc: pg_sys::TupleDesc,
+    attnum: i16,
+) -> Option<TimestampWithTimeZone> {
+    datum(tuple, tupdesc, attnum).and_then(|d| TimestampWithTimeZone::from_datum(d, false))
+}
+
+/// An enum's label through the type's output function (what `format('%s', status)` gives).
+unsafe fn enum_label(tuple: pg_sys::HeapTuple, tupdesc: pg_sys::TupleDesc, attnum: i16) -> String {
+    let Some(value) = datum(tuple, tupdesc, attnum) else {
+        return String::new();
+    };
+    let typid = pg_sys::SPI_gettypeid(tupdesc, attnum as i32);
+    let mut output = pg_sys::InvalidOid;
+    let mut varlena = false;
+    pg_sys::getTypeOutputInfo(typid, &mut output, &mut varlena);
+    let label = pg_sys::OidOutputFunctionCall(output, value);
+    CStr::from_ptr(label).to_string_lossy().into_owned()
+}
+
+/// Keeps the buffer in step with the transaction: rows buffered inside a subtransaction that
+/// aborts go with it, an aborted transaction leaves nothing, and a commit with rows still
+/// buffered is refused rather than losing them. Registered once, in `_PG_init`.
+pub fn register_callbacks() {
+    // SAFETY: registering static callbacks, once per backend.
+    unsafe {
+        pg_sys::RegisterXactCallback(Some(on_xact), std::ptr::null_mut());
+        pg_sys::RegisterSubXactCallback(Some(on_subxact), std::ptr::null_mut());
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn on_xact(event: pg_sys::XactEvent::Type, _arg: *mut std::ffi::c_void) {
+    match event {
+        pg_sys::XactEvent::XACT_EVENT_PRE_COMMIT | pg_sys::XactEvent::XACT_EVENT_PRE_PREPARE => {
+            let pending = BUFFER.with(|b| b.borrow().rows.len());
+            if pending > 0 {
+                LbError::new(PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE, PENDING_AT_COMMIT)
+                    .detail(format!("{pending} changed document(s) of extracted_documents were seen by the audit trail but no statement trigger wrote them: an UPDATE that named neither category_id nor status changed them (a BEFORE trigger?)."))
+                    .hint("Name category_id or status in the UPDATE that changes them. The transaction is rolled back so that no change goes unlogged.")
+                    .raise();
+            }
+        }
+        pg_sys::XactEvent::XACT_EVENT_ABORT | pg_sys::XactEvent::XACT_EVENT_PARALLEL_ABORT => {
+            BUFFER.with(|b| b.borrow_mut().rows.clear());
+        }
+        _ => {}
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn on_subxact(
+    event: pg_sys::SubXactEvent::Type,
+    aborted: pg_sys::SubTransactionId,
+    _parent: pg_sys::SubTransactionId,
+    _arg: *mut std::ffi::c_void,
+) {
+    if event == pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB {
+        // Subtransaction ids grow: every row buffered since `aborted` began belongs to it or to
+        // one of its children.
+        BUFFER.with(|b| b.borrow_mut().rows.retain(|r| r.subxact < aborted));
+    }
+}

@@ -1,0 +1,87 @@
+-- The audit trail's UPDATE path (src/audit_trail.rs): a filtered row trigger buffers changed
+-- documents and a statement trigger writes them. Writes that touch neither category nor status
+-- log nothing; bulk changes are logged in full, once; buffered rows of a failed subtransaction
+-- are dropped; a change no flush wrote is refused at commit; the functions cannot be borrowed.
+\set VERBOSITY default
+\set ECHO none
+\set sid trl
+\set docs 40
+\set cats 3
+\set months 2
+\i tests/fixtures/seed.sql
+\set ECHO all
+SELECT count(*) AS baseline_rows FROM category_assignment_logs WHERE session_id = 'trl' \gset
+
+-- 1. The AI pipeline's writes: text, metadata, the whole session in one statement. Nothing logged.
+UPDATE extracted_documents SET extracted_text = repeat('lorem ipsum ', 2000), primary_language = 'en'
+WHERE id = 'trl-doc-000001';
+UPDATE extracted_documents SET ai_metadata = '{"cluster": 7}', document_type = 'letter' WHERE session_id = 'trl';
+UPDATE extracted_documents SET category_id = category_id, status = status WHERE session_id = 'trl';
+SELECT count(*) - :baseline_rows AS logged_by_pipeline_writes FROM category_assignment_logs WHERE session_id = 'trl';
+
+-- 2. A bulk merge: every moved document logged once, in one transaction, with its old category.
+BEGIN;
+SET LOCAL legacy_backup.actor = 'u-partner';
+UPDATE extracted_documents SET category_id = 'trl-cat-001'
+WHERE session_id = 'trl' AND category_id IN ('trl-cat-002', 'trl-cat-003');
+SELECT count(*) AS moved FROM extracted_documents WHERE session_id = 'trl' AND category_id = 'trl-cat-001';
+COMMIT;
+SELECT count(*) AS logged, count(DISTINCT txid) AS transactions, count(DISTINCT document_id) AS documents,
+       string_agg(DISTINCT old_category_id, ',' ORDER BY old_category_id) AS from_categories,
+       string_agg(DISTINCT changed_by || '/' || attribution || '/' || source, ',') AS who
+FROM category_assignment_logs WHERE session_id = 'trl' AND new_category_id = 'trl-cat-001' AND old_category_id <> 'trl-cat-001';
+
+-- 3. Rows buffered in a subtransaction that fails are dropped with it: only the second
+-- statement's document is logged. (An application trigger fails on one row after the trail
+-- buffered the first.)
+CREATE FUNCTION regress.refuse_doc_2() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.id = 'trl-doc-000002' THEN RAISE EXCEPTION 'application trigger refuses %', NEW.id; END IF;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER zz_refuse_doc_2 AFTER UPDATE ON extracted_documents FOR EACH ROW EXECUTE FUNCTION regress.refuse_doc_2();
+SELECT max(id) AS last_log_id FROM category_assignment_logs \gset
+DO $$
+BEGIN
+    BEGIN
+        UPDATE extracted_documents SET category_id = 'trl-cat-003' WHERE id IN ('trl-doc-000001', 'trl-doc-000002');
+    EXCEPTION WHEN raise_exception THEN
+        RAISE NOTICE 'caught: %', SQLERRM;
+    END;
+    UPDATE extracted_documents SET category_id = 'trl-cat-003' WHERE id = 'trl-doc-000003';
+END $$;
+SELECT document_id, new_category_id FROM category_assignment_logs WHERE id > :last_log_id ORDER BY id;
+DROP TRIGGER zz_refuse_doc_2 ON extracted_documents;
+
+-- 4. A BEFORE trigger that changes the category on an UPDATE naming neither category_id nor
+-- status: no flush fires for that statement, so the commit is refused and nothing changes.
+CREATE FUNCTION regress.recategorize() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.document_type = 'recategorize' THEN NEW.category_id := 'trl-cat-002'; END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER aa_recategorize BEFORE UPDATE ON extracted_documents FOR EACH ROW EXECUTE FUNCTION regress.recategorize();
+-- (The refusal comes at commit, after the statement: SQLSTATE 55000.)
+UPDATE extracted_documents SET document_type = 'recategorize' WHERE id = 'trl-doc-000004';
+SELECT category_id, document_type FROM extracted_documents WHERE id = 'trl-doc-000004';
+-- Naming the column makes the same change logged.
+UPDATE extracted_documents SET document_type = 'recategorize', status = status WHERE id = 'trl-doc-000004';
+SELECT new_category_id, changed_by LIKE 'pg:%' AS by_role FROM category_assignment_logs WHERE document_id = 'trl-doc-000004' ORDER BY id DESC LIMIT 1;
+DROP TRIGGER aa_recategorize ON extracted_documents;
+
+-- 5. A document's id cannot change (its history hangs on it).
+SELECT code, message FROM regress.error_of($$UPDATE extracted_documents SET id = 'trl-doc-x' WHERE id = 'trl-doc-000005'$$);
+
+-- 6. The trail's functions work only in the extension's own triggers on extracted_documents.
+CREATE TABLE regress.fake_documents (LIKE extracted_documents);
+SELECT code, message FROM regress.error_of($$CREATE TRIGGER borrow AFTER UPDATE ON regress.fake_documents FOR EACH ROW EXECUTE FUNCTION legacy_backup_log_update()$$);
+SELECT code, message FROM regress.error_of($$CREATE TRIGGER borrow AFTER UPDATE ON regress.fake_documents FOR EACH STATEMENT EXECUTE FUNCTION legacy_backup_log_update_flush()$$);
+DROP TABLE regress.fake_documents;
+
+-- 7. More changed rows than one batch holds (10,000): all logged.
+INSERT INTO extracted_documents (id, session_id, file_name, file_extension, file_size_bytes, storage_path, folder_path, updated_at)
+SELECT 'trl-big-' || g, 'trl', 'f' || g, 'pdf', 1, 'documents/trl/' || g, 'Inbox', now() FROM generate_series(1, 10050) g;
+SELECT max(id) AS last_log_id FROM category_assignment_logs \gset
+UPDATE extracted_documents SET category_id = 'trl-cat-001', status = 'Categorized' WHERE id LIKE 'trl-big-%';
+SELECT count(*) AS logged, count(DISTINCT document_id) AS documents FROM category_assignment_logs WHERE id > :last_log_id;
+DELETE FROM extracted_documents WHERE id LIKE 'trl-big-%';
