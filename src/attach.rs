@@ -97,6 +97,23 @@ fn app_table(nsp: pg_sys::Oid, name: &str) -> Option<pg_sys::Oid> {
     }
 }
 
+/// Whether the application's extracted_documents has `column` (its later columns are optional).
+pub fn document_has_column(column: &str) -> LbResult<bool> {
+    Ok(app_table_oid("extracted_documents")?.is_some_and(|relid| has_column(relid, column)))
+}
+
+/// The SQL type of a column of extracted_documents, schema-qualified (for a cast to it).
+pub fn document_column_type(column: &str) -> LbResult<String> {
+    let relid = app_table_oid("extracted_documents")?
+        .ok_or_else(|| LbError::internal("extracted_documents does not exist"))?;
+    Spi::get_one_with_args::<String>(
+        "SELECT pg_catalog.format_type(a.atttypid, a.atttypmod) FROM pg_catalog.pg_attribute a \
+         WHERE a.attrelid = $1 AND a.attname = $2 AND a.attnum > 0 AND NOT a.attisdropped",
+        &[relid.into(), column.into()],
+    )?
+    .ok_or_else(|| LbError::internal(format!("extracted_documents has no column {column}")))
+}
+
 fn has_column(relid: pg_sys::Oid, column: &str) -> bool {
     let cname = CString::new(column).expect("column names have no NUL");
     // SAFETY: syscache lookup; InvalidAttrNumber (0) when the column is absent or dropped.

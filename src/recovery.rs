@@ -3,8 +3,9 @@
 //!
 //! Restore rules (also in the README):
 //! - Only documents present both in the snapshot and in the database are changed, and only when
-//!   their category or status differ; they get back category_id, status, categorized_by and
-//!   categorized_at. Documents missing from the database are reported, never invented; documents
+//!   their category, status or a later column (skip_reason, validation_status, cluster_id, where
+//!   both the snapshot and the table have it) differ; they get back those, and categorized_by and
+//!   categorized_at except from the application's own files, which do not hold them. Documents missing from the database are reported, never invented; documents
 //!   not in the snapshot are reported and left alone.
 //! - A snapshot category that no longer exists is reported and its documents are left alone. A
 //!   category that was merged away is followed through `merged_into` to the category that holds
@@ -115,18 +116,42 @@ pub fn verify(snapshot_id: &str) -> LbResult<Verification> {
     })
 }
 
+/// Who wrote a snapshot document, told apart by `formatVersion`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum SnapshotFormat {
+    /// This extension since 0.4.0: stats under the application's names, later columns.
+    #[serde(rename = "2")]
+    V2,
+    /// This extension before 0.4.0.
+    #[serde(rename = "1")]
+    V1,
+    /// The application's own `/api/export-snapshot` route: no `formatVersion`, stats copied from
+    /// the session's counters, no `categorizedBy`, `categorizedAt` is the row's `updated_at`.
+    #[serde(rename = "application")]
+    Application,
+}
+
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct SnapshotDoc {
-    format_version: i64,
+    format_version: Option<serde_json::Value>,
     session_id: String,
     documents: Vec<SnapshotDocument>,
     stats: Option<SnapshotStats>,
 }
 
 #[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct SnapshotStats {
-    total: i64,
+    total: Option<i64>,
+    total_documents: Option<i64>,
+}
+
+/// `Some(value)` when the key is present (even as null), `None` when it is absent.
+fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
 }
 
 #[derive(Deserialize)]
@@ -137,34 +162,84 @@ struct SnapshotDocument {
     status: String,
     categorized_by: Option<String>,
     categorized_at: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    skip_reason: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    validation_status: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    cluster_id: Option<Option<String>>,
+}
+
+/// A snapshot document checked for format, shape and completeness.
+struct ParsedSnapshot {
+    format: SnapshotFormat,
+    doc: SnapshotDoc,
+    /// What the restore report should tell about this document.
+    notes: Vec<String>,
 }
 
 /// Parses and checks a snapshot document: format, shape, and that it is complete.
-fn parse_snapshot(bytes: &[u8]) -> LbResult<SnapshotDoc> {
+fn parse_snapshot(bytes: &[u8]) -> LbResult<ParsedSnapshot> {
     let bad = |why: String| {
         LbError::new(
             PgSqlErrorCode::ERRCODE_INVALID_TEXT_REPRESENTATION,
             format!("not a usable snapshot: {why}"),
         )
+        .hint("legacy_snapshot_import accepts format 2 and 1 of this extension and the application's own export-snapshot files.")
     };
     let doc: SnapshotDoc = serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
-    if doc.format_version != crate::snapshot::format::FORMAT_VERSION as i64 {
-        return Err(bad(format!(
-            "formatVersion {} is not supported (expected 1)",
-            doc.format_version
-        )));
-    }
-    crate::ids::validate_id("sessionId", Some(&doc.session_id))?;
-    if let Some(stats) = &doc.stats {
-        if stats.total != doc.documents.len() as i64 {
+    let format = match &doc.format_version {
+        None => SnapshotFormat::Application,
+        Some(v) if v.as_i64() == Some(2) => SnapshotFormat::V2,
+        Some(v) if v.as_i64() == Some(1) => SnapshotFormat::V1,
+        Some(v) => {
             return Err(bad(format!(
-                "it lists {} documents but its stats say {} (truncated?)",
-                doc.documents.len(),
-                stats.total
-            )));
+                "formatVersion {v} is not supported (expected 2, 1, or none for the application's own files)"
+            )))
         }
-    } else {
-        return Err(bad("it has no stats (truncated?)".into()));
+    };
+    crate::ids::validate_id("sessionId", Some(&doc.session_id))?;
+    let listed = doc.documents.len() as i64;
+    let mut notes = Vec::new();
+    let stats = doc
+        .stats
+        .as_ref()
+        .ok_or_else(|| bad("it has no stats (truncated?)".into()))?;
+    match format {
+        // This extension counts its stats from the documents it wrote: a difference means a
+        // document that lost its end.
+        SnapshotFormat::V2 | SnapshotFormat::V1 => {
+            let total = if format == SnapshotFormat::V2 {
+                stats.total_documents
+            } else {
+                stats.total
+            };
+            let key = if format == SnapshotFormat::V2 {
+                "totalDocuments"
+            } else {
+                "total"
+            };
+            match total {
+                Some(total) if total == listed => {}
+                Some(total) => {
+                    return Err(bad(format!(
+                        "it lists {listed} documents but its stats say {total} (truncated?)"
+                    )))
+                }
+                None => return Err(bad(format!("its stats have no {key} (truncated?)"))),
+            }
+        }
+        // The application copied its session counters, which drift: reported, not refused.
+        SnapshotFormat::Application => {
+            notes.push("an application-made snapshot (no formatVersion): categorizedBy and categorizedAt are not in it, so each document keeps its current categorized_by and categorized_at".into());
+            match stats.total_documents {
+                Some(total) if total != listed => notes.push(format!(
+                    "its stats.totalDocuments ({total}) was copied from the session's counter and differs from the {listed} documents it lists"
+                )),
+                Some(_) => {}
+                None => return Err(bad("its stats have no totalDocuments (truncated?)".into())),
+            }
+        }
     }
     for d in &doc.documents {
         if !matches!(
@@ -179,8 +254,25 @@ fn parse_snapshot(bytes: &[u8]) -> LbResult<SnapshotDoc> {
         if d.id.is_empty() {
             return Err(bad("a document has an empty id".into()));
         }
+        if let Some(Some(cluster)) = &d.cluster_id {
+            if !is_uuid(cluster) {
+                return Err(bad(format!(
+                    "document {:?} has clusterId {cluster:?}, which is not a UUID",
+                    d.id
+                )));
+            }
+        }
     }
-    Ok(doc)
+    Ok(ParsedSnapshot { format, doc, notes })
+}
+
+/// The canonical text form of a UUID (what PostgreSQL prints), any case.
+fn is_uuid(text: &str) -> bool {
+    text.len() == 36
+        && text.char_indices().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => c == '-',
+            _ => c.is_ascii_hexdigit(),
+        })
 }
 
 #[derive(Serialize, Clone)]
@@ -192,6 +284,8 @@ pub struct DocumentDiff {
     snapshot_category_id: Option<String>,
     restored_category_id: Option<String>,
     snapshot_status: String,
+    /// Which of category, status, skipReason, validationStatus, clusterId differ.
+    changed: Vec<&'static str>,
 }
 
 #[derive(Serialize)]
@@ -199,6 +293,7 @@ pub struct DocumentDiff {
 pub struct RestoreReport {
     session_id: String,
     source: String,
+    format: SnapshotFormat,
     dry_run: bool,
     changes: usize,
     unchanged: usize,
@@ -206,6 +301,13 @@ pub struct RestoreReport {
     missing_categories: Vec<String>,
     merged_categories: BTreeMap<String, String>,
     documents_not_in_snapshot: usize,
+    /// Whether categorized_by and categorized_at came from the snapshot (not in the
+    /// application's own files).
+    categorized_by_restored: bool,
+    /// The application's later columns this restore brought back (present in both the snapshot
+    /// and the table).
+    restored_columns: Vec<&'static str>,
+    notes: Vec<String>,
     documents: Vec<DocumentDiff>,
 }
 
@@ -247,9 +349,9 @@ fn snapshot_bytes(snapshot_id: &str) -> LbResult<(Vec<u8>, String)> {
 pub fn restore_snapshot(snapshot_id: &str, actor: &str, dry_run: bool) -> LbResult<RestoreReport> {
     crate::gate::require_partner(actor)?;
     let (bytes, source) = snapshot_bytes(snapshot_id)?;
-    let doc = parse_snapshot(&bytes)?;
+    let parsed = parse_snapshot(&bytes)?;
     restore(
-        doc,
+        parsed,
         actor,
         dry_run,
         format!("snapshot {snapshot_id} from the {source}"),
@@ -259,29 +361,94 @@ pub fn restore_snapshot(snapshot_id: &str, actor: &str, dry_run: bool) -> LbResu
 
 pub fn import_snapshot(json: &str, actor: &str, dry_run: bool) -> LbResult<RestoreReport> {
     crate::gate::require_partner(actor)?;
-    let doc = parse_snapshot(json.as_bytes())?;
-    restore(doc, actor, dry_run, "imported document".into(), None)
+    let parsed = parse_snapshot(json.as_bytes())?;
+    restore(parsed, actor, dry_run, "imported document".into(), None)
+}
+
+/// The application's later columns a snapshot can bring back: (JSON key, column).
+const LATER_COLUMNS: [(&str, &str); 3] = [
+    ("skipReason", "skip_reason"),
+    ("validationStatus", "validation_status"),
+    ("clusterId", "cluster_id"),
+];
+
+/// A document's categorization as stored or as restored.
+#[derive(Clone, PartialEq, Eq)]
+struct DocumentState {
+    category: Option<String>,
+    status: String,
+    /// skip_reason, validation_status, cluster_id as text (None where absent or NULL).
+    later: [Option<String>; 3],
 }
 
 fn restore(
-    doc: SnapshotDoc,
+    parsed: ParsedSnapshot,
     actor: &str,
     dry_run: bool,
     source: String,
     snapshot_id: Option<&str>,
 ) -> LbResult<RestoreReport> {
+    let ParsedSnapshot {
+        format,
+        doc,
+        mut notes,
+    } = parsed;
     let session_id = doc.session_id.clone();
+    let restore_categorized_by = format != SnapshotFormat::Application;
+    // A later column is restored when the table has it and the snapshot carries its key.
+    let mut restored_columns = Vec::new();
+    let mut restorable = [false; 3];
+    for (i, (key, column)) in LATER_COLUMNS.iter().enumerate() {
+        let in_table = crate::attach::document_has_column(column)?;
+        let in_snapshot = doc.documents.iter().any(|d| later_value(d, i).is_some());
+        if in_table && in_snapshot {
+            restorable[i] = true;
+            restored_columns.push(*key);
+        } else if in_snapshot {
+            notes.push(format!("{key} is in the snapshot but extracted_documents has no {column} column: not restored"));
+        }
+    }
     let q = |query: &str| crate::attach::sql(query);
-    let (lock_session, categories_query, documents_query, restore_query) = (
+    let current_later = |i: usize| -> String {
+        match (restorable[i], LATER_COLUMNS[i].1) {
+            (false, _) => "NULL::text".into(),
+            (true, "validation_status") => "CASE WHEN validation_status IS NULL THEN NULL ELSE pg_catalog.format('%s', validation_status) END".into(),
+            (true, column) => format!("{column}::text"),
+        }
+    };
+    let (lock_session, categories_query, documents_query) = (
         q("SELECT 1 FROM @extschema@.legacy_import_sessions WHERE id = $1 FOR UPDATE")?,
         q("SELECT id, merged_into FROM @extschema@.import_categories WHERE session_id = $1")?,
-        q("SELECT id, category_id, status::text FROM @extschema@.extracted_documents WHERE session_id = $1 ORDER BY id FOR UPDATE")?,
-        q("UPDATE @extschema@.extracted_documents d SET category_id = p.cat, \
-                  status = p.status::@extschema@.\"DocumentCategorizationStatus\", \
-                  categorized_by = p.by, categorized_at = p.at::timestamptz, updated_at = pg_catalog.now() \
-           FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[]) AS p(id, cat, status, by, at) \
-           WHERE d.id = p.id AND d.session_id = $6")?,
+        q(&format!(
+            "SELECT id, category_id, status::text, {}, {}, {} FROM @extschema@.extracted_documents \
+             WHERE session_id = $1 ORDER BY id FOR UPDATE",
+            current_later(0),
+            current_later(1),
+            current_later(2)
+        ))?,
     );
+    // Later columns are set from text with a cast to the column's own type (as its owner).
+    let mut later_sets = String::new();
+    for (i, (_, column)) in LATER_COLUMNS.iter().enumerate() {
+        if restorable[i] {
+            let ty = crate::attach::document_column_type(column)?;
+            later_sets.push_str(&format!(
+                ", {column} = CASE WHEN p.has_{column} THEN p.{column}::{ty} ELSE d.{column} END"
+            ));
+        }
+    }
+    let restore_query = q(&format!(
+        "UPDATE @extschema@.extracted_documents d SET category_id = p.cat, \
+                status = p.status::@extschema@.\"DocumentCategorizationStatus\", \
+                categorized_by = CASE WHEN $7 THEN p.by ELSE d.categorized_by END, \
+                categorized_at = CASE WHEN $7 THEN p.at::timestamptz ELSE d.categorized_at END, \
+                updated_at = pg_catalog.now(){later_sets} \
+         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
+                     $8::text[], $9::text[], $10::text[], $11::bool[], $12::bool[], $13::bool[]) \
+              AS p(id, cat, status, by, at, skip_reason, validation_status, cluster_id, \
+                   has_skip_reason, has_validation_status, has_cluster_id) \
+         WHERE d.id = p.id AND d.session_id = $6"
+    ))?;
     // Only application tables are read and written here, so all of it runs as their owner; the
     // triggers log the changes with source `restore`, credited to the partner.
     crate::privilege::with_change_source("restore", actor, || {
@@ -301,11 +468,15 @@ fn restore(
                 categories.insert(row.get(1)?.unwrap_or_default(), row.get(2)?);
             }
             // Current documents, locked so the diff stays true until the transaction ends.
-            let mut current: HashMap<String, (Option<String>, String)> = HashMap::new();
+            let mut current: HashMap<String, DocumentState> = HashMap::new();
             for row in client.update(&documents_query, None, &[session_id.as_str().into()])? {
                 current.insert(
                     row.get(1)?.unwrap_or_default(),
-                    (row.get(2)?, row.get(3)?.unwrap_or_default()),
+                    DocumentState {
+                        category: row.get(2)?,
+                        status: row.get(3)?.unwrap_or_default(),
+                        later: [row.get(4)?, row.get(5)?, row.get(6)?],
+                    },
                 );
             }
 
@@ -313,12 +484,12 @@ fn restore(
             let mut missing_categories = std::collections::BTreeSet::new();
             let mut merged = BTreeMap::new();
             let mut diffs = Vec::new();
-            let mut apply: Vec<DocumentChange> = Vec::new();
+            let mut apply: Vec<(&SnapshotDocument, DocumentState)> = Vec::new();
             let mut unchanged = 0;
             let mut seen = std::collections::HashSet::new();
             'docs: for d in &doc.documents {
                 seen.insert(d.id.as_str());
-                let Some((cur_cat, cur_status)) = current.get(&d.id) else {
+                let Some(now) = current.get(&d.id) else {
                     missing_documents.push(d.id.clone());
                     continue;
                 };
@@ -344,25 +515,40 @@ fn restore(
                     }
                     target = Some(at);
                 }
-                if target == *cur_cat && d.status == *cur_status {
+                let wanted = DocumentState {
+                    category: target.clone(),
+                    status: d.status.clone(),
+                    later: std::array::from_fn(|i| match later_value(d, i) {
+                        Some(value) if restorable[i] => value.clone(),
+                        _ => now.later[i].clone(),
+                    }),
+                };
+                if wanted == *now {
                     unchanged += 1;
                     continue;
                 }
+                let mut changed = Vec::new();
+                if wanted.category != now.category {
+                    changed.push("category");
+                }
+                if wanted.status != now.status {
+                    changed.push("status");
+                }
+                for (i, (key, _)) in LATER_COLUMNS.iter().enumerate() {
+                    if wanted.later[i] != now.later[i] {
+                        changed.push(*key);
+                    }
+                }
                 diffs.push(DocumentDiff {
                     document_id: d.id.clone(),
-                    current_category_id: cur_cat.clone(),
-                    current_status: cur_status.clone(),
+                    current_category_id: now.category.clone(),
+                    current_status: now.status.clone(),
                     snapshot_category_id: d.category_id.clone(),
-                    restored_category_id: target.clone(),
+                    restored_category_id: target,
                     snapshot_status: d.status.clone(),
+                    changed,
                 });
-                apply.push((
-                    d.id.clone(),
-                    target,
-                    d.status.clone(),
-                    d.categorized_by.clone(),
-                    d.categorized_at.clone(),
-                ));
+                apply.push((d, wanted));
             }
             let not_in_snapshot = current
                 .keys()
@@ -370,11 +556,27 @@ fn restore(
                 .count();
 
             if !dry_run && !apply.is_empty() {
-                let ids: Vec<String> = apply.iter().map(|a| a.0.clone()).collect();
-                let cats: Vec<Option<String>> = apply.iter().map(|a| a.1.clone()).collect();
-                let statuses: Vec<String> = apply.iter().map(|a| a.2.clone()).collect();
-                let bys: Vec<Option<String>> = apply.iter().map(|a| a.3.clone()).collect();
-                let ats: Vec<Option<String>> = apply.iter().map(|a| a.4.clone()).collect();
+                let ids: Vec<String> = apply.iter().map(|(d, _)| d.id.clone()).collect();
+                let cats: Vec<Option<String>> =
+                    apply.iter().map(|(_, w)| w.category.clone()).collect();
+                let statuses: Vec<String> = apply.iter().map(|(_, w)| w.status.clone()).collect();
+                let bys: Vec<Option<String>> = apply
+                    .iter()
+                    .map(|(d, _)| d.categorized_by.clone())
+                    .collect();
+                let ats: Vec<Option<String>> = apply
+                    .iter()
+                    .map(|(d, _)| d.categorized_at.clone())
+                    .collect();
+                let later = |i: usize| -> Vec<Option<String>> {
+                    apply.iter().map(|(_, w)| w.later[i].clone()).collect()
+                };
+                let has = |i: usize| -> Vec<bool> {
+                    apply
+                        .iter()
+                        .map(|(d, _)| restorable[i] && later_value(d, i).is_some())
+                        .collect()
+                };
                 client.update(
                     &restore_query,
                     None,
@@ -385,6 +587,13 @@ fn restore(
                         bys.into(),
                         ats.into(),
                         session_id.as_str().into(),
+                        restore_categorized_by.into(),
+                        later(0).into(),
+                        later(1).into(),
+                        later(2).into(),
+                        has(0).into(),
+                        has(1).into(),
+                        has(2).into(),
                     ],
                 )?;
                 crate::privilege::verify_written(client, "restore", &ids, &cats, &statuses)?;
@@ -394,16 +603,20 @@ fn restore(
                 let details = serde_json::json!({
                     "snapshotId": snapshot_id,
                     "source": source,
+                    "format": format,
                     "changes": apply.len(),
                     "missingDocuments": missing_documents.len(),
                     "missingCategories": missing_categories.iter().collect::<Vec<_>>(),
                     "mergedCategories": merged,
+                    "categorizedByRestored": restore_categorized_by,
+                    "restoredColumns": restored_columns,
                 });
                 crate::audit_log::write(client, &session_id, actor, "SNAPSHOT_RESTORED", &details)?;
             }
             Ok(RestoreReport {
                 session_id: session_id.clone(),
                 source,
+                format,
                 dry_run,
                 changes: diffs.len(),
                 unchanged,
@@ -411,20 +624,23 @@ fn restore(
                 missing_categories: missing_categories.into_iter().collect(),
                 merged_categories: merged,
                 documents_not_in_snapshot: not_in_snapshot,
+                categorized_by_restored: restore_categorized_by,
+                restored_columns,
+                notes,
                 documents: diffs,
             })
         })
     })
 }
 
-/// A document to restore: id, category, status, categorized_by, categorized_at.
-type DocumentChange = (
-    String,
-    Option<String>,
-    String,
-    Option<String>,
-    Option<String>,
-);
+/// The snapshot's value of later column `i` for one document (`None`: key absent).
+fn later_value(d: &SnapshotDocument, i: usize) -> Option<&Option<String>> {
+    match i {
+        0 => d.skip_reason.as_ref(),
+        1 => d.validation_status.as_ref(),
+        _ => d.cluster_id.as_ref(),
+    }
+}
 
 /// Every denormalized counter of the session, recomputed from its rows.
 fn recount(client: &mut pgrx::spi::SpiClient<'_>, session_id: &str) -> LbResult<()> {

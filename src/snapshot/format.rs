@@ -1,5 +1,11 @@
-//! The snapshot document (format version 1): its parts, the counts recomputed from the document
+//! The snapshot document (format version 2): its parts, the counts recomputed from the document
 //! rows, the consistency report, and deterministic serialization. Pure Rust, no Postgres calls.
+//!
+//! Format 2 differs from 1 in two places: `stats` leads with the application's own names
+//! (`totalDocuments`, `categorizedCount`, `skippedCount`, `uncategorizedCount`, which its UI
+//! reads) and keeps format 1's (`total`, `categorized`, `skipped`, `uncategorized`) after them;
+//! and each document carries `skipReason`, `validationStatus` and `clusterId` when the
+//! application's table has those columns (absent keys: the column does not exist).
 //!
 //! Layout of the JSON, keys in this order:
 //! `formatVersion, sessionId, snapshotAt, firmId, pstFileName, status, documents, stats,
@@ -12,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::io::Write;
 
-pub const FORMAT_VERSION: i32 = 1;
+pub const FORMAT_VERSION: i32 = 2;
 
 /// Session header plus the small tables, read by the same statement as the documents.
 #[derive(Debug, Deserialize)]
@@ -72,6 +78,10 @@ pub struct DocumentRow<'a> {
     pub batch_id: Option<&'a str>,
     pub categorized_by: Option<&'a str>,
     pub categorized_at: Option<Timestamp>,
+    /// The application's later columns: `None` when the table lacks the column.
+    pub skip_reason: Option<Option<&'a str>>,
+    pub validation_status: Option<Option<&'a str>>,
+    pub cluster_id: Option<Option<&'a str>>,
 }
 
 /// A timestamptz as microseconds since the Unix epoch, or one of PostgreSQL's infinities.
@@ -142,12 +152,34 @@ impl Serialize for Timestamp {
     }
 }
 
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+/// Counts recomputed from the document rows.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Stats {
     pub total: i64,
     pub categorized: i64,
     pub skipped: i64,
     pub uncategorized: i64,
+}
+
+/// The application's names first (its UI reads `stats.totalDocuments`), then format 1's.
+impl Serialize for Stats {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(Some(8))?;
+        for (key, value) in [
+            ("totalDocuments", self.total),
+            ("categorizedCount", self.categorized),
+            ("skippedCount", self.skipped),
+            ("uncategorizedCount", self.uncategorized),
+            ("total", self.total),
+            ("categorized", self.categorized),
+            ("skipped", self.skipped),
+            ("uncategorized", self.uncategorized),
+        ] {
+            map.serialize_entry(key, &value)?;
+        }
+        map.end()
+    }
 }
 
 /// A place where a denormalized counter disagrees with the rows it summarizes.
@@ -179,6 +211,12 @@ struct DocumentOut<'a> {
     batch_id: Option<&'a str>,
     categorized_by: Option<&'a str>,
     categorized_at: Option<Timestamp>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    skip_reason: Option<Option<&'a str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    validation_status: Option<Option<&'a str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cluster_id: Option<Option<&'a str>>,
 }
 
 #[derive(Serialize)]
@@ -355,6 +393,9 @@ impl<'s> SnapshotWriter<'s> {
             batch_id: d.batch_id,
             categorized_by: d.categorized_by,
             categorized_at: d.categorized_at,
+            skip_reason: d.skip_reason,
+            validation_status: d.validation_status,
+            cluster_id: d.cluster_id,
         };
         let id_start = self.ids.len() as u32;
         self.ids.extend_from_slice(d.id.as_bytes());
@@ -593,6 +634,9 @@ mod tests {
             batch_id: Some("b1"),
             categorized_by: Some("u1"),
             categorized_at: Some(Timestamp::PosInfinity),
+            skip_reason: Some(None),
+            validation_status: Some(Some("Accepted")),
+            cluster_id: None,
         }
     }
 
@@ -652,7 +696,7 @@ mod tests {
     fn header_keys_come_first_and_in_order() {
         let (json, _, _) = build();
         let text = String::from_utf8(json).unwrap();
-        assert!(text.starts_with(r#"{"formatVersion":1,"sessionId":"s1","snapshotAt":"2025-12-09T10:20:30.123456Z","firmId":"f1","pstFileName":"a.pst","status":"InProgress","documents":[{"id":"d1""#), "{text}");
+        assert!(text.starts_with(r#"{"formatVersion":2,"sessionId":"s1","snapshotAt":"2025-12-09T10:20:30.123456Z","firmId":"f1","pstFileName":"a.pst","status":"InProgress","documents":[{"id":"d1""#), "{text}");
         let order: Vec<usize> = [
             "\"documents\"",
             "\"stats\"",
@@ -720,6 +764,27 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&finished.to_vec()).unwrap();
         assert_eq!(v["documents"], serde_json::json!([]));
         assert_eq!(v["stats"]["total"], 0);
+        assert_eq!(v["stats"]["totalDocuments"], 0);
+    }
+
+    #[test]
+    fn stats_carry_the_application_names_first_and_format_1_names_after() {
+        let (json, _, v) = build();
+        let text = String::from_utf8(json).unwrap();
+        assert!(text.contains(r#""stats":{"totalDocuments":3,"categorizedCount":2,"skippedCount":1,"uncategorizedCount":0,"total":3,"categorized":2,"skipped":1,"uncategorized":0}"#), "{text}");
+        assert_eq!(v["stats"]["totalDocuments"], v["stats"]["total"]);
+    }
+
+    #[test]
+    fn later_columns_appear_only_when_the_table_has_them() {
+        let (_, _, v) = build();
+        let d = &v["documents"][0];
+        // Column present, value NULL: the key is there with null.
+        assert_eq!(d["skipReason"], serde_json::Value::Null);
+        assert!(d.as_object().unwrap().contains_key("skipReason"));
+        assert_eq!(d["validationStatus"], "Accepted");
+        // Column absent: no key.
+        assert!(!d.as_object().unwrap().contains_key("clusterId"));
     }
 
     #[test]

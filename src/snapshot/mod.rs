@@ -30,7 +30,7 @@ const PG_EPOCH_OFFSET_US: i64 = 946_684_800_000_000;
 const SNAPSHOT_QUERY: &str = r#"
 SELECT 0 AS kind, NULL::text AS id, NULL::text, NULL::text, NULL::text, NULL::text,
        NULL::text, NULL::text, NULL::text, NULL::text, NULL::timestamptz, NULL::bool, NULL::text,
-       NULL::text, NULL::timestamptz,
+       NULL::text, NULL::timestamptz, NULL::text, NULL::text, NULL::text,
        json_build_object(
          'id', s.id, 'firmId', s.firm_id, 'pstFileName', s.pst_file_name, 'status', s.status,
          'totalDocuments', s.total_documents, 'categorizedCount', s.categorized_count,
@@ -56,12 +56,36 @@ FROM @extschema@.legacy_import_sessions s WHERE s.id = $1
 UNION ALL
 SELECT 1, d.id, d.file_name::text, d.file_extension::text, d.storage_path,
        d.folder_path, d.category_id, d.status::text, d.email_subject::text, d.email_sender::text,
-       d.email_date, d.is_sent, d.batch_id, d.categorized_by, d.categorized_at, NULL::json
+       d.email_date, d.is_sent, d.batch_id, d.categorized_by, d.categorized_at,
+       @skip_reason@, @validation_status@, @cluster_id@, NULL::json
 FROM @extschema@.extracted_documents d WHERE d.session_id = $1
 "#;
 
+/// The application's later columns (format 2), each read only where the table has it.
+const LATER_COLUMNS: [(&str, &str); 3] = [
+    ("skip_reason", "d.skip_reason::text"),
+    (
+        "validation_status",
+        "CASE WHEN d.validation_status IS NULL THEN NULL ELSE pg_catalog.format('%s', d.validation_status) END",
+    ),
+    ("cluster_id", "d.cluster_id::text"),
+];
+
+/// The snapshot query for this database: later columns the table lacks read as NULL, and their
+/// presence is returned so the writer can leave their keys out.
+fn snapshot_query() -> LbResult<(String, [bool; 3])> {
+    let mut query = crate::attach::sql(SNAPSHOT_QUERY)?;
+    let mut present = [false; 3];
+    for (i, (column, expression)) in LATER_COLUMNS.iter().enumerate() {
+        present[i] = crate::attach::document_has_column(column)?;
+        let read = if present[i] { expression } else { "NULL::text" };
+        query = query.replace(&format!("@{column}@"), read);
+    }
+    Ok((query, present))
+}
+
 /// Column types the reader relies on, checked against each fetched batch.
-const EXPECTED_TYPES: [pg_sys::Oid; 16] = [
+const EXPECTED_TYPES: [pg_sys::Oid; 19] = [
     pg_sys::INT4OID,
     pg_sys::TEXTOID,
     pg_sys::TEXTOID,
@@ -77,6 +101,9 @@ const EXPECTED_TYPES: [pg_sys::Oid; 16] = [
     pg_sys::TEXTOID,
     pg_sys::TEXTOID,
     pg_sys::TIMESTAMPTZOID,
+    pg_sys::TEXTOID,
+    pg_sys::TEXTOID,
+    pg_sys::TEXTOID,
     pg_sys::JSONOID,
 ];
 
@@ -126,7 +153,7 @@ fn build_as_owner(session_id: &str) -> LbResult<BuiltSnapshot> {
     let result = Spi::connect(|client| {
         // Planned on every call, for this session id: a cached generic plan would guess the
         // size of "documents of some session" and can pick a scan of every session's rows.
-        let query = crate::attach::sql(SNAPSHOT_QUERY)?;
+        let (query, later_present) = snapshot_query()?;
         let mut cursor = client.try_open_cursor(&query, &[session_id.into()])?;
         let mut writer: Option<SnapshotWriter> = None;
         let mut scratch = Some(&mut staged);
@@ -139,7 +166,7 @@ fn build_as_owner(session_id: &str) -> LbResult<BuiltSnapshot> {
             // and the column types are checked before any datum is read.
             unsafe {
                 let tt = pg_sys::SPI_tuptable;
-                read_batch(tt, fetched, &mut scratch, &mut writer)?;
+                read_batch(tt, fetched, later_present, &mut scratch, &mut writer)?;
                 pg_sys::SPI_freetuptable(tt);
             }
         }
@@ -179,6 +206,7 @@ fn build_as_owner(session_id: &str) -> LbResult<BuiltSnapshot> {
 unsafe fn read_batch<'a>(
     tt: *mut pg_sys::SPITupleTable,
     rows: usize,
+    later_present: [bool; 3],
     scratch: &mut Option<&'a mut Vec<u8>>,
     writer: &mut Option<SnapshotWriter<'a>>,
 ) -> LbResult<()> {
@@ -215,10 +243,10 @@ unsafe fn read_batch<'a>(
         };
         let kind = values[0].value() as i32;
         if kind == 0 {
-            let meta_json = if nulls[15] {
+            let meta_json = if nulls[18] {
                 None
             } else {
-                <&str as FromDatum>::from_polymorphic_datum(values[15], false, pg_sys::JSONOID)
+                <&str as FromDatum>::from_polymorphic_datum(values[18], false, pg_sys::JSONOID)
             };
             let meta: SessionMeta = serde_json::from_str(meta_json.unwrap_or("null"))
                 .map_err(|e| LbError::internal(format!("snapshot header is malformed: {e}")))?;
@@ -254,6 +282,9 @@ unsafe fn read_batch<'a>(
             batch_id: text(12),
             categorized_by: text(13),
             categorized_at: ts(14),
+            skip_reason: later_present[0].then(|| text(15)),
+            validation_status: later_present[1].then(|| text(16)),
+            cluster_id: later_present[2].then(|| text(17)),
         });
     }
     Ok(())
