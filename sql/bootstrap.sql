@@ -102,6 +102,21 @@ COMMENT ON TABLE legacy_backup.cleanup_schedule IS
     'Scheduled cleanup per exported session, as the extension set it (export, postponement); the worker reads only this';
 SELECT pg_catalog.pg_extension_config_dump('legacy_backup.cleanup_schedule', '');
 
+-- Exports under way: legacy_export_begin() pinned the session's snapshot, fresh at the time.
+-- The export gate then accepts the final status change however long the upload took, as long as
+-- that snapshot is still the newest and nobody changed categorization since (SNAPSHOT_OUTDATED).
+-- The row goes when the session becomes Exported, is deleted, or a new begin replaces it.
+CREATE TABLE legacy_backup.export_begins (
+    session_id  text PRIMARY KEY,
+    snapshot_id text NOT NULL REFERENCES legacy_backup.snapshots (id) ON DELETE CASCADE,
+    begun_at    timestamptz NOT NULL DEFAULT statement_timestamp(),
+    begun_by    text NOT NULL,
+    db_role     text NOT NULL DEFAULT session_user
+);
+COMMENT ON TABLE legacy_backup.export_begins IS
+    'Exports under way (legacy_export_begin): the snapshot each one began on; the gate forgives that snapshot''s age, never a change since it';
+SELECT pg_catalog.pg_extension_config_dump('legacy_backup.export_begins', '');
+
 -- lz4 compresses a 4 MB snapshot body several times faster than the default pglz; servers built
 -- without lz4 keep pglz.
 DO $$

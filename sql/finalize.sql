@@ -43,6 +43,8 @@ COMMENT ON FUNCTION @extschema@.legacy_backup_on_create() IS
 COMMENT ON FUNCTION @extschema@.legacy_undo_last_categorization(text, text) IS
     'Reverts the actor''s most recent change (or of one document); a bulk change is undone as a whole transaction; within legacy_backup.undo_window';
 
+COMMENT ON FUNCTION @extschema@.legacy_export_begin(text, text) IS
+    'Begins an export: takes a snapshot if the newest is missing, old or outdated, pins it, returns the verdict; the final status change is then not refused for the snapshot''s age';
 COMMENT ON FUNCTION @extschema@.legacy_export_readiness(text) IS
     'Whether a session may be exported now (ready, code, message, snapshot age, changes since, upload and cleanup state); the same verdict as the export trigger';
 COMMENT ON FUNCTION @extschema@.legacy_backup_export_verdict(text) IS
@@ -79,6 +81,7 @@ REVOKE EXECUTE ON FUNCTION
     @extschema@.legacy_export_readiness(text),
     @extschema@.legacy_backup_health(),
     @extschema@.legacy_snapshot_take(text, text),
+    @extschema@.legacy_export_begin(text, text),
     @extschema@.legacy_undo_last_categorization(text, text),
     @extschema@.legacy_postpone_cleanup(text, text, timestamptz),
     @extschema@.legacy_backup_attach(),
@@ -101,6 +104,7 @@ GRANT SELECT ON @extschema@.legacy_snapshots, @extschema@.legacy_backup_jobs,
                 @extschema@.category_assignment_logs TO legacy_backup_reader;
 GRANT EXECUTE ON FUNCTION
     @extschema@.legacy_snapshot_take(text, text),
+    @extschema@.legacy_export_begin(text, text),
     @extschema@.legacy_undo_last_categorization(text, text),
     @extschema@.legacy_postpone_cleanup(text, text, timestamptz)
 TO legacy_backup_operator;

@@ -51,6 +51,7 @@ BEGIN
     -- must go through the export gate to get one.
     IF TG_OP = 'DELETE' THEN
         DELETE FROM legacy_backup.cleanup_schedule c WHERE c.session_id = OLD.id;
+        DELETE FROM legacy_backup.export_begins b WHERE b.session_id = OLD.id;
         RETURN NULL;
     END IF;
     new_status := format('%s', NEW.status);
@@ -110,6 +111,8 @@ BEGIN
                                || '; something changed cleanup_scheduled_at after the export gate set it.',
                       HINT = 'Leave cleanup_scheduled_at to the extension; a partner may postpone it with legacy_postpone_cleanup().';
         END IF;
+        -- The export that began on a pinned snapshot is done.
+        DELETE FROM legacy_backup.export_begins b WHERE b.session_id = NEW.id;
         INSERT INTO legacy_backup.cleanup_schedule AS c (session_id, scheduled_at, set_by)
         VALUES (NEW.id, NEW.cleanup_scheduled_at, actor)
         ON CONFLICT (session_id) DO UPDATE
@@ -119,6 +122,7 @@ BEGIN
             jsonb_build_object('snapshotId', verdict->'snapshotId', 'snapshotKey', verdict->'snapshotKey',
                                'snapshotAt', verdict->'lastSnapshotAt', 'snapshotAgeMinutes', verdict->'snapshotAgeMinutes',
                                'verdict', verdict->'code', 'checkSkipped', NOT (verdict->>'ready')::boolean,
+                               'exportBegunAt', verdict->'exportBegunAt',
                                'cleanupScheduledAt', NEW.cleanup_scheduled_at));
         RETURN NULL;
     END IF;

@@ -123,6 +123,21 @@ fn legacy_export_readiness(session_id: Option<&str>) -> JsonB {
     JsonB(serde_json::to_value(readiness).expect("readiness serializes"))
 }
 
+/// Begins an export (see `gate::begin_export`): takes a snapshot when needed, pins it, and
+/// returns the verdict. SECURITY DEFINER: it writes the extension's tables.
+#[pg_extern(volatile, parallel_unsafe, security_definer)]
+#[search_path(pg_catalog, pg_temp)]
+fn legacy_export_begin(
+    session_id: Option<&str>,
+    actor_id: default!(Option<&str>, "NULL"),
+) -> JsonB {
+    let session_id = ids::validate_id("session_id", session_id).or_raise();
+    attach::ensure_attached().or_raise();
+    let actor = snapshot::resolve_actor(actor_id).or_raise();
+    let readiness = gate::begin_export(&session_id, &actor).or_raise();
+    JsonB(serde_json::to_value(readiness).expect("readiness serializes"))
+}
+
 /// The export trigger's verdict (no ALREADY_EXPORTED: the trigger asks about an export under
 /// way). Not SECURITY DEFINER and not executable by PUBLIC: only the export check trigger, which
 /// runs as the extension's owner, calls it.

@@ -46,6 +46,9 @@ pub struct Readiness {
     pub cleanup_scheduled_at: Option<String>,
     pub cleaned_up_at: Option<String>,
     pub exported_at: Option<String>,
+    /// When `legacy_export_begin` pinned the newest snapshot for an export under way (its age is
+    /// then no reason to refuse).
+    pub export_begun_at: Option<String>,
 }
 
 /// Runs as the extension's owner over the application's session row: names qualified, the enum
@@ -72,7 +75,9 @@ SELECT pg_catalog.format('%s', s.status), to_char(s.cleanup_scheduled_at AT TIME
                        OR (l.txid = pg_current_xact_id_if_assigned() AND l.changed_at > snap.snapshot_at)))
        END,
        current_setting('legacy_backup.max_snapshot_age'),
-       s.id IS NOT NULL
+       s.id IS NOT NULL,
+       (SELECT to_char(b.begun_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
+        FROM legacy_backup.export_begins b WHERE b.session_id = $1 AND b.snapshot_id = snap.id)
 FROM (SELECT 1) one LEFT JOIN snap ON true
 LEFT JOIN @extschema@.legacy_import_sessions s ON s.id = $1
 "#;
@@ -119,6 +124,9 @@ pub fn verdict(session_id: &str, include_status: bool) -> LbResult<Readiness> {
         let stale: bool = row.get(10)?.unwrap_or(false);
         let changes: Option<i64> = row.get(11)?;
         let max_age: String = row.get(12)?.unwrap_or_default();
+        // An export begun on the newest snapshot is not refused for that snapshot's age.
+        let export_begun_at: Option<String> = row.get(14)?;
+        let stale = stale && export_begun_at.is_none();
         let take = format!("Take a snapshot first: SELECT legacy_snapshot_take('{session_id}');");
         let age_text = age.map(|a| format!("{a} minutes")).unwrap_or_default();
         let (code, message, hint) = if include_status && status.as_deref() == Some("Exported") {
@@ -161,7 +169,10 @@ pub fn verdict(session_id: &str, include_status: bool) -> LbResult<Readiness> {
         } else {
             (
                 Code::Ready,
-                format!("session \"{session_id}\" may be exported: its newest snapshot ({age_text} old) holds the current categorization"),
+                match &export_begun_at {
+                    Some(begun) => format!("session \"{session_id}\" may be exported: its export began at {begun} on its newest snapshot ({age_text} old), which still holds the current categorization"),
+                    None => format!("session \"{session_id}\" may be exported: its newest snapshot ({age_text} old) holds the current categorization"),
+                },
                 None,
             )
         };
@@ -181,8 +192,60 @@ pub fn verdict(session_id: &str, include_status: bool) -> LbResult<Readiness> {
             cleanup_scheduled_at: row.get(2)?,
             cleaned_up_at: row.get(3)?,
             exported_at: row.get(4)?,
+            export_begun_at,
         })
     })
+}
+
+/// Begins an export: makes sure the session has a snapshot that holds its current
+/// categorization (taking one when the newest is missing, too old or outdated), pins it in
+/// `legacy_backup.export_begins`, and returns the verdict. After that the final
+/// `status = 'Exported'` is accepted however long the upload took, unless categorization changed
+/// in the meantime (SNAPSHOT_OUTDATED). A verdict that no snapshot can mend (an inactive audit
+/// trail, an exported session) is returned as is, with nothing pinned.
+pub fn begin_export(session_id: &str, actor: &str) -> LbResult<Readiness> {
+    let mut readiness = verdict(session_id, true)?;
+    let mut snapshot_taken = false;
+    if matches!(
+        readiness.code,
+        Code::SnapshotRequired | Code::SnapshotStale | Code::SnapshotOutdated
+    ) {
+        crate::snapshot::take(session_id, actor)?;
+        snapshot_taken = true;
+        readiness = verdict(session_id, true)?;
+    }
+    if !readiness.ready {
+        return Ok(readiness);
+    }
+    let snapshot_id = readiness
+        .snapshot_id
+        .clone()
+        .ok_or_else(|| LbError::internal("a ready session without a snapshot"))?;
+    Spi::connect_mut(|client| -> LbResult<()> {
+        let begun = client
+            .update(
+                "INSERT INTO legacy_backup.export_begins AS b (session_id, snapshot_id, begun_by) \
+                 VALUES ($1, $2, $3) \
+                 ON CONFLICT (session_id) DO UPDATE SET snapshot_id = EXCLUDED.snapshot_id, \
+                     begun_at = EXCLUDED.begun_at, begun_by = EXCLUDED.begun_by, db_role = EXCLUDED.db_role \
+                 RETURNING to_char(b.begun_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
+                None,
+                &[session_id.into(), snapshot_id.as_str().into(), actor.into()],
+            )?
+            .first()
+            .get_one::<String>()?;
+        let details = serde_json::json!({
+            "snapshotId": snapshot_id,
+            "snapshotKey": readiness.snapshot_key,
+            "snapshotAt": readiness.last_snapshot_at,
+            "snapshotTaken": snapshot_taken,
+            "exportBegunAt": begun,
+        });
+        crate::audit_log::write(client, session_id, actor, "EXPORT_BEGUN", &details)?;
+        readiness.export_begun_at = begun;
+        Ok(())
+    })?;
+    Ok(readiness)
 }
 
 /// Latest cleanup date a partner may set: far enough for a legal hold, bounded against typos.
