@@ -2,11 +2,14 @@
 # psql-facing regression suite: installs the extension, starts a fresh private cluster with it
 # preloaded, and runs pg_regress over tests/pg_regress/sql/*.sql against tests/pg_regress/expected.
 # (`cargo pgrx regress` does not work as root, hence this script.)
+# Usage: scripts/installcheck.sh [test ...]   e.g. `scripts/installcheck.sh 10_trail`: runs
+# 01_install (which creates the extension and the regress.* helpers every file uses) and the
+# named files only. REGRESS_PORT and REGRESS_DIR let two runs share the machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/pg.sh
 ROOT=$PWD
-DIR=$ROOT/.tmp/regress-pg$PG
+DIR=${REGRESS_DIR:-$ROOT/.tmp/regress-pg$PG}
 PORT=${REGRESS_PORT:-54331}
 PG_REGRESS="$(dirname "$("$PG_CONFIG" --pgxs)")/../test/regress/pg_regress"
 
@@ -18,7 +21,11 @@ rm -rf "$DIR"
 bash scripts/pgcluster.sh start "$DIR" "$PORT"
 trap 'bash scripts/pgcluster.sh stop "$DIR"' EXIT
 
-tests=$(cd tests/pg_regress/sql && ls *.sql | sed 's/\.sql$//' | sort)
+if [ $# -gt 0 ]; then
+  tests="01_install $(printf '%s\n' "$@" | sed 's/\.sql$//' | grep -vx 01_install | tr '\n' ' ')"
+else
+  tests=$(cd tests/pg_regress/sql && ls *.sql | sed 's/\.sql$//' | sort)
+fi
 mkdir -p "$DIR/out"
 chown -R postgres:postgres "$DIR/out"
 set +e
