@@ -6,10 +6,17 @@
 #     no trigger / legacy_backup's triggers / a hand-written PL/pgSQL statement trigger.
 # Both also run a 'floor': no trigger, the application's own statements write the same log rows,
 # which no trigger can beat; it separates the cost of logging from the cost of the trigger.
-# Usage: scripts/bench_triggers.sh [rounds=3] [seconds_per_pgbench_run=10] [merge_repeats=5]
+#  3. the AI pipeline's writes, which change neither category nor status (app-schema.md, "The
+#     application today"), on an 8,000-document session whose documents already carry text and
+#     embeddings: text extraction (one UPDATE per document, ~20 KB of text) and embedding (one
+#     UPDATE per document, 1,536 floats) for pipeline_docs documents, then clustering (cluster_id)
+#     and skip_reason, each one UPDATE of all 8,000; each write timed alone and rolled back:
+#     no trigger / legacy_backup's triggers.
+# Usage: scripts/bench_triggers.sh [rounds=3] [seconds_per_pgbench_run=10] [merge_repeats=5] [pipeline_docs=500]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ROUNDS=${1:-3}; SECS=${2:-10}; REPEATS=${3:-5}
+ROUNDS=${1:-3}; SECS=${2:-10}; REPEATS=${3:-5}; PIPE_DOCS=${4:-500}
+[[ "$PIPE_DOCS" =~ ^[1-9][0-9]*$ ]] && [ "$PIPE_DOCS" -le 8000 ] || { echo "pipeline_docs must be 1..8000" >&2; exit 2; }
 DIR=.tmp/bench-triggers; PORT=54342
 source scripts/bench_lib.sh
 fresh_bench_cluster "shared_buffers = 512MB" "synchronous_commit = off"
@@ -63,6 +70,28 @@ SQL
 P -d bench -c "SELECT bench_use('extension')" >/dev/null
 P -d bench -c "SELECT count(*) AS documents_moved_per_merge FROM extracted_documents WHERE session_id = 'bm' AND category_id IN ('bm-cat-002', 'bm-cat-003')"
 
+# 3. Pipeline writes. Session 'bp' is seeded only now (without the extension's triggers), so the
+# two benches above run on the same tables as before; bench_pipeline_prepare then gives every
+# one of its documents a ~20 KB text and an embedding (committed) and makes the new ones.
+P -d bench -c "SELECT bench_use('none')" >/dev/null
+P -d bench -v sid=bp -v docs=8000 -f tests/fixtures/seed.sql -f tests/fixtures/app_workload.sql
+P -d bench -c "SELECT bench_pipeline_prepare('bp', $PIPE_DOCS)" -c "VACUUM ANALYZE" >/dev/null
+P -d bench -At -c "SELECT 'pipeline session: ' || count(*) || ' documents, ' || pg_size_pretty(pg_total_relation_size('extracted_documents')) || ' extracted_documents, content_embedding ' || format_type(a.atttypid, a.atttypmod) || ', average text ' || round(avg(octet_length(d.extracted_text))) || ' bytes' FROM extracted_documents d, pg_attribute a WHERE d.session_id = 'bp' AND a.attrelid = 'extracted_documents'::regclass AND a.attname = 'content_embedding' GROUP BY a.atttypid, a.atttypmod"
+# Each run is one psql call: VACUUM first removes the row versions the previous run rolled back,
+# so every run starts from the same table. One warm-up run per variant is not reported.
+pvariants=(none extension)
+for v in "${pvariants[@]}"; do
+  P -d bench -c "VACUUM extracted_documents" -c "SELECT * FROM bench_pipeline_round('bp', '$v')" >/dev/null
+done
+for round in $(seq 1 "$ROUNDS"); do
+  for k in 0 1; do
+    v=${pvariants[$(( (round + k) % 2 ))]}
+    P -d bench -At -F "$(printf '\t')" -c "VACUUM extracted_documents" \
+      -c "SELECT 'pipeline:' || write, $round, '$v', round(ms::numeric, 2) FROM bench_pipeline_round('bp', '$v')" >>"$results"
+  done
+done
+P -d bench -c "SELECT bench_use('extension')" >/dev/null
+
 P -d bench <<SQL
 CREATE TEMP TABLE r (bench text, round int, variant text, value float8);
 \copy r FROM '$results'
@@ -92,4 +121,15 @@ SELECT 'merge (time)',
 FROM (SELECT round, max(value) FILTER (WHERE variant = 'none') AS none, max(value) FILTER (WHERE variant = 'extension') AS ext,
              max(value) FILTER (WHERE variant = 'plpgsql_statement') AS hand, max(value) FILTER (WHERE variant = 'floor') AS floor
       FROM r WHERE bench = 'merge' GROUP BY round) x;
+\echo 'Pipeline writes, ms per round (extract, embed: ${PIPE_DOCS} one-row UPDATEs; cluster, skip_reason: one UPDATE of 8,000 rows):'
+SELECT substr(bench, 10) AS write, variant, string_agg(round(value::numeric, 1)::text, ', ' ORDER BY round) AS ms_per_round,
+       round(percentile_cont(0.5) WITHIN GROUP (ORDER BY value)::numeric, 2) AS median_ms
+FROM r WHERE bench LIKE 'pipeline:%' GROUP BY bench, variant
+ORDER BY array_position(ARRAY['extract', 'embed', 'cluster', 'skip_reason'], substr(bench, 10)), variant DESC;
+\echo 'Pipeline writes, median of per-round ratios (target: extension/none <= 1.05):'
+SELECT substr(bench, 10) AS write,
+       round(percentile_cont(0.5) WITHIN GROUP (ORDER BY ext / none)::numeric, 3) AS "extension / none"
+FROM (SELECT bench, round, max(value) FILTER (WHERE variant = 'none') AS none, max(value) FILTER (WHERE variant = 'extension') AS ext
+      FROM r WHERE bench LIKE 'pipeline:%' GROUP BY bench, round) x
+GROUP BY bench ORDER BY array_position(ARRAY['extract', 'embed', 'cluster', 'skip_reason'], substr(bench, 10));
 SQL

@@ -2,6 +2,8 @@
 -- logging on extracted_documents: 'none', 'extension' (legacy_backup's statement-level
 -- triggers), 'plpgsql_row' (a hand-written row trigger), or 'plpgsql_statement' (a hand-written
 -- statement trigger with transition tables). The hand-written ones insert the same log rows.
+-- bench_merge_ms times one bulk merge; bench_pipeline_prepare / bench_pipeline_ms /
+-- bench_pipeline_round time the AI pipeline's writes (they need tests/fixtures/app_workload.sql).
 
 CREATE OR REPLACE FUNCTION bench_row_log() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
@@ -30,12 +32,14 @@ BEGIN
 END $$;
 
 CREATE OR REPLACE FUNCTION bench_use(variant text) RETURNS void LANGUAGE plpgsql AS $$
+DECLARE trigger_name name;
 BEGIN
     -- Dropping the extension's triggers is refused unless a superuser confirms it.
     PERFORM set_config('legacy_backup.allow_drop', 'on', true);
-    DROP TRIGGER IF EXISTS legacy_backup_log_update ON extracted_documents;
-    DROP TRIGGER IF EXISTS legacy_backup_log_insert ON extracted_documents;
-    DROP TRIGGER IF EXISTS legacy_backup_log_delete ON extracted_documents;
+    FOR trigger_name IN SELECT t.tgname FROM pg_trigger t
+                        WHERE t.tgrelid = 'extracted_documents'::regclass AND t.tgname LIKE 'legacy\_backup\_%' LOOP
+        EXECUTE format('DROP TRIGGER %I ON extracted_documents', trigger_name);
+    END LOOP;
     DROP TRIGGER IF EXISTS bench_row ON extracted_documents;
     DROP TRIGGER IF EXISTS bench_statement ON extracted_documents;
     CASE variant
@@ -86,4 +90,86 @@ BEGIN
         NULL;
     END;
     RETURN ms;
+END $$;
+
+-- Pipeline writes (app-schema.md, "The application today"), replayed through the application's
+-- own statements (tests/fixtures/app_workload.sql). bench_pipeline_prepare(sid, n) first commits
+-- the state the pipeline writes into: every document of the session already has an extracted
+-- text (~20 KB) and an embedding (1,536 floats), as it has by the time the pipeline clusters.
+-- bench_pipeline_inputs holds, for the first n documents, a new text and a new embedding, made
+-- beforehand so that the timed loops generate nothing. The texts are md5-based words, different
+-- for every document, so they do not compress away.
+CREATE TABLE IF NOT EXISTS bench_pipeline_inputs (i int PRIMARY KEY, id text NOT NULL, body text NOT NULL, embedding real[] NOT NULL);
+
+CREATE OR REPLACE FUNCTION bench_pipeline_prepare(sid text, n int) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    TRUNCATE bench_pipeline_inputs;
+    INSERT INTO bench_pipeline_inputs (i, id, body, embedding)
+    SELECT d.k, d.id,
+           (SELECT string_agg(substr(md5(d.id || ':' || w), 1, 3 + w % 8), ' ')
+              FROM generate_series(1, 2700) w) AS body,
+           (SELECT array_agg(random()::real) FROM generate_series(1, 1536) x WHERE d.k > 0) AS embedding
+    FROM (SELECT id, row_number() OVER (ORDER BY id) AS k FROM extracted_documents WHERE session_id = sid) d
+    WHERE d.k <= n;
+    -- Committed state: document k carries input 1 + k % n (so each timed write changes its row),
+    -- prefixed with its own id.
+    UPDATE extracted_documents e
+       SET extracted_text = 'Document ' || e.id || E'\n' || p.body, primary_language = 'en',
+           language_confidence = 0.97, content_embedding = p.embedding, updated_at = now()
+      FROM (SELECT id, row_number() OVER (ORDER BY id) AS k FROM extracted_documents WHERE session_id = sid) d
+      JOIN bench_pipeline_inputs p ON p.i = 1 + d.k % n
+     WHERE e.id = d.id;
+END $$;
+
+-- One pipeline write, timed and rolled back (like bench_merge_ms): 'extract' and 'embed' are one
+-- statement per document for the n documents of bench_pipeline_inputs; 'cluster' and
+-- 'skip_reason' are one statement for every document of the session. Inputs are loaded into
+-- variables before the clock starts.
+CREATE OR REPLACE FUNCTION bench_pipeline_ms(sid text, write text) RETURNS float8 LANGUAGE plpgsql AS $$
+DECLARE
+    t0 timestamptz; ms float8; n_rows int := 0; k int;
+    inputs bench_pipeline_inputs[];
+    all_ids text[];
+    cluster uuid := gen_random_uuid();
+BEGIN
+    IF write IN ('extract', 'embed') THEN
+        SELECT array_agg(p ORDER BY p.i) INTO inputs FROM bench_pipeline_inputs p;
+    ELSE
+        SELECT array_agg(id ORDER BY id) INTO all_ids FROM extracted_documents WHERE session_id = sid;
+    END IF;
+    BEGIN
+        t0 := clock_timestamp();
+        CASE write
+        WHEN 'extract' THEN
+            FOR k IN 1..cardinality(inputs) LOOP
+                PERFORM app_extract_text(inputs[k].id, inputs[k].body, 'en', 0.9);
+            END LOOP;
+            n_rows := cardinality(inputs);
+        WHEN 'embed' THEN
+            FOR k IN 1..cardinality(inputs) LOOP
+                PERFORM app_embed(inputs[k].id, inputs[k].embedding);
+            END LOOP;
+            n_rows := cardinality(inputs);
+        WHEN 'cluster' THEN
+            n_rows := app_set_cluster(sid, cluster, all_ids);
+        WHEN 'skip_reason' THEN
+            n_rows := app_mark_skip_reason(all_ids, 'Scanned');
+        END CASE;
+        ms := 1000 * extract(epoch FROM clock_timestamp() - t0);
+        RAISE EXCEPTION USING ERRCODE = 'P0001', MESSAGE = 'rollback', DETAIL = n_rows::text;
+    EXCEPTION WHEN raise_exception THEN
+        NULL;
+    END;
+    RETURN ms;
+END $$;
+
+-- One round of a variant: bench_use(variant), then each pipeline write once, in a fixed order.
+CREATE OR REPLACE FUNCTION bench_pipeline_round(sid text, variant text)
+RETURNS TABLE (write text, ms float8) LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM bench_use(variant);
+    FOREACH write IN ARRAY ARRAY['extract', 'embed', 'cluster', 'skip_reason'] LOOP
+        ms := bench_pipeline_ms(sid, write);
+        RETURN NEXT;
+    END LOOP;
 END $$;

@@ -97,6 +97,15 @@ fn app_table(nsp: pg_sys::Oid, name: &str) -> Option<pg_sys::Oid> {
     }
 }
 
+/// The version of the extension's SQL objects in this database (during ALTER EXTENSION UPDATE,
+/// the version being installed).
+fn installed_version() -> LbResult<String> {
+    Spi::get_one::<String>(
+        "SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'legacy_backup'",
+    )?
+    .ok_or_else(|| LbError::internal("extension legacy_backup is not installed"))
+}
+
 /// Whether the application's extracted_documents has `column` (its later columns are optional).
 pub fn document_has_column(column: &str) -> LbResult<bool> {
     Ok(app_table_oid("extracted_documents")?.is_some_and(|relid| has_column(relid, column)))
@@ -274,6 +283,34 @@ pub const TRIGGERS: &[TriggerDef] = &[
     ),
 ];
 
+/// The audit trail's UPDATE trigger before 0.4.0: a statement trigger with transition tables,
+/// calling a PL/pgSQL function of that name.
+const UPDATE_TRIGGER_BEFORE_0_4: TriggerDef = (
+    "legacy_backup_log_update",
+    "AFTER UPDATE",
+    "extracted_documents",
+    "REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT",
+    "legacy_backup_log_update",
+);
+
+/// The triggers the installed SQL expects. PostgreSQL runs an older version's install script
+/// (on the way to an update) with this library: before 0.4.0 the UPDATE trigger had another
+/// shape, which the 0.4.0 update script replaces.
+pub fn triggers_of_installed_version() -> LbResult<Vec<TriggerDef>> {
+    let installed = installed_version()?;
+    let before_0_4 = ["0.1.0", "0.2.0", "0.3.0"].contains(&installed.as_str());
+    Ok(TRIGGERS
+        .iter()
+        .map(|t| {
+            if before_0_4 && t.0 == UPDATE_TRIGGER_BEFORE_0_4.0 {
+                UPDATE_TRIGGER_BEFORE_0_4
+            } else {
+                *t
+            }
+        })
+        .collect())
+}
+
 /// The state of one of the extension's triggers on an application table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TriggerState {
@@ -381,7 +418,7 @@ pub fn trigger_state(trigger: &TriggerDef) -> LbResult<Option<TriggerState>> {
 /// under another name (a renamed one). Missing triggers are not listed: attaching creates them.
 pub fn tampered_triggers() -> LbResult<Vec<(String, String)>> {
     let mut problems = Vec::new();
-    for trigger @ (name, _, table, _, _) in TRIGGERS {
+    for trigger @ (name, _, table, _, _) in &triggers_of_installed_version()? {
         match trigger_state(trigger)? {
             None | Some(TriggerState::Intact) | Some(TriggerState::Missing) => {}
             Some(state) => problems.push((format!("{table}.{name}"), state.describe())),
@@ -642,7 +679,7 @@ pub fn attach() -> LbResult<Vec<AttachStep>> {
             outcome,
         });
     }
-    for trigger @ (name, event, table, level, function) in TRIGGERS {
+    for trigger @ (name, event, table, level, function) in &triggers_of_installed_version()? {
         // Attaching always leaves the trigger enabled: a disabled one is what lost history looks like.
         let outcome = match trigger_state(trigger)? {
             Some(TriggerState::Intact) => "present",
@@ -749,7 +786,7 @@ pub fn health() -> LbResult<Vec<HealthCheck>> {
         }
     }
     if missing.is_empty() {
-        for trigger @ (name, _, table, _, _) in TRIGGERS {
+        for trigger @ (name, _, table, _, _) in &triggers_of_installed_version()? {
             let state = trigger_state(trigger)?.unwrap_or(TriggerState::Missing);
             let ok = state == TriggerState::Intact;
             checks.push(HealthCheck {

@@ -76,17 +76,20 @@ SELECT pg_catalog.format('%s', s.status), to_char(s.cleanup_scheduled_at AT TIME
        END,
        current_setting('legacy_backup.max_snapshot_age'),
        s.id IS NOT NULL,
-       (SELECT to_char(b.begun_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
-        FROM legacy_backup.export_begins b WHERE b.session_id = $1 AND b.snapshot_id = snap.id)
+       @export_begun_at@
 FROM (SELECT 1) one LEFT JOIN snap ON true
 LEFT JOIN @extschema@.legacy_import_sessions s ON s.id = $1
 "#;
+
+/// When the export under way began on the newest snapshot, if it did.
+const EXPORT_BEGUN_AT: &str = r#"(SELECT to_char(b.begun_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
+        FROM legacy_backup.export_begins b WHERE b.session_id = $1 AND b.snapshot_id = snap.id)"#;
 
 /// Whether every trigger on extracted_documents (the ones that keep the audit trail) exists,
 /// calls the extension's function and fires: without them, "no change since the snapshot"
 /// cannot be known, so no export is allowed.
 pub fn audit_trail_recording() -> LbResult<bool> {
-    for trigger in crate::attach::TRIGGERS
+    for trigger in crate::attach::triggers_of_installed_version()?
         .iter()
         .filter(|t| t.2 == "extracted_documents")
     {
@@ -107,7 +110,15 @@ pub fn verdict(session_id: &str, include_status: bool) -> LbResult<Readiness> {
     // Called from the export check trigger too, which reads the sessions table by name.
     crate::attach::lock_app_tables()?;
     let audit_active = audit_trail_recording()?;
-    let query = crate::attach::sql(VERDICT_QUERY)?;
+    // Before 0.4.0's update script has run, the table of begun exports does not exist yet.
+    let pins = Spi::get_one::<bool>(
+        "SELECT pg_catalog.to_regclass('legacy_backup.export_begins') IS NOT NULL",
+    )?
+    .unwrap_or(false);
+    let query = crate::attach::sql(VERDICT_QUERY)?.replace(
+        "@export_begun_at@",
+        if pins { EXPORT_BEGUN_AT } else { "NULL::text" },
+    );
     Spi::connect(|client| {
         let rows = client.select(&query, None, &[session_id.into()])?;
         let row = rows.first();
