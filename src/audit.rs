@@ -1,6 +1,6 @@
 //! Undo of categorization changes, driven by the audit trail (`category_assignment_logs`).
 //!
-//! Rules (also in the README):
+//! Rules (also in docs/api.md, Undo):
 //! - The target is the actor's most recent change not yet undone (of the given document, when
 //!   one is named), from the application or a restore, within `legacy_backup.undo_window`.
 //! - With no document named, every change the actor made in the target's transaction is undone

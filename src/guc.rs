@@ -1,4 +1,4 @@
-//! Settings (GUCs). Each one is documented in the README's settings table.
+//! Settings (GUCs). Each one is documented in the settings table of docs/operations.md.
 //!
 //! Durations are strings in PostgreSQL's own interval notation (`'1s'`, `'7 days'`), checked when
 //! set: a value that is not an interval, or is out of its range, is refused with a clear message.

@@ -1,7 +1,7 @@
 //! Recovery: verifying a snapshot in object storage, fetching one, and restoring a session's
 //! categorization from a snapshot (held in the database, fetched from R2, or given as a document).
 //!
-//! Restore rules (also in the README):
+//! Restore rules (also in docs/operations.md, Recovery):
 //! - Only documents present both in the snapshot and in the database are changed, and only when
 //!   their category, status or a later column (skip_reason, validation_status, cluster_id, where
 //!   both the snapshot and the table have it) differ; they get back those, and categorized_by and

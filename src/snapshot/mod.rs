@@ -178,7 +178,7 @@ fn build_as_owner(session_id: &str) -> LbResult<BuiltSnapshot> {
                 format!("snapshot of session \"{session_id}\" would be {len} bytes"),
             )
             .detail("A snapshot is stored as one value, and PostgreSQL values are limited to 1 GB.")
-            .hint("See the README's section on limits."));
+            .hint("See docs/operations.md, Limits and memory."));
         }
         // SAFETY: SPI_palloc allocates in the caller's memory context, so the datum outlives SPI;
         // it raises ERROR rather than returning NULL. write_to fills exactly `len` bytes.

@@ -111,7 +111,7 @@ pub fn sql_client() -> crate::error::LbResult<crate::storage::Client> {
             pgrx::PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             e,
         )
-        .hint("Configure object storage: see the README's Background worker section.")
+        .hint("Configure object storage: see docs/operations.md, Background worker and object storage.")
     })
 }
 

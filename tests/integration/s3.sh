@@ -26,7 +26,7 @@ start_s3() {
   wait_listening "$S3_PORT" s3s-fs "$S3_DIR/s3s.log"
 }
 
-# The secret goes in a credentials file (0600, readable by the server's user), as the README
+# The secret goes in a credentials file (0600, readable by the server's user), as docs/operations.md
 # recommends: PostgreSQL logs a setting's new value when a reload changes it.
 CREDENTIALS=$ROOT/.tmp/integration/$TEST_NAME-r2.env
 write_credentials() { # secret
