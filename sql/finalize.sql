@@ -136,7 +136,7 @@ COMMENT ON FUNCTION @extschema@.legacy_backup_log_update() IS
 COMMENT ON FUNCTION @extschema@.legacy_backup_log_update_flush() IS
     'Trigger (statement): writes the audit-trail rows buffered by legacy_backup_log_update, in one INSERT';
 
-COMMENT ON FUNCTION legacy_backup.protected_triggers() IS
+COMMENT ON FUNCTION @extschema@.legacy_backup_protected_triggers() IS
     'Names of the extension''s triggers on application tables, for the event triggers that guard them';
 
 SELECT @extschema@.legacy_backup_on_create();

@@ -70,11 +70,21 @@ BEGIN
         END IF;
     END IF;
 
-    -- Files are only ever deleted for an exported session.
-    IF NEW.cleaned_up_at IS NOT NULL AND (TG_OP = 'INSERT' OR OLD.cleaned_up_at IS NULL)
-       AND new_status <> 'Exported' THEN
-        RAISE EXCEPTION 'session "%" cannot be marked cleaned up: it is not exported (status %)', NEW.id, new_status
-            USING ERRCODE = 'LB004';
+    -- Files are only ever deleted for an exported session, and only the extension's cleanup (the
+    -- worker, with legacy_backup.change_source = cleanup, a superuser-only setting) marks one
+    -- cleaned up: a mark set by anyone else would hide files that were never deleted and keep
+    -- the worker from ever deleting them.
+    IF NEW.cleaned_up_at IS NOT NULL AND (TG_OP = 'INSERT' OR OLD.cleaned_up_at IS NULL) THEN
+        IF new_status <> 'Exported' THEN
+            RAISE EXCEPTION 'session "%" cannot be marked cleaned up: it is not exported (status %)', NEW.id, new_status
+                USING ERRCODE = 'LB004';
+        END IF;
+        IF coalesce(nullif(current_setting('legacy_backup.change_source', true), ''), 'app') <> 'cleanup' THEN
+            RAISE EXCEPTION 'cleaned_up_at of session "%" may only be set by legacy_backup''s cleanup', NEW.id
+                USING ERRCODE = 'LB004',
+                      DETAIL = 'The worker sets it after deleting the session''s files and checking nothing is left.',
+                      HINT = 'Leave the cleanup to the worker; a partner may clean up now with legacy_cleanup_session().';
+        END IF;
     END IF;
 
     -- Becoming Exported (an UPDATE to a row already Exported is not a new export).

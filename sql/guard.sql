@@ -35,7 +35,7 @@ LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     lost text;
     -- The names of the extension's triggers on application tables (attach::TRIGGERS).
-    trigger_names text[] := legacy_backup.protected_triggers();
+    trigger_names text[] := @extschema@.legacy_backup_protected_triggers();
 BEGIN
     IF coalesce(nullif(current_setting('legacy_backup.allow_drop', true), ''), 'off')::boolean THEN
         RETURN;

@@ -40,16 +40,16 @@ END $$;
 COMMENT ON FUNCTION @extschema@.legacy_backup_id_guard() IS 'Trigger: refuses changing the id of a document (LB008), which would break its history';
 
 -- 2. The guards read the names of the extension's triggers from the library.
-CREATE FUNCTION legacy_backup.protected_triggers() RETURNS text[]
+CREATE FUNCTION @extschema@.legacy_backup_protected_triggers() RETURNS text[]
 IMMUTABLE PARALLEL SAFE
 SET search_path TO pg_catalog, pg_temp
-LANGUAGE c AS 'MODULE_PATHNAME', 'protected_triggers_wrapper';
+LANGUAGE c AS 'MODULE_PATHNAME', 'legacy_backup_protected_triggers_wrapper';
 CREATE OR REPLACE FUNCTION legacy_backup.sql_drop_guard() RETURNS event_trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     lost text;
     -- The names of the extension's triggers on application tables (attach::TRIGGERS).
-    trigger_names text[] := legacy_backup.protected_triggers();
+    trigger_names text[] := @extschema@.legacy_backup_protected_triggers();
 BEGIN
     IF coalesce(nullif(current_setting('legacy_backup.allow_drop', true), ''), 'off')::boolean THEN
         RETURN;
@@ -140,11 +140,21 @@ BEGIN
         END IF;
     END IF;
 
-    -- Files are only ever deleted for an exported session.
-    IF NEW.cleaned_up_at IS NOT NULL AND (TG_OP = 'INSERT' OR OLD.cleaned_up_at IS NULL)
-       AND new_status <> 'Exported' THEN
-        RAISE EXCEPTION 'session "%" cannot be marked cleaned up: it is not exported (status %)', NEW.id, new_status
-            USING ERRCODE = 'LB004';
+    -- Files are only ever deleted for an exported session, and only the extension's cleanup (the
+    -- worker, with legacy_backup.change_source = cleanup, a superuser-only setting) marks one
+    -- cleaned up: a mark set by anyone else would hide files that were never deleted and keep
+    -- the worker from ever deleting them.
+    IF NEW.cleaned_up_at IS NOT NULL AND (TG_OP = 'INSERT' OR OLD.cleaned_up_at IS NULL) THEN
+        IF new_status <> 'Exported' THEN
+            RAISE EXCEPTION 'session "%" cannot be marked cleaned up: it is not exported (status %)', NEW.id, new_status
+                USING ERRCODE = 'LB004';
+        END IF;
+        IF coalesce(nullif(current_setting('legacy_backup.change_source', true), ''), 'app') <> 'cleanup' THEN
+            RAISE EXCEPTION 'cleaned_up_at of session "%" may only be set by legacy_backup''s cleanup', NEW.id
+                USING ERRCODE = 'LB004',
+                      DETAIL = 'The worker sets it after deleting the session''s files and checking nothing is left.',
+                      HINT = 'Leave the cleanup to the worker; a partner may clean up now with legacy_cleanup_session().';
+        END IF;
     END IF;
 
     -- Becoming Exported (an UPDATE to a row already Exported is not a new export).
@@ -236,7 +246,7 @@ COMMENT ON FUNCTION @extschema@.legacy_backup_log_update() IS
     'Trigger (row, WHEN category or status changed): buffers the change for the audit trail';
 COMMENT ON FUNCTION @extschema@.legacy_backup_log_update_flush() IS
     'Trigger (statement): writes the audit-trail rows buffered by legacy_backup_log_update, in one INSERT';
-COMMENT ON FUNCTION legacy_backup.protected_triggers() IS
+COMMENT ON FUNCTION @extschema@.legacy_backup_protected_triggers() IS
     'Names of the extension''s triggers on application tables, for the event triggers that guard them';
 COMMENT ON FUNCTION @extschema@.legacy_export_begin(text, text) IS
     'Begins an export: takes a snapshot if the newest is missing, old or outdated, pins it, returns the verdict; the final status change is then not refused for the snapshot''s age';

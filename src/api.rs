@@ -283,17 +283,18 @@ fn legacy_backup_check_id(param: &str, value: Option<&str>) {
 }
 
 /// The names of the extension's triggers on application tables (`attach::TRIGGERS`), for the
-/// event triggers of sql/guard.sql.
+/// event triggers of sql/guard.sql. In the extension's schema, executable by everyone: the
+/// event triggers run as whoever runs the DDL, who may lack USAGE on schema legacy_backup.
 #[pg_extern(
     requires = ["bootstrap"],
     sql = r#"
-CREATE FUNCTION legacy_backup.protected_triggers() RETURNS text[]
+CREATE FUNCTION @extschema@.legacy_backup_protected_triggers() RETURNS text[]
 IMMUTABLE PARALLEL SAFE
 SET search_path TO pg_catalog, pg_temp
-LANGUAGE c AS 'MODULE_PATHNAME', 'protected_triggers_wrapper';
+LANGUAGE c AS 'MODULE_PATHNAME', 'legacy_backup_protected_triggers_wrapper';
 "#
 )]
-fn protected_triggers() -> Vec<String> {
+fn legacy_backup_protected_triggers() -> Vec<String> {
     attach::TRIGGERS
         .iter()
         .map(|trigger| trigger.0.to_string())

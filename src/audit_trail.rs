@@ -303,7 +303,8 @@ impl Columns {
 
 fn source_name(source: ChangeSource) -> &'static str {
     match source {
-        ChangeSource::App => "app",
+        // Cleanup marks sessions, never documents: a document change under it is the app's.
+        ChangeSource::App | ChangeSource::Cleanup => "app",
         ChangeSource::Undo => "undo",
         ChangeSource::Restore => "restore",
         ChangeSource::Baseline => "baseline",

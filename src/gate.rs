@@ -46,8 +46,8 @@ pub struct Readiness {
     pub cleanup_scheduled_at: Option<String>,
     pub cleaned_up_at: Option<String>,
     pub exported_at: Option<String>,
-    /// When `legacy_export_begin` pinned the newest snapshot for an export under way (its age is
-    /// then no reason to refuse).
+    /// When `legacy_export_begin` pinned a snapshot for an export under way: the verdict is then
+    /// about that snapshot (its age is no reason to refuse; a change since it is).
     pub export_begun_at: Option<String>,
 }
 
@@ -55,9 +55,11 @@ pub struct Readiness {
 /// read with format() (never a cast), operators from pg_catalog only.
 const VERDICT_QUERY: &str = r#"
 WITH snap AS (
-    SELECT id, snapshot_key, snapshot_at, visibility, upload_state = 'uploaded' AS uploaded
-    FROM legacy_backup.snapshots WHERE session_id = $1
-    ORDER BY snapshot_at DESC, created_at DESC LIMIT 1
+    SELECT n.id, n.snapshot_key, n.snapshot_at, n.visibility, n.upload_state = 'uploaded' AS uploaded,
+           b.begun_at
+    FROM legacy_backup.snapshots n @pin_join@
+    WHERE n.session_id = $1
+    ORDER BY b.begun_at IS NOT NULL DESC, n.snapshot_at DESC, n.created_at DESC LIMIT 1
 )
 SELECT pg_catalog.format('%s', s.status), to_char(s.cleanup_scheduled_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
        to_char(s.cleaned_up_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
@@ -76,14 +78,17 @@ SELECT pg_catalog.format('%s', s.status), to_char(s.cleanup_scheduled_at AT TIME
        END,
        current_setting('legacy_backup.max_snapshot_age'),
        s.id IS NOT NULL,
-       @export_begun_at@
+       to_char(snap.begun_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
 FROM (SELECT 1) one LEFT JOIN snap ON true
 LEFT JOIN @extschema@.legacy_import_sessions s ON s.id = $1
 "#;
 
-/// When the export under way began on the newest snapshot, if it did.
-const EXPORT_BEGUN_AT: &str = r#"(SELECT to_char(b.begun_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
-        FROM legacy_backup.export_begins b WHERE b.session_id = $1 AND b.snapshot_id = snap.id)"#;
+/// An export under way is judged against the snapshot it began on, whatever was taken since: a
+/// change after the begin refuses it even when a newer snapshot holds that change, because the
+/// upload did not.
+const PIN_JOIN: &str =
+    "LEFT JOIN legacy_backup.export_begins b ON b.session_id = n.session_id AND b.snapshot_id = n.id";
+const NO_PIN_JOIN: &str = "LEFT JOIN (SELECT NULL::timestamptz AS begun_at) b ON false";
 
 /// Whether every trigger on extracted_documents (the ones that keep the audit trail) exists,
 /// calls the extension's function and fires: without them, "no change since the snapshot"
@@ -115,10 +120,8 @@ pub fn verdict(session_id: &str, include_status: bool) -> LbResult<Readiness> {
         "SELECT pg_catalog.to_regclass('legacy_backup.export_begins') IS NOT NULL",
     )?
     .unwrap_or(false);
-    let query = crate::attach::sql(VERDICT_QUERY)?.replace(
-        "@export_begun_at@",
-        if pins { EXPORT_BEGUN_AT } else { "NULL::text" },
-    );
+    let query = crate::attach::sql(VERDICT_QUERY)?
+        .replace("@pin_join@", if pins { PIN_JOIN } else { NO_PIN_JOIN });
     Spi::connect(|client| {
         let rows = client.select(&query, None, &[session_id.into()])?;
         let row = rows.first();
@@ -135,7 +138,7 @@ pub fn verdict(session_id: &str, include_status: bool) -> LbResult<Readiness> {
         let stale: bool = row.get(10)?.unwrap_or(false);
         let changes: Option<i64> = row.get(11)?;
         let max_age: String = row.get(12)?.unwrap_or_default();
-        // An export begun on the newest snapshot is not refused for that snapshot's age.
+        // An export that began on a snapshot is not refused for that snapshot's age.
         let export_begun_at: Option<String> = row.get(14)?;
         let stale = stale && export_begun_at.is_none();
         let take = format!("Take a snapshot first: SELECT legacy_snapshot_take('{session_id}');");
@@ -171,17 +174,23 @@ pub fn verdict(session_id: &str, include_status: bool) -> LbResult<Readiness> {
         } else if changes.unwrap_or(0) > 0 {
             (
                 Code::SnapshotOutdated,
-                format!(
-                    "export of session \"{session_id}\" refused: categorization changed {} time(s) since its newest snapshot ({age_text} old)",
-                    changes.unwrap_or(0)
-                ),
+                match &export_begun_at {
+                    Some(_) => format!(
+                        "export of session \"{session_id}\" refused: categorization changed {} time(s) since its export began",
+                        changes.unwrap_or(0)
+                    ),
+                    None => format!(
+                        "export of session \"{session_id}\" refused: categorization changed {} time(s) since its newest snapshot ({age_text} old)",
+                        changes.unwrap_or(0)
+                    ),
+                },
                 Some(take),
             )
         } else {
             (
                 Code::Ready,
                 match &export_begun_at {
-                    Some(begun) => format!("session \"{session_id}\" may be exported: its export began at {begun} on its newest snapshot ({age_text} old), which still holds the current categorization"),
+                    Some(_) => format!("session \"{session_id}\" may be exported: its export began on a snapshot ({age_text} old) that still holds the current categorization"),
                     None => format!("session \"{session_id}\" may be exported: its newest snapshot ({age_text} old) holds the current categorization"),
                 },
                 None,
@@ -215,6 +224,11 @@ pub fn verdict(session_id: &str, include_status: bool) -> LbResult<Readiness> {
 /// in the meantime (SNAPSHOT_OUTDATED). A verdict that no snapshot can mend (an inactive audit
 /// trail, an exported session) is returned as is, with nothing pinned.
 pub fn begin_export(session_id: &str, actor: &str) -> LbResult<Readiness> {
+    // A new begin replaces an export under way: judged afresh, against the newest snapshot.
+    Spi::run_with_args(
+        "DELETE FROM legacy_backup.export_begins WHERE session_id = $1",
+        &[session_id.into()],
+    )?;
     let mut readiness = verdict(session_id, true)?;
     let mut snapshot_taken = false;
     if matches!(

@@ -24,6 +24,9 @@ pub enum ChangeSource {
     Restore,
     #[name = c"baseline"]
     Baseline,
+    /// The worker marking a session cleaned up: the only writer `cleaned_up_at` accepts.
+    #[name = c"cleanup"]
+    Cleanup,
 }
 
 pub static CHANGE_SOURCE: GucSetting<ChangeSource> =

@@ -116,9 +116,15 @@ pub fn with_change_source<R>(
     actor: &str,
     f: impl FnOnce() -> LbResult<R>,
 ) -> LbResult<R> {
-    set_local("legacy_backup.change_source", source)?;
     set_local("legacy_backup.actor", actor)?;
-    let result = as_owner_of("extracted_documents", f);
+    with_source(source, || as_owner_of("extracted_documents", f))
+}
+
+/// Runs `f` with `legacy_backup.change_source` (superuser-only) set to `source`, set here, before
+/// any switch to the application's role, and reset afterwards.
+pub fn with_source<R>(source: &str, f: impl FnOnce() -> LbResult<R>) -> LbResult<R> {
+    set_local("legacy_backup.change_source", source)?;
+    let result = f();
     set_local("legacy_backup.change_source", "app")?;
     result
 }

@@ -562,10 +562,13 @@ fn record_success(
                  WHERE id = $1 AND status = 'Exported' AND cleaned_up_at IS NULL RETURNING id",
             )
             .map_err(lb_err)?;
-            let marked = crate::privilege::as_owner_of("legacy_import_sessions", || {
-                Ok(client
-                    .update(&mark, None, &[job.session_id.as_deref().into()])?
-                    .len())
+            // The export check accepts cleaned_up_at only from the extension's cleanup.
+            let marked = crate::privilege::with_source("cleanup", || {
+                crate::privilege::as_owner_of("legacy_import_sessions", || {
+                    Ok(client
+                        .update(&mark, None, &[job.session_id.as_deref().into()])?
+                        .len())
+                })
             })
             .map_err(lb_err)?;
             if marked == 0 {

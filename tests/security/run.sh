@@ -257,8 +257,12 @@ q app -c "SET legacy_backup.allow_drop = on" -c "ALTER TABLE legacy_import_sessi
       -c "ALTER TABLE legacy_import_sessions ENABLE TRIGGER legacy_backup_export_check_insert" >/dev/null
 refused_with "A15p postponing a cleanup for a session that has no schedule (never exported through the gate)" 55000 \
   "$(state_of "SELECT legacy_postpone_cleanup('sz', 'u-partner', now() + interval '3 seconds')")"
+# Only the extension's cleanup marks a session cleaned up: a mark set by the application would
+# hide files that were never deleted and keep the worker from ever deleting them.
+refused_with "A15m marking an exported session cleaned up without the cleanup (its files would never be deleted)" LB004 \
+  "$(state_of "UPDATE legacy_import_sessions SET cleaned_up_at = now(), updated_at = now() WHERE id = 'sz'")"
 refused_with "A15c clearing cleaned_up_at (it would queue the cleanup again)" LB004 \
-  "$(q app -c "SELECT public.sqlstate_of(\$q\$UPDATE legacy_import_sessions SET cleaned_up_at = now(), updated_at = now() WHERE id = 'sz'\$q\$)" >/dev/null; state_of "UPDATE legacy_import_sessions SET cleaned_up_at = NULL, updated_at = now() WHERE id = 'sz'")"
+  "$(q app -c "SET legacy_backup.change_source = cleanup" -c "UPDATE legacy_import_sessions SET cleaned_up_at = now(), updated_at = now() WHERE id = 'sz'" >/dev/null; state_of "UPDATE legacy_import_sessions SET cleaned_up_at = NULL, updated_at = now() WHERE id = 'sz'")"
 
 echo "4. silencing the audit trail"
 # Puts the triggers back after an attack that got through (a no-op when it was refused).
@@ -300,7 +304,8 @@ refused_with "A19e ALTER TYPE … RENAME VALUE on the session status enum" 55000
   "$(state_of "ALTER TYPE \"ImportSessionStatus\" RENAME VALUE 'InProgress' TO 'Exported2'")"
 refused_with "A19e' ALTER TYPE … RENAME VALUE on the document status enum (a silent swap)" 55000 \
   "$(state_of "ALTER TYPE \"DocumentCategorizationStatus\" RENAME VALUE 'Skipped' TO 'Skipped2'")"
-refused_with "A19w rewriting category_id in place (ALTER COLUMN … TYPE text USING …)" LB006 \
+# Since 0.4.0 PostgreSQL refuses it itself (0A000): the audit trigger's WHEN clause uses the column.
+refused_with "A19w rewriting category_id in place (ALTER COLUMN … TYPE text USING …)" "LB006|0A000" \
   "$(state_of "ALTER TABLE extracted_documents ALTER COLUMN category_id TYPE text USING CASE WHEN id = 'x' THEN 'y' ELSE category_id END")"; repair
 refused_with "A19m renaming category_id away (to swap in another column)" LB006 \
   "$(state_of "ALTER TABLE extracted_documents RENAME COLUMN category_id TO category_old")"; repair
@@ -387,6 +392,37 @@ had=$(q app -c "SELECT count(*) FROM legacy_backup.cleanup_schedule WHERE sessio
 qa -c "DELETE FROM legacy_import_sessions WHERE id = 's5'" >/dev/null
 left=$(q app -c "SELECT count(*) FROM legacy_backup.cleanup_schedule WHERE session_id = 's5'")
 if [ "$had" = 1 ] && [ "$left" = 0 ]; then verdict "A30d a deleted session leaves its schedule for a row re-inserted under its id" 1; else verdict "A30d a deleted session leaves its schedule for a row re-inserted under its id" 0 "schedule rows before $had, after $left"; fi
+
+echo "11. the UPDATE trail's buffer and the export pin (0.4.0)"
+qa -v sid=s7 -v docs=30 -f "$ROOT/tests/fixtures/seed.sql" >/dev/null 2>&1
+qa -c "CREATE TABLE public.fake_docs (LIKE extracted_documents)" >/dev/null
+refused_with "A31 the trail's row function on a table of the application's (forged log rows)" "42501|LB006" \
+  "$(state_of "CREATE TRIGGER forge AFTER UPDATE ON public.fake_docs FOR EACH ROW EXECUTE FUNCTION legacy_backup_log_update()")"
+refused_with "A31f the trail's flush on a table of the application's" "42501|LB006" \
+  "$(state_of "CREATE TRIGGER forge AFTER UPDATE ON public.fake_docs FOR EACH STATEMENT EXECUTE FUNCTION legacy_backup_log_update_flush()")"
+# A BEFORE trigger uncategorizes a document on an UPDATE that names neither category_id nor
+# status, so no flush fires: the commit must be refused, and the document keep its category.
+qa >/dev/null <<'SQL'
+CREATE FUNCTION public.sneak() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN IF NEW.document_type = 'sneak' THEN NEW.category_id := NULL; NEW.status := 'Uncategorized'; END IF; RETURN NEW; END $$;
+CREATE TRIGGER aa_sneak BEFORE UPDATE ON extracted_documents FOR EACH ROW EXECUTE FUNCTION public.sneak();
+SQL
+doc=$(q app -c "SELECT min(id) FROM extracted_documents WHERE session_id = 's7' AND status = 'Categorized'")
+code=$(qa -c '\set VERBOSITY verbose' -c "UPDATE extracted_documents SET document_type = 'sneak' WHERE id = '$doc'" 2>&1 | sed -n 's/^ERROR:  \([0-9A-Z]\{5\}\):.*/\1/p' | head -1)
+kept=$(q app -c "SELECT status FROM extracted_documents WHERE id = '$doc'")
+refused_with "A32 a BEFORE trigger uncategorizes a document where no audit row is written (status now: $kept)" 55000 "${code:-ok}"
+qa -c "DROP TRIGGER aa_sneak ON extracted_documents" >/dev/null
+# A change during a begun export, hidden behind a snapshot taken after it: the upload missed it.
+qa -c "SELECT legacy_export_begin('s7', 'u-partner')" >/dev/null
+qa -c "UPDATE extracted_documents SET category_id = NULL, status = 'Uncategorized', updated_at = now() WHERE id = '$doc'" >/dev/null
+qa -c "SELECT legacy_snapshot_take('s7')" >/dev/null
+refused_with "A33 a change during a begun export, hidden behind a newer snapshot" LB003 \
+  "$(state_of "UPDATE legacy_import_sessions SET status = 'Exported', updated_at = now() WHERE id = 's7'")"
+refused_with "A34 pinning an export by writing legacy_backup.export_begins" 42501 \
+  "$(state_of "INSERT INTO legacy_backup.export_begins (session_id, snapshot_id, begun_by) SELECT 's7', max(id), 'u' FROM legacy_snapshots")"
+refused_with "A35 the application claims to be the extension's cleanup (change_source = cleanup)" 42501 \
+  "$(state_of "SET legacy_backup.change_source = 'cleanup'")"
+
 ((failed)) && echo "attacks that succeeded: ${failures[*]}"
 echo "security: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

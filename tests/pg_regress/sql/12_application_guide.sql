@@ -154,13 +154,12 @@ SELECT app_categorize('guide-3-doc-000090', 'guide-3-cat-001', 'u-paralegal');
 SELECT code, regexp_replace(message, '[0-9.]+ minutes', 'N minutes') AS message
 FROM regress.error_of($$UPDATE legacy_import_sessions SET status = 'Exported', exported_at = now(), updated_at = now() WHERE id = 'guide-3'$$);
 SELECT status FROM legacy_import_sessions WHERE id = 'guide-3';
--- A snapshot taken during the upload (the dashboard's "Take snapshot") after such a change ends
--- the pin, and the export is then accepted although the upload missed the change (0.4.0; the
--- guide's section 7 says so).
+-- A snapshot taken during the upload (the dashboard's "Take snapshot") after such a change does
+-- not help: the export is judged by the snapshot it began on, and the upload missed the change.
 SELECT legacy_export_begin('guide-3', 'u-partner')->>'code' AS code;
 SELECT app_categorize('guide-3-doc-000091', 'guide-3-cat-001', 'u-paralegal');
 SELECT legacy_snapshot_take('guide-3', 'u-partner') IS NOT NULL AS taken;
-SELECT readiness->>'code' AS code, readiness->'exportBegunAt' AS export_begun_at
+SELECT readiness->>'code' AS code, readiness->>'exportBegunAt' IS NOT NULL AS export_under_way
 FROM (SELECT legacy_export_readiness('guide-3') AS readiness) x;
 SELECT code, message FROM regress.error_of($$UPDATE legacy_import_sessions SET status = 'Exported', exported_at = now(), updated_at = now() WHERE id = 'guide-3'$$);
 SELECT status FROM legacy_import_sessions WHERE id = 'guide-3';
@@ -200,8 +199,8 @@ SELECT code, message FROM regress.error_of($$SELECT legacy_cleanup_session('guid
 SELECT code, message FROM regress.error_of($$SELECT legacy_cleanup_session('guide-2', 'u-paralegal') AS preview$$);
 SELECT code, message FROM regress.error_of($$SELECT legacy_cleanup_session('guide-1', 'u-partner') AS preview$$);
 RESET SESSION AUTHORIZATION;
--- What /api/cleanup-session must no longer write: cleaned_up_at on an exported session. It is
--- accepted, and the worker then never cleans the session up (its guard skips cleaned sessions).
+-- What /api/cleanup-session must no longer write: cleaned_up_at on an exported session. Only the
+-- extension's cleanup may set it (LB004); the session stays for the worker to clean up.
 SET SESSION AUTHORIZATION guide_app;
 SELECT code, message FROM regress.error_of($$UPDATE legacy_import_sessions SET cleaned_up_at = now(), updated_at = now() WHERE id = 'guide-4'$$);
 SELECT legacy_export_readiness('guide-4')->>'cleanedUpAt' IS NOT NULL AS marked_cleaned_up;
