@@ -126,11 +126,10 @@ REVOKE EXECUTE ON FUNCTION @extschema@.legacy_backup_log_update(), @extschema@.l
 REVOKE EXECUTE ON FUNCTION @extschema@.legacy_backup_export_verdict(text),
                            @extschema@.legacy_backup_audit(text, text, text, jsonb) FROM PUBLIC;
 
--- The UPDATE trail's functions are C (src/audit_trail.rs). The flush runs one prepared,
--- schema-qualified INSERT; it gets the usual search_path like every other function. The row
--- function resolves no names at all and runs for every changed row of a bulk merge, where a
--- SET clause would cost more than the function itself, so it has none.
-ALTER FUNCTION @extschema@.legacy_backup_log_update_flush() SET search_path = pg_catalog, pg_temp;
+-- The UPDATE trail's functions are C (src/audit_trail.rs) and the only ones without a pinned
+-- search_path: the row function resolves no names, and the flush runs two prepared INSERTs
+-- that name every object with its schema. They run for every categorizing statement and every
+-- changed row of a bulk merge, where a SET clause would cost more than the functions.
 COMMENT ON FUNCTION @extschema@.legacy_backup_log_update() IS
     'Trigger (row, WHEN category or status changed): buffers the change for the audit trail';
 COMMENT ON FUNCTION @extschema@.legacy_backup_log_update_flush() IS

@@ -241,7 +241,6 @@ REVOKE EXECUTE ON FUNCTION @extschema@.legacy_export_begin(text, text) FROM PUBL
 GRANT EXECUTE ON FUNCTION @extschema@.legacy_export_begin(text, text) TO legacy_backup_operator;
 REVOKE EXECUTE ON FUNCTION @extschema@.legacy_backup_log_update(), @extschema@.legacy_backup_log_update_flush(),
                            @extschema@.legacy_backup_id_guard() FROM PUBLIC;
-ALTER FUNCTION @extschema@.legacy_backup_log_update_flush() SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION @extschema@.legacy_backup_log_update() IS
     'Trigger (row, WHEN category or status changed): buffers the change for the audit trail';
 COMMENT ON FUNCTION @extschema@.legacy_backup_log_update_flush() IS

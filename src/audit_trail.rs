@@ -44,7 +44,8 @@ struct PendingChange {
     new_categorized_by: Option<String>,
     old_categorized_at: Option<TimestampWithTimeZone>,
     new_categorized_at: Option<TimestampWithTimeZone>,
-    changed_by: String,
+    /// None: the database role (`pg:<session_user>`), filled in once per flush.
+    changed_by: Option<String>,
     attribution: &'static str,
     source: &'static str,
 }
@@ -69,18 +70,49 @@ struct Buffer {
     /// buffered: the table is locked by the statement).
     attnums: [i16; 6],
     relid: pg_sys::Oid,
+    /// Labels of the status enum seen in this batch, by the value's oid: a bulk merge reads the
+    /// same two or three labels thousands of times.
+    labels: Vec<(pg_sys::Datum, String)>,
+}
+
+impl Buffer {
+    /// A status label through the enum's output function (what `format('%s', status)` gives).
+    unsafe fn label(
+        &mut self,
+        tuple: pg_sys::HeapTuple,
+        tupdesc: pg_sys::TupleDesc,
+        attnum: i16,
+    ) -> String {
+        let Some(value) = datum(tuple, tupdesc, attnum) else {
+            return String::new();
+        };
+        if let Some((_, label)) = self.labels.iter().find(|(v, _)| *v == value) {
+            return label.clone();
+        }
+        let label = enum_label(value, pg_sys::SPI_gettypeid(tupdesc, attnum as i32));
+        self.labels.push((value, label.clone()));
+        label
+    }
 }
 
 thread_local! {
-    static BUFFER: RefCell<Buffer> = const { RefCell::new(Buffer { rows: Vec::new(), attnums: [0; 6], relid: pg_sys::InvalidOid }) };
-    /// The prepared INSERT, with the schema it was prepared for.
-    static INSERT: RefCell<Option<(String, OwnedPreparedStatement)>> = const { RefCell::new(None) };
+    static BUFFER: RefCell<Buffer> = const { RefCell::new(Buffer { rows: Vec::new(), attnums: [0; 6], relid: pg_sys::InvalidOid, labels: Vec::new() }) };
+    static STATEMENTS: RefCell<Option<Statements>> = const { RefCell::new(None) };
 }
 
 const PENDING_AT_COMMIT: &str =
     "legacy_backup: changed categories were not written to the audit trail";
 
-const INSERT_SQL: &str = "\
+/// Both name every object with its schema: prepared once per backend, they must not depend on
+/// the search_path of whoever fired the first trigger.
+const INSERT_ONE_SQL: &str = "\
+    INSERT INTO @extschema@.category_assignment_logs \
+        (session_id, document_id, old_category_id, new_category_id, old_status, new_status, \
+         old_categorized_by, new_categorized_by, old_categorized_at, new_categorized_at, \
+         changed_by, attribution, source, db_role, changed_at) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, pg_catalog.clock_timestamp())";
+
+const INSERT_MANY_SQL: &str = "\
     INSERT INTO @extschema@.category_assignment_logs \
         (session_id, document_id, old_category_id, new_category_id, old_status, new_status, \
          old_categorized_by, new_categorized_by, old_categorized_at, new_categorized_at, \
@@ -114,18 +146,21 @@ fn buffer_row(data: &pg_sys::TriggerData) -> LbResult<()> {
         let relid = (*rel).rd_id;
         let tupdesc = (*rel).rd_att;
         let (old, new) = (data.tg_trigtuple, data.tg_newtuple);
-        let source = match pg_trigger_depth() {
-            // A change made by the application's own trigger while undo or restore runs is an
-            // ordinary change, not the undo or restore, nor in the partner's name.
-            depth if depth > 1 => ChangeSource::App,
-            _ => CHANGE_SOURCE.get(),
+        // A change made by the application's own trigger while undo or restore runs is an
+        // ordinary change, not the undo or restore, nor in the partner's name.
+        let nested = pg_trigger_depth() > 1;
+        let source = if nested {
+            ChangeSource::App
+        } else {
+            CHANGE_SOURCE.get()
         };
-        let actor = match source {
-            ChangeSource::App if pg_trigger_depth() > 1 => None,
-            _ => ACTOR
+        let actor = if nested {
+            None
+        } else {
+            ACTOR
                 .get()
                 .map(|a| a.to_string_lossy().into_owned())
-                .filter(|a| !a.is_empty()),
+                .filter(|a| !a.is_empty())
         };
         BUFFER.with(|buffer| -> LbResult<()> {
             let mut buffer = buffer.borrow_mut();
@@ -135,6 +170,7 @@ fn buffer_row(data: &pg_sys::TriggerData) -> LbResult<()> {
                 }
                 buffer.relid = relid;
                 buffer.attnums = attnums(tupdesc)?;
+                buffer.labels.clear();
             }
             let [id, session, category, status, by, at] = buffer.attnums;
             let old_by = text(old, tupdesc, by);
@@ -144,20 +180,22 @@ fn buffer_row(data: &pg_sys::TriggerData) -> LbResult<()> {
             // Attribution, in order: legacy_backup.actor; else categorized_by when the
             // statement set it (changed categorized_by or categorized_at); else the role.
             let (changed_by, attribution) = match (actor, &new_by) {
-                (Some(actor), _) => (actor, "setting"),
+                (Some(actor), _) => (Some(actor), "setting"),
                 (None, Some(by)) if new_by != old_by || new_at != old_at => {
-                    (by.clone(), "categorized_by")
+                    (Some(by.clone()), "categorized_by")
                 }
-                _ => (crate::privilege::role_actor(), "db_user"),
+                _ => (None, "db_user"),
             };
+            let old_status = buffer.label(old, tupdesc, status);
+            let new_status = buffer.label(new, tupdesc, status);
             buffer.rows.push(PendingChange {
                 subxact: pg_sys::GetCurrentSubTransactionId(),
                 session_id: text(new, tupdesc, session).unwrap_or_default(),
                 document_id: text(new, tupdesc, id).unwrap_or_default(),
                 old_category: text(old, tupdesc, category),
                 new_category: text(new, tupdesc, category),
-                old_status: enum_label(old, tupdesc, status),
-                new_status: enum_label(new, tupdesc, status),
+                old_status,
+                new_status,
                 old_categorized_by: old_by,
                 new_categorized_by: new_by,
                 old_categorized_at: old_at,
@@ -169,7 +207,7 @@ fn buffer_row(data: &pg_sys::TriggerData) -> LbResult<()> {
             Ok(())
         })?;
         if BUFFER.with(|b| b.borrow().rows.len()) >= FLUSH_EVERY {
-            flush(rel)?;
+            flush(data)?;
         }
     }
     Ok(())
@@ -188,59 +226,79 @@ fn legacy_backup_log_update_flush<'a>(
         misuse("legacy_backup_log_update_flush").raise();
     }
     if BUFFER.with(|b| !b.borrow().rows.is_empty()) {
-        flush(data.tg_relation).or_raise();
+        flush(data).or_raise();
     }
     Ok(None)
 }
 
 /// Writes every buffered row with one INSERT, as the owner of the log, in a security-restricted
-/// operation. `rel` is the table the trigger fired on: it must be the extension's
-/// extracted_documents, so no other table's trigger can put rows into the trail.
-fn flush(rel: pg_sys::Relation) -> LbResult<()> {
-    // SAFETY: `rel` is the trigger's open relation.
-    let relid = unsafe { (*rel).rd_id };
-    if crate::attach::app_table_oid("extracted_documents")? != Some(relid) {
-        return Err(misuse("legacy_backup_log_update_flush"));
-    }
+/// operation. The trigger must be on the extension's extracted_documents, so no other table's
+/// trigger can put rows into the trail. Syscache lookups only: this runs once per categorizing
+/// statement.
+fn flush(data: &pg_sys::TriggerData) -> LbResult<()> {
     let rows = BUFFER.with(|b| std::mem::take(&mut b.borrow_mut().rows));
     if rows.is_empty() {
         return Ok(());
     }
-    let schema = crate::attach::extension_schema()?;
-    let mut columns = Columns::default();
-    for row in rows {
-        columns.push(row);
-    }
-    crate::privilege::as_owner_of("category_assignment_logs", || {
+    // SAFETY: the trigger's open relation and its Trigger; catalog lookups by oid and name.
+    let (schema, log_owner) = unsafe {
+        let rel = data.tg_relation;
+        // The extension's schema is where its trigger functions live.
+        let nsp = pg_sys::get_func_namespace((*data.tg_trigger).tgfoid);
+        let name = CStr::from_ptr((*(*rel).rd_rel).relname.data.as_ptr());
+        if (*(*rel).rd_rel).relnamespace != nsp || name != c"extracted_documents" {
+            return Err(misuse("legacy_backup_log_update_flush"));
+        }
+        let log = pg_sys::get_relname_relid(c"category_assignment_logs".as_ptr(), nsp);
+        let schema = pg_sys::get_namespace_name(nsp);
+        if log == pg_sys::InvalidOid || schema.is_null() {
+            return Err(LbError::internal("the audit trail's table is missing"));
+        }
+        (
+            CStr::from_ptr(schema).to_string_lossy().into_owned(),
+            crate::privilege::relation_owner(log)?,
+        )
+    };
+    let db_role = crate::privilege::session_role();
+    let role_actor = format!("pg:{db_role}");
+    crate::privilege::as_role(log_owner, || {
         Spi::connect_mut(|client| -> LbResult<()> {
-            INSERT.with(|cell| -> LbResult<()> {
+            STATEMENTS.with(|cell| -> LbResult<()> {
                 let mut cached = cell.borrow_mut();
-                if cached.as_ref().is_none_or(|(s, _)| *s != schema) {
-                    let query = crate::attach::sql(INSERT_SQL)?;
-                    let types = [
-                        pg_sys::TEXTARRAYOID,
-                        pg_sys::TEXTARRAYOID,
-                        pg_sys::TEXTARRAYOID,
-                        pg_sys::TEXTARRAYOID,
-                        pg_sys::TEXTARRAYOID,
-                        pg_sys::TEXTARRAYOID,
-                        pg_sys::TEXTARRAYOID,
-                        pg_sys::TEXTARRAYOID,
-                        pg_sys::TIMESTAMPTZARRAYOID,
-                        pg_sys::TIMESTAMPTZARRAYOID,
-                        pg_sys::TEXTARRAYOID,
-                        pg_sys::TEXTARRAYOID,
-                        pg_sys::TEXTARRAYOID,
-                        pg_sys::TEXTOID,
-                    ]
-                    .map(PgOid::from);
-                    let prepared = client.prepare_mut(query.as_str(), &types)?.keep();
-                    *cached = Some((schema.clone(), prepared));
+                if cached.as_ref().is_none_or(|s| s.schema != schema) {
+                    *cached = Some(Statements::prepare(client, &schema)?);
                 }
-                let (_, prepared) = cached.as_ref().expect("prepared above");
-                let db_role = crate::privilege::session_role();
+                let statements = cached.as_ref().expect("prepared above");
+                if let [row] = rows.as_slice() {
+                    // One row (a categorization): plain parameters, no arrays to build or unnest.
+                    client.update(
+                        &statements.one,
+                        None,
+                        &[
+                            row.session_id.as_str().into(),
+                            row.document_id.as_str().into(),
+                            row.old_category.as_deref().into(),
+                            row.new_category.as_deref().into(),
+                            row.old_status.as_str().into(),
+                            row.new_status.as_str().into(),
+                            row.old_categorized_by.as_deref().into(),
+                            row.new_categorized_by.as_deref().into(),
+                            row.old_categorized_at.into(),
+                            row.new_categorized_at.into(),
+                            row.changed_by.as_deref().unwrap_or(&role_actor).into(),
+                            row.attribution.into(),
+                            row.source.into(),
+                            db_role.as_str().into(),
+                        ],
+                    )?;
+                    return Ok(());
+                }
+                let mut columns = Columns::default();
+                for row in rows {
+                    columns.push(row, &role_actor);
+                }
                 client.update(
-                    prepared,
+                    &statements.many,
                     None,
                     &[
                         columns.session_id.into(),
@@ -256,13 +314,52 @@ fn flush(rel: pg_sys::Relation) -> LbResult<()> {
                         columns.changed_by.into(),
                         columns.attribution.into(),
                         columns.source.into(),
-                        db_role.into(),
+                        db_role.as_str().into(),
                     ],
                 )?;
                 Ok(())
             })
         })
     })
+}
+
+/// The two prepared INSERTs, for the schema they were prepared in.
+struct Statements {
+    schema: String,
+    one: OwnedPreparedStatement,
+    many: OwnedPreparedStatement,
+}
+
+impl Statements {
+    fn prepare(client: &mut pgrx::spi::SpiClient<'_>, schema: &str) -> LbResult<Self> {
+        let quoted = pgrx::spi::quote_identifier(schema);
+        let text = PgOid::from(pg_sys::TEXTOID);
+        let timestamp = PgOid::from(pg_sys::TIMESTAMPTZOID);
+        let mut one_types = [text; 14];
+        one_types[8] = timestamp;
+        one_types[9] = timestamp;
+        let mut many_types = [PgOid::from(pg_sys::TEXTARRAYOID); 14];
+        many_types[8] = PgOid::from(pg_sys::TIMESTAMPTZARRAYOID);
+        many_types[9] = PgOid::from(pg_sys::TIMESTAMPTZARRAYOID);
+        many_types[13] = text;
+        let one = client
+            .prepare_mut(
+                INSERT_ONE_SQL.replace("@extschema@", &quoted).as_str(),
+                &one_types,
+            )?
+            .keep();
+        let many = client
+            .prepare_mut(
+                INSERT_MANY_SQL.replace("@extschema@", &quoted).as_str(),
+                &many_types,
+            )?
+            .keep();
+        Ok(Statements {
+            schema: schema.to_string(),
+            one,
+            many,
+        })
+    }
 }
 
 /// The buffered rows as one array per log column.
@@ -284,7 +381,7 @@ struct Columns {
 }
 
 impl Columns {
-    fn push(&mut self, row: PendingChange) {
+    fn push(&mut self, row: PendingChange, role_actor: &str) {
         self.session_id.push(row.session_id);
         self.document_id.push(row.document_id);
         self.old_category.push(row.old_category);
@@ -295,7 +392,8 @@ impl Columns {
         self.new_categorized_by.push(row.new_categorized_by);
         self.old_categorized_at.push(row.old_categorized_at);
         self.new_categorized_at.push(row.new_categorized_at);
-        self.changed_by.push(row.changed_by);
+        self.changed_by
+            .push(row.changed_by.unwrap_or_else(|| role_actor.to_string()));
         self.attribution.push(row.attribution);
         self.source.push(row.source);
     }
@@ -366,12 +464,8 @@ unsafe fn timestamp(
     datum(tuple, tupdesc, attnum).and_then(|d| TimestampWithTimeZone::from_datum(d, false))
 }
 
-/// An enum's label through the type's output function (what `format('%s', status)` gives).
-unsafe fn enum_label(tuple: pg_sys::HeapTuple, tupdesc: pg_sys::TupleDesc, attnum: i16) -> String {
-    let Some(value) = datum(tuple, tupdesc, attnum) else {
-        return String::new();
-    };
-    let typid = pg_sys::SPI_gettypeid(tupdesc, attnum as i32);
+/// An enum value's label through the type's output function.
+unsafe fn enum_label(value: pg_sys::Datum, typid: pg_sys::Oid) -> String {
     let mut output = pg_sys::InvalidOid;
     let mut varlena = false;
     pg_sys::getTypeOutputInfo(typid, &mut output, &mut varlena);

@@ -23,18 +23,7 @@ pub fn table_owner(table: &str) -> LbResult<pg_sys::Oid> {
             "application table {table} does not exist in the extension's schema"
         ))
     })?;
-    // SAFETY: a relcache lookup of an existing relation, closed again before returning.
-    unsafe {
-        let rel = pg_sys::RelationIdGetRelation(relid);
-        if rel.is_null() {
-            return Err(LbError::internal(format!(
-                "application table {table} vanished"
-            )));
-        }
-        let owner = (*(*rel).rd_rel).relowner;
-        pg_sys::RelationClose(rel);
-        Ok(owner)
-    }
+    relation_owner(relid)
 }
 
 /// Restores the saved user and security context when dropped, also while a PostgreSQL error
@@ -55,7 +44,25 @@ impl Drop for SavedUser {
 /// Runs `f` as the owner of the application table `table`, in a security-restricted operation.
 /// Every write to an application table goes through here.
 pub fn as_owner_of<R>(table: &str, f: impl FnOnce() -> LbResult<R>) -> LbResult<R> {
-    let owner = table_owner(table)?;
+    as_role(table_owner(table)?, f)
+}
+
+/// The owner of a relation, from the relation cache.
+pub fn relation_owner(relid: pg_sys::Oid) -> LbResult<pg_sys::Oid> {
+    // SAFETY: a relcache lookup, closed again before returning.
+    unsafe {
+        let rel = pg_sys::RelationIdGetRelation(relid);
+        if rel.is_null() {
+            return Err(LbError::internal(format!("relation {relid:?} vanished")));
+        }
+        let owner = (*(*rel).rd_rel).relowner;
+        pg_sys::RelationClose(rel);
+        Ok(owner)
+    }
+}
+
+/// Runs `f` as `owner` in a security-restricted operation.
+pub fn as_role<R>(owner: pg_sys::Oid, f: impl FnOnce() -> LbResult<R>) -> LbResult<R> {
     let mut saved = SavedUser {
         user: pg_sys::InvalidOid,
         context: 0,
