@@ -86,6 +86,26 @@ COMMENT ON TABLE legacy_backup.jobs IS 'legacy_backup background jobs: state, at
 SELECT pg_catalog.pg_extension_config_dump('legacy_backup.jobs', '');
 SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('legacy_backup.jobs', 'id'), '');
 
+-- One changed document as the audit trail's flush passes a batch of them (src/audit_trail.rs):
+-- an array of these unnests faster than one array per column.
+CREATE TYPE legacy_backup.log_change AS (
+    session_id         text,
+    document_id        text,
+    old_category_id    text,
+    new_category_id    text,
+    old_status         text,
+    new_status         text,
+    old_categorized_by text,
+    new_categorized_by text,
+    old_categorized_at timestamptz,
+    new_categorized_at timestamptz,
+    changed_by         text,
+    attribution        text,
+    source             text
+);
+COMMENT ON TYPE legacy_backup.log_change IS
+    'A changed document on its way into category_assignment_logs (the audit trail''s batch insert)';
+
 -- When each exported session's files may be deleted: the extension's own record, written only by
 -- the export check (sql/gate.sql), legacy_postpone_cleanup and a re-open. The worker trusts
 -- nothing else; the application's column legacy_import_sessions.cleanup_scheduled_at mirrors it

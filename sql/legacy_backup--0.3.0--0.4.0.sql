@@ -21,6 +21,26 @@ BEGIN
         DROP TRIGGER IF EXISTS legacy_backup_log_update ON @extschema@.extracted_documents;
     END IF;
 END $$;
+-- One changed document as the audit trail's flush passes a batch of them (src/audit_trail.rs):
+-- an array of these unnests faster than one array per column.
+CREATE TYPE legacy_backup.log_change AS (
+    session_id         text,
+    document_id        text,
+    old_category_id    text,
+    new_category_id    text,
+    old_status         text,
+    new_status         text,
+    old_categorized_by text,
+    new_categorized_by text,
+    old_categorized_at timestamptz,
+    new_categorized_at timestamptz,
+    changed_by         text,
+    attribution        text,
+    source             text
+);
+COMMENT ON TYPE legacy_backup.log_change IS
+    'A changed document on its way into category_assignment_logs (the audit trail''s batch insert)';
+
 DROP FUNCTION @extschema@.legacy_backup_log_update();
 CREATE FUNCTION @extschema@.legacy_backup_log_update()
 	RETURNS TRIGGER

@@ -7,13 +7,13 @@
 //! `privilege`.
 
 use crate::attach;
-use crate::audit;
 use crate::cleanup;
 use crate::error::OrRaise;
 use crate::gate;
 use crate::ids;
 use crate::recovery;
 use crate::snapshot;
+use crate::undo;
 use pgrx::datum::{Internal, JsonB};
 use pgrx::prelude::*;
 
@@ -83,7 +83,7 @@ fn legacy_backup_health() -> TableIterator<
         name!(detail, String),
     ),
 > {
-    let checks = attach::health().or_raise();
+    let checks = crate::health::health().or_raise();
     TableIterator::new(checks.into_iter().map(|c| (c.check, c.ok, c.detail)))
 }
 
@@ -108,7 +108,7 @@ fn legacy_undo_last_categorization(
         .transpose()
         .or_raise();
     attach::ensure_attached().or_raise();
-    let result = audit::undo_last(&actor, document.as_deref()).or_raise();
+    let result = undo::undo_last(&actor, document.as_deref()).or_raise();
     JsonB(serde_json::to_value(result).expect("undo result serializes"))
 }
 
@@ -253,13 +253,13 @@ fn legacy_cleanup_session(
     JsonB(cleanup::cleanup_session(&session_id, &actor, confirm).or_raise())
 }
 
-/// Writes a row of the application's audit log as the log table's owner (`audit_log::write`);
+/// Writes a row of the application's audit log as the log table's owner (`app_audit_log::write`);
 /// for the extension's own triggers, which run as the extension's owner. Not for PUBLIC.
 #[pg_extern(volatile, parallel_unsafe)]
 #[search_path(pg_catalog, pg_temp)]
 fn legacy_backup_audit(session_id: &str, user_id: &str, action: &str, details: JsonB) {
     Spi::connect_mut(|client| {
-        crate::audit_log::write(client, session_id, user_id, action, &details.0)
+        crate::app_audit_log::write(client, session_id, user_id, action, &details.0)
     })
     .or_raise();
 }

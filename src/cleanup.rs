@@ -3,8 +3,8 @@
 //! `triggeredManually`). No HTTP request is made while this function holds a lock: it takes none.
 
 use crate::error::{LbError, LbResult};
-use crate::gate::require_partner;
 use crate::guc;
+use crate::partner::require_partner;
 use crate::worker::settings;
 use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode;

@@ -1,6 +1,7 @@
 //! The export gate: whether a session may be marked `Exported`, decided in one place for both
 //! the trigger on `legacy_import_sessions` (sql/gate.sql) and `legacy_export_readiness`, so the two
-//! always agree. Also the partner-only postponement of a scheduled cleanup.
+//! always agree. Also the partner-only postponement of a scheduled cleanup, and the beginning of
+//! an export (`begin_export`).
 //!
 //! Verdict, in order: no snapshot -> SNAPSHOT_REQUIRED; newest snapshot older than
 //! `legacy_backup.max_snapshot_age` -> SNAPSHOT_STALE; categorization changed after it ->
@@ -11,7 +12,6 @@
 //! snapshot count as changes (conservative: any later update counts).
 
 use crate::error::{LbError, LbResult};
-use crate::ids;
 use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode;
 use serde::Serialize;
@@ -266,7 +266,7 @@ pub fn begin_export(session_id: &str, actor: &str) -> LbResult<Readiness> {
             "snapshotTaken": snapshot_taken,
             "exportBegunAt": begun,
         });
-        crate::audit_log::write(client, session_id, actor, "EXPORT_BEGUN", &details)?;
+        crate::app_audit_log::write(client, session_id, actor, "EXPORT_BEGUN", &details)?;
         readiness.export_begun_at = begun;
         Ok(())
     })?;
@@ -283,7 +283,7 @@ pub fn postpone_cleanup(
     actor_id: &str,
     until: pgrx::datum::TimestampWithTimeZone,
 ) -> LbResult<serde_json::Value> {
-    require_partner(actor_id)?;
+    crate::partner::require_partner(actor_id)?;
     Spi::connect_mut(|client| {
         // The extension's own schedule is the one that counts (and the one the worker reads).
         let rows = client.update(
@@ -363,7 +363,7 @@ pub fn postpone_cleanup(
             "previousCleanupScheduledAt": scheduled.map(|t| t.to_string()),
             "cleanupScheduledAt": until.to_string(),
         });
-        crate::audit_log::write(client, session_id, actor_id, "CLEANUP_POSTPONED", &details)?;
+        crate::app_audit_log::write(client, session_id, actor_id, "CLEANUP_POSTPONED", &details)?;
         Ok(serde_json::json!({
             "sessionId": session_id,
             "actorId": actor_id,
@@ -371,31 +371,4 @@ pub fn postpone_cleanup(
             "cleanupScheduledAt": details["cleanupScheduledAt"],
         }))
     })
-}
-
-/// The actor must be an Active user whose role is one of `legacy_backup.partner_roles`
-/// (default Partner, BusinessOwner: the application's own partner check).
-pub fn require_partner(actor_id: &str) -> LbResult<()> {
-    let actor = ids::validate_id("actor_id", Some(actor_id))?;
-    let role = Spi::get_one_with_args::<String>(
-        &crate::attach::sql(
-            "SELECT (SELECT pg_catalog.format('%s/%s', role, status) FROM @extschema@.users WHERE id = $1)",
-        )?,
-        &[actor.as_str().into()],
-    )?;
-    let partner_roles = crate::guc::partner_roles();
-    match role.as_deref().and_then(|r| r.split_once('/')) {
-        None => Err(LbError::not_found(format!(
-            "user \"{actor}\" does not exist"
-        ))),
-        Some((role, "Active")) if partner_roles.iter().any(|p| p == role) => Ok(()),
-        Some((role, status)) => Err(LbError::new(
-            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
-            format!("only an active partner may do this; user \"{actor}\" is {role}, {status}"),
-        )
-        .detail(format!(
-            "Partner roles (legacy_backup.partner_roles): {}.",
-            partner_roles.join(", ")
-        ))),
-    }
 }

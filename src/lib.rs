@@ -2,9 +2,15 @@
 //!
 //! Rooms, by concern:
 //! - `api`: the SQL API, thin `#[pg_extern]` functions;
-//! - `attach`: attaching to the application's tables (columns, triggers, baseline), health;
-//! - `audit`: undo, driven by the audit trail (the log and its triggers are in sql/audit.sql);
+//! - `attach`: attaching to the application's tables (columns, triggers, baseline), and the
+//!   checks that they are as the extension needs them;
 //! - `audit_trail`: the trail's UPDATE triggers (a filtered row trigger and a statement flush);
+//!   the log table, its INSERT/DELETE triggers and the SQL functions reading it are in
+//!   sql/audit_trail.sql;
+//! - `undo`: undo of recent changes, driven by the audit trail;
+//! - `app_audit_log`: writes rows of the application's own audit log (legacy_import_audit_logs);
+//! - `health`: whether protection is active (`legacy_backup_health`);
+//! - `partner`: the partner check of postponement, restore, import and manual cleanup;
 //! - `privilege`: who each statement runs as (the application's tables are written as their owner);
 //! - `gate`: the export gate's verdict and cleanup postponement (the trigger is in sql/gate.sql);
 //! - `guard`: the DROP EXTENSION guard (an event trigger; sql/guard.sql);
@@ -19,26 +25,32 @@
 use pgrx::prelude::*;
 
 pub mod api;
+pub mod app_audit_log;
 pub mod attach;
-pub mod audit;
-pub mod audit_log;
 pub mod audit_trail;
 pub mod cleanup;
 pub mod error;
 pub mod gate;
 pub mod guard;
 pub mod guc;
+pub mod health;
 pub mod ids;
+pub mod partner;
 pub mod privilege;
 pub mod recovery;
 pub mod snapshot;
 pub mod storage;
+pub mod undo;
 pub mod worker;
 
 ::pgrx::pg_module_magic!(name, version);
 
 extension_sql_file!("../sql/bootstrap.sql", name = "bootstrap", bootstrap);
-extension_sql_file!("../sql/audit.sql", name = "audit", requires = ["bootstrap"]);
+extension_sql_file!(
+    "../sql/audit_trail.sql",
+    name = "audit_trail",
+    requires = ["bootstrap"]
+);
 extension_sql_file!("../sql/gate.sql", name = "gate", requires = ["bootstrap"]);
 extension_sql_file!("../sql/guard.sql", name = "guard", requires = ["bootstrap"]);
 extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);

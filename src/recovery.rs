@@ -14,10 +14,11 @@
 //!   change with source `restore`, and writes a `SNAPSHOT_RESTORED` audit row.
 
 use crate::error::{LbError, LbResult};
+use crate::snapshot::format::{parse_snapshot, ParsedSnapshot, SnapshotDocument, SnapshotFormat};
 use crate::worker::settings;
 use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
 
@@ -116,165 +117,6 @@ pub fn verify(snapshot_id: &str) -> LbResult<Verification> {
     })
 }
 
-/// Who wrote a snapshot document, told apart by `formatVersion`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub enum SnapshotFormat {
-    /// This extension since 0.4.0: stats under the application's names, later columns.
-    #[serde(rename = "2")]
-    V2,
-    /// This extension before 0.4.0.
-    #[serde(rename = "1")]
-    V1,
-    /// The application's own `/api/export-snapshot` route: no `formatVersion`, stats copied from
-    /// the session's counters, no `categorizedBy`, `categorizedAt` is the row's `updated_at`.
-    #[serde(rename = "application")]
-    Application,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct SnapshotDoc {
-    format_version: Option<serde_json::Value>,
-    session_id: String,
-    documents: Vec<SnapshotDocument>,
-    stats: Option<SnapshotStats>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct SnapshotStats {
-    total: Option<i64>,
-    total_documents: Option<i64>,
-}
-
-/// `Some(value)` when the key is present (even as null), `None` when it is absent.
-fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
-    d: D,
-) -> Result<Option<Option<T>>, D::Error> {
-    Option::<T>::deserialize(d).map(Some)
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct SnapshotDocument {
-    id: String,
-    category_id: Option<String>,
-    status: String,
-    categorized_by: Option<String>,
-    categorized_at: Option<String>,
-    #[serde(default, deserialize_with = "present")]
-    skip_reason: Option<Option<String>>,
-    #[serde(default, deserialize_with = "present")]
-    validation_status: Option<Option<String>>,
-    #[serde(default, deserialize_with = "present")]
-    cluster_id: Option<Option<String>>,
-}
-
-/// A snapshot document checked for format, shape and completeness.
-struct ParsedSnapshot {
-    format: SnapshotFormat,
-    doc: SnapshotDoc,
-    /// What the restore report should tell about this document.
-    notes: Vec<String>,
-}
-
-/// Parses and checks a snapshot document: format, shape, and that it is complete.
-fn parse_snapshot(bytes: &[u8]) -> LbResult<ParsedSnapshot> {
-    let bad = |why: String| {
-        LbError::new(
-            PgSqlErrorCode::ERRCODE_INVALID_TEXT_REPRESENTATION,
-            format!("not a usable snapshot: {why}"),
-        )
-        .hint("legacy_snapshot_import accepts format 2 and 1 of this extension and the application's own export-snapshot files.")
-    };
-    let doc: SnapshotDoc = serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
-    let format = match &doc.format_version {
-        None => SnapshotFormat::Application,
-        Some(v) if v.as_i64() == Some(2) => SnapshotFormat::V2,
-        Some(v) if v.as_i64() == Some(1) => SnapshotFormat::V1,
-        Some(v) => {
-            return Err(bad(format!(
-                "formatVersion {v} is not supported (expected 2, 1, or none for the application's own files)"
-            )))
-        }
-    };
-    crate::ids::validate_id("sessionId", Some(&doc.session_id))?;
-    let listed = doc.documents.len() as i64;
-    let mut notes = Vec::new();
-    let stats = doc
-        .stats
-        .as_ref()
-        .ok_or_else(|| bad("it has no stats (truncated?)".into()))?;
-    match format {
-        // This extension counts its stats from the documents it wrote: a difference means a
-        // document that lost its end.
-        SnapshotFormat::V2 | SnapshotFormat::V1 => {
-            let total = if format == SnapshotFormat::V2 {
-                stats.total_documents
-            } else {
-                stats.total
-            };
-            let key = if format == SnapshotFormat::V2 {
-                "totalDocuments"
-            } else {
-                "total"
-            };
-            match total {
-                Some(total) if total == listed => {}
-                Some(total) => {
-                    return Err(bad(format!(
-                        "it lists {listed} documents but its stats say {total} (truncated?)"
-                    )))
-                }
-                None => return Err(bad(format!("its stats have no {key} (truncated?)"))),
-            }
-        }
-        // The application copied its session counters, which drift: reported, not refused.
-        SnapshotFormat::Application => {
-            notes.push("an application-made snapshot (no formatVersion): categorizedBy and categorizedAt are not in it, so each document keeps its current categorized_by and categorized_at".into());
-            match stats.total_documents {
-                Some(total) if total != listed => notes.push(format!(
-                    "its stats.totalDocuments ({total}) was copied from the session's counter and differs from the {listed} documents it lists"
-                )),
-                Some(_) => {}
-                None => return Err(bad("its stats have no totalDocuments (truncated?)".into())),
-            }
-        }
-    }
-    for d in &doc.documents {
-        if !matches!(
-            d.status.as_str(),
-            "Uncategorized" | "Categorized" | "Skipped"
-        ) {
-            return Err(bad(format!(
-                "document {:?} has status {:?}",
-                d.id, d.status
-            )));
-        }
-        if d.id.is_empty() {
-            return Err(bad("a document has an empty id".into()));
-        }
-        if let Some(Some(cluster)) = &d.cluster_id {
-            if !is_uuid(cluster) {
-                return Err(bad(format!(
-                    "document {:?} has clusterId {cluster:?}, which is not a UUID",
-                    d.id
-                )));
-            }
-        }
-    }
-    Ok(ParsedSnapshot { format, doc, notes })
-}
-
-/// The canonical text form of a UUID (what PostgreSQL prints), any case.
-fn is_uuid(text: &str) -> bool {
-    text.len() == 36
-        && text.char_indices().all(|(i, c)| match i {
-            8 | 13 | 18 | 23 => c == '-',
-            _ => c.is_ascii_hexdigit(),
-        })
-}
-
 #[derive(Serialize, Clone)]
 #[serde(rename_all = "camelCase")]
 pub struct DocumentDiff {
@@ -347,7 +189,7 @@ fn snapshot_bytes(snapshot_id: &str) -> LbResult<(Vec<u8>, String)> {
 }
 
 pub fn restore_snapshot(snapshot_id: &str, actor: &str, dry_run: bool) -> LbResult<RestoreReport> {
-    crate::gate::require_partner(actor)?;
+    crate::partner::require_partner(actor)?;
     let (bytes, source) = snapshot_bytes(snapshot_id)?;
     let parsed = parse_snapshot(&bytes)?;
     restore(
@@ -360,7 +202,7 @@ pub fn restore_snapshot(snapshot_id: &str, actor: &str, dry_run: bool) -> LbResu
 }
 
 pub fn import_snapshot(json: &str, actor: &str, dry_run: bool) -> LbResult<RestoreReport> {
-    crate::gate::require_partner(actor)?;
+    crate::partner::require_partner(actor)?;
     let parsed = parse_snapshot(json.as_bytes())?;
     restore(parsed, actor, dry_run, "imported document".into(), None)
 }
@@ -611,7 +453,13 @@ fn restore(
                     "categorizedByRestored": restore_categorized_by,
                     "restoredColumns": restored_columns,
                 });
-                crate::audit_log::write(client, &session_id, actor, "SNAPSHOT_RESTORED", &details)?;
+                crate::app_audit_log::write(
+                    client,
+                    &session_id,
+                    actor,
+                    "SNAPSHOT_RESTORED",
+                    &details,
+                )?;
             }
             Ok(RestoreReport {
                 session_id: session_id.clone(),

@@ -1,5 +1,6 @@
 //! The snapshot document (format version 2): its parts, the counts recomputed from the document
-//! rows, the consistency report, and deterministic serialization. Pure Rust, no Postgres calls.
+//! rows, the consistency report, deterministic serialization, and the reader of every format a
+//! restore accepts (`parse_snapshot`). Pure Rust, no Postgres calls.
 //!
 //! Format 2 differs from 1 in two places: `stats` leads with the application's own names
 //! (`totalDocuments`, `categorizedCount`, `skippedCount`, `uncategorizedCount`, which its UI
@@ -13,7 +14,9 @@
 //! (bytewise), batches by monthYear then id. The header fields known up front come first, the
 //! summaries counted from the documents last.
 
+use crate::error::{LbError, LbResult};
 use chrono::{DateTime, Datelike, SecondsFormat, Timelike, Utc};
+use pgrx::PgSqlErrorCode;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::io::Write;
@@ -601,6 +604,167 @@ impl Finished<'_> {
     }
 }
 
+// Reading snapshot documents: this extension's formats 2 and 1, and the application's own files.
+
+/// Who wrote a snapshot document, told apart by `formatVersion`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum SnapshotFormat {
+    /// This extension since 0.4.0: stats under the application's names, later columns.
+    #[serde(rename = "2")]
+    V2,
+    /// This extension before 0.4.0.
+    #[serde(rename = "1")]
+    V1,
+    /// The application's own `/api/export-snapshot` route: no `formatVersion`, stats copied from
+    /// the session's counters, no `categorizedBy`, `categorizedAt` is the row's `updated_at`.
+    #[serde(rename = "application")]
+    Application,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SnapshotDoc {
+    pub format_version: Option<serde_json::Value>,
+    pub session_id: String,
+    pub documents: Vec<SnapshotDocument>,
+    pub stats: Option<SnapshotStats>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SnapshotStats {
+    pub total: Option<i64>,
+    pub total_documents: Option<i64>,
+}
+
+/// `Some(value)` when the key is present (even as null), `None` when it is absent.
+fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SnapshotDocument {
+    pub id: String,
+    pub category_id: Option<String>,
+    pub status: String,
+    pub categorized_by: Option<String>,
+    pub categorized_at: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    pub skip_reason: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    pub validation_status: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    pub cluster_id: Option<Option<String>>,
+}
+
+/// A snapshot document checked for format, shape and completeness.
+pub struct ParsedSnapshot {
+    pub format: SnapshotFormat,
+    pub doc: SnapshotDoc,
+    /// What the restore report should tell about this document.
+    pub notes: Vec<String>,
+}
+
+/// Parses and checks a snapshot document: format, shape, and that it is complete.
+pub fn parse_snapshot(bytes: &[u8]) -> LbResult<ParsedSnapshot> {
+    let bad = |why: String| {
+        LbError::new(
+            PgSqlErrorCode::ERRCODE_INVALID_TEXT_REPRESENTATION,
+            format!("not a usable snapshot: {why}"),
+        )
+        .hint("legacy_snapshot_import accepts format 2 and 1 of this extension and the application's own export-snapshot files.")
+    };
+    let doc: SnapshotDoc = serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
+    let format = match &doc.format_version {
+        None => SnapshotFormat::Application,
+        Some(v) if v.as_i64() == Some(2) => SnapshotFormat::V2,
+        Some(v) if v.as_i64() == Some(1) => SnapshotFormat::V1,
+        Some(v) => {
+            return Err(bad(format!(
+                "formatVersion {v} is not supported (expected 2, 1, or none for the application's own files)"
+            )))
+        }
+    };
+    crate::ids::validate_id("sessionId", Some(&doc.session_id))?;
+    let listed = doc.documents.len() as i64;
+    let mut notes = Vec::new();
+    let stats = doc
+        .stats
+        .as_ref()
+        .ok_or_else(|| bad("it has no stats (truncated?)".into()))?;
+    match format {
+        // This extension counts its stats from the documents it wrote: a difference means a
+        // document that lost its end.
+        SnapshotFormat::V2 | SnapshotFormat::V1 => {
+            let total = if format == SnapshotFormat::V2 {
+                stats.total_documents
+            } else {
+                stats.total
+            };
+            let key = if format == SnapshotFormat::V2 {
+                "totalDocuments"
+            } else {
+                "total"
+            };
+            match total {
+                Some(total) if total == listed => {}
+                Some(total) => {
+                    return Err(bad(format!(
+                        "it lists {listed} documents but its stats say {total} (truncated?)"
+                    )))
+                }
+                None => return Err(bad(format!("its stats have no {key} (truncated?)"))),
+            }
+        }
+        // The application copied its session counters, which drift: reported, not refused.
+        SnapshotFormat::Application => {
+            notes.push("an application-made snapshot (no formatVersion): categorizedBy and categorizedAt are not in it, so each document keeps its current categorized_by and categorized_at".into());
+            match stats.total_documents {
+                Some(total) if total != listed => notes.push(format!(
+                    "its stats.totalDocuments ({total}) was copied from the session's counter and differs from the {listed} documents it lists"
+                )),
+                Some(_) => {}
+                None => return Err(bad("its stats have no totalDocuments (truncated?)".into())),
+            }
+        }
+    }
+    for d in &doc.documents {
+        if !matches!(
+            d.status.as_str(),
+            "Uncategorized" | "Categorized" | "Skipped"
+        ) {
+            return Err(bad(format!(
+                "document {:?} has status {:?}",
+                d.id, d.status
+            )));
+        }
+        if d.id.is_empty() {
+            return Err(bad("a document has an empty id".into()));
+        }
+        if let Some(Some(cluster)) = &d.cluster_id {
+            if !is_uuid(cluster) {
+                return Err(bad(format!(
+                    "document {:?} has clusterId {cluster:?}, which is not a UUID",
+                    d.id
+                )));
+            }
+        }
+    }
+    Ok(ParsedSnapshot { format, doc, notes })
+}
+
+/// The canonical text form of a UUID (what PostgreSQL prints), any case.
+fn is_uuid(text: &str) -> bool {
+    text.len() == 36
+        && text.char_indices().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => c == '-',
+            _ => c.is_ascii_hexdigit(),
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -785,6 +949,57 @@ mod tests {
         assert_eq!(d["validationStatus"], "Accepted");
         // Column absent: no key.
         assert!(!d.as_object().unwrap().contains_key("clusterId"));
+    }
+
+    #[test]
+    fn the_writer_output_reads_back_as_format_2() {
+        let (json, _, _) = build();
+        let parsed = parse_snapshot(&json).unwrap();
+        assert_eq!(parsed.format, SnapshotFormat::V2);
+        assert_eq!(parsed.doc.documents.len(), 3);
+        assert!(parsed.notes.is_empty());
+        let d1 = &parsed.doc.documents[0];
+        assert_eq!(d1.validation_status, Some(Some("Accepted".into())));
+        assert_eq!(d1.skip_reason, Some(None));
+        assert_eq!(d1.cluster_id, None);
+    }
+
+    #[test]
+    fn format_1_and_application_files_are_read() {
+        let v1 = br#"{"formatVersion":1,"sessionId":"s1","stats":{"total":1},
+            "documents":[{"id":"d1","categoryId":"c1","status":"Categorized","categorizedBy":"u1","categorizedAt":null}]}"#;
+        let parsed = parse_snapshot(v1).unwrap();
+        assert_eq!(parsed.format, SnapshotFormat::V1);
+        assert_eq!(
+            parsed.doc.documents[0].categorized_by.as_deref(),
+            Some("u1")
+        );
+        // The application's route: no formatVersion, drifted counters, no categorizedBy.
+        let app = br#"{
+          "sessionId": "s1", "snapshotAt": "2026-01-01T00:00:00.000Z",
+          "stats": {"totalDocuments": 5, "categorizedCount": 1, "skippedCount": 0, "uncategorizedCount": 0},
+          "documents": [{"id": "d1", "categoryId": "c1", "status": "Categorized", "categorizedAt": "2026-01-01T00:00:00.000Z"}]
+        }"#;
+        let parsed = parse_snapshot(app).unwrap();
+        assert_eq!(parsed.format, SnapshotFormat::Application);
+        assert_eq!(parsed.notes.len(), 2, "{:?}", parsed.notes);
+    }
+
+    #[test]
+    fn unusable_documents_are_refused() {
+        for (bad, why) in [
+            (&br#"{"formatVersion":2,"sessionId":"s1","stats":{"totalDocuments":2},"documents":[{"id":"d1","status":"Skipped"}]}"#[..], "truncated"),
+            (br#"{"formatVersion":2,"sessionId":"s1","stats":{"total":1},"documents":[{"id":"d1","status":"Skipped"}]}"#, "totalDocuments"),
+            (br#"{"formatVersion":3,"sessionId":"s1","stats":{},"documents":[]}"#, "not supported"),
+            (br#"{"formatVersion":2,"sessionId":"../x","stats":{"totalDocuments":0},"documents":[]}"#, "safe identifier"),
+            (br#"{"formatVersion":2,"sessionId":"s1","stats":{"totalDocuments":1},"documents":[{"id":"d1","status":"Lost"}]}"#, "status"),
+            (br#"{"formatVersion":2,"sessionId":"s1","stats":{"totalDocuments":1},"documents":[{"id":"d1","status":"Skipped","clusterId":"a/b"}]}"#, "UUID"),
+            (br#"{"sessionId":"s1","documents":[]}"#, "no stats"),
+            (br#"[1, 2]"#, "invalid type"),
+        ] {
+            let err = parse_snapshot(bad).err().unwrap_or_else(|| panic!("accepted: {}", String::from_utf8_lossy(bad)));
+            assert!(err.message.contains(why), "{why}: {}", err.message);
+        }
     }
 
     #[test]

@@ -389,7 +389,7 @@ pub fn take(session_id: &str, actor: &str) -> LbResult<TakenSnapshot> {
             consistency_issues: summary.inconsistencies,
         };
         let details = serde_json::to_value(&taken).expect("details serialize");
-        crate::audit_log::write(
+        crate::app_audit_log::write(
             client,
             session_id,
             actor,

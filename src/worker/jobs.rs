@@ -544,7 +544,7 @@ fn record_success(
             };
             let mut audit = details.clone();
             audit["snapshotId"] = json!(job.snapshot_id);
-            crate::audit_log::write(
+            crate::app_audit_log::write(
                 client,
                 session.as_deref().unwrap_or_default(),
                 WORKER_ACTOR,
@@ -585,7 +585,7 @@ fn record_success(
             } else {
                 WORKER_ACTOR
             };
-            crate::audit_log::write(
+            crate::app_audit_log::write(
                 client,
                 job.session_id.as_deref().unwrap_or_default(),
                 by,

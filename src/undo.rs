@@ -231,7 +231,7 @@ pub fn undo_last(actor: &str, document: Option<&str>) -> LbResult<UndoResult> {
             "bulk": plan.len() > 1,
             "documentIds": doc_ids.iter().take(100).collect::<Vec<_>>(),
         });
-        crate::audit_log::write(
+        crate::app_audit_log::write(
             client,
             &session_id,
             actor,

@@ -1,0 +1,158 @@
+//! Whether protection is active, for a DBA: `legacy_backup_health()`. Each check reads the
+//! catalog or the extension's tables; nothing is stored.
+
+use crate::attach::{
+    extension_schema, missing_session_columns, missing_tables, tampered_triggers, trigger_state,
+    triggers_of_installed_version, TriggerState, REQUIRED_TABLES, SESSION_COLUMNS,
+};
+use crate::error::LbResult;
+use pgrx::prelude::*;
+
+pub struct HealthCheck {
+    pub check: String,
+    pub ok: bool,
+    pub detail: String,
+}
+
+/// What a DBA needs to know to trust that protection is active.
+pub fn health() -> LbResult<Vec<HealthCheck>> {
+    let mut checks = Vec::new();
+    let schema = extension_schema()?;
+    let missing = missing_tables()?;
+    for table in REQUIRED_TABLES {
+        let present = !missing.iter().any(|m| m == table);
+        checks.push(HealthCheck {
+            check: format!("table {table}"),
+            ok: present,
+            detail: if present {
+                format!("found in schema {schema}")
+            } else {
+                format!("missing from schema {schema}")
+            },
+        });
+    }
+    if !missing.iter().any(|m| m == "legacy_import_sessions") {
+        let missing_columns = missing_session_columns()?;
+        for (column, _) in SESSION_COLUMNS {
+            let present = !missing_columns.contains(column);
+            checks.push(HealthCheck {
+                check: format!("column legacy_import_sessions.{column}"),
+                ok: present,
+                detail: if present {
+                    "present".into()
+                } else {
+                    "missing: run legacy_backup_attach()".into()
+                },
+            });
+        }
+    }
+    if missing.is_empty() {
+        for trigger @ (name, _, table, _, _) in &triggers_of_installed_version()? {
+            let state = trigger_state(trigger)?.unwrap_or(TriggerState::Missing);
+            let ok = state == TriggerState::Intact;
+            checks.push(HealthCheck {
+                check: format!("trigger {table}.{name}"),
+                ok,
+                detail: if ok {
+                    state.describe()
+                } else {
+                    format!("{}: run legacy_backup_attach()", state.describe())
+                },
+            });
+        }
+        for (trigger, problem) in tampered_triggers()?
+            .into_iter()
+            .filter(|(_, p)| p.contains("another name"))
+        {
+            checks.push(HealthCheck {
+                check: format!("trigger {trigger}"),
+                ok: false,
+                detail: problem,
+            });
+        }
+    }
+    // The event trigger can be disabled (ALTER EVENT TRIGGER … DISABLE); say so.
+    for (guard, what) in crate::guard::EVENT_TRIGGERS {
+        let enabled = Spi::get_one_with_args::<bool>(
+            "SELECT count(*) = 1 FROM pg_catalog.pg_event_trigger WHERE evtname = $1 AND evtenabled <> 'D'",
+            &[(*guard).into()],
+        )?
+        .unwrap_or(false);
+        checks.push(HealthCheck {
+            check: format!("event trigger {guard}"),
+            ok: enabled,
+            detail: if enabled {
+                (*what).to_string()
+            } else {
+                format!("missing or disabled: ALTER EVENT TRIGGER {guard} ENABLE")
+            },
+        });
+    }
+    // Nothing in the extension relies on the schema being closed (every name is qualified), but
+    // a schema anyone may create objects in is a standing invitation; say so.
+    let public_create = Spi::get_one_with_args::<bool>(
+        "SELECT pg_catalog.has_schema_privilege('public', $1, 'CREATE')",
+        &[schema.as_str().into()],
+    )?
+    .unwrap_or(false);
+    checks.push(HealthCheck {
+        check: "schema privileges".into(),
+        ok: !public_create,
+        detail: if public_create {
+            format!("PUBLIC may create objects in schema {schema}: REVOKE CREATE ON SCHEMA {schema} FROM PUBLIC")
+        } else {
+            format!("only named roles may create objects in schema {schema}")
+        },
+    });
+    let pending = Spi::get_one::<i64>(
+        "SELECT count(*) FROM legacy_backup.snapshots WHERE upload_state <> 'uploaded'",
+    )?
+    .unwrap_or(0);
+    checks.push(HealthCheck {
+        check: "snapshots awaiting upload".into(),
+        ok: true,
+        detail: format!("{pending} snapshot(s) not yet in object storage"),
+    });
+    let workers = Spi::get_one::<i64>(
+        "SELECT count(*) FROM pg_catalog.pg_stat_activity WHERE backend_type = 'legacy_backup worker'",
+    )?
+    .unwrap_or(0);
+    let worker_db = crate::guc::text(&crate::guc::DATABASE);
+    let this_db = Spi::get_one::<String>("SELECT current_database()::text")?.unwrap_or_default();
+    checks.push(HealthCheck {
+        check: "background worker".into(),
+        ok: workers > 0 && worker_db == this_db,
+        detail: match (workers > 0, worker_db == this_db) {
+            (true, true) => "running".into(),
+            (true, false) => format!(
+                "running, but for database \"{worker_db}\" (legacy_backup.database), not this one"
+            ),
+            (false, _) => {
+                "not running: add legacy_backup to shared_preload_libraries and restart".into()
+            }
+        },
+    });
+    let failed =
+        Spi::get_one::<i64>("SELECT count(*) FROM legacy_backup.jobs WHERE state = 'failed'")?
+            .unwrap_or(0);
+    checks.push(HealthCheck {
+        check: "failed jobs".into(),
+        ok: failed == 0,
+        detail: format!("{failed} failed job(s); see the legacy_backup_jobs view"),
+    });
+    let preloaded = Spi::get_one::<String>("SELECT current_setting('shared_preload_libraries')")?
+        .unwrap_or_default()
+        .split(',')
+        .any(|lib| lib.trim().trim_matches('"') == "legacy_backup");
+    checks.push(HealthCheck {
+        check: "shared_preload_libraries".into(),
+        ok: preloaded,
+        detail: if preloaded {
+            "legacy_backup is preloaded".into()
+        } else {
+            "legacy_backup is not in shared_preload_libraries: the background worker cannot run"
+                .into()
+        },
+    });
+    Ok(checks)
+}
