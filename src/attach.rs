@@ -759,7 +759,14 @@ mod tests {
             let t = TRIGGERS.iter().find(|t| t.0 == name).unwrap();
             expected_firing(t.1, t.3)
         };
-        assert_eq!(firing("legacy_backup_log_update"), (16, true, true));
+        assert_eq!(firing("legacy_backup_log_update"), (17, false, false));
+        assert_eq!(firing("legacy_backup_log_update_flush"), (16, false, false));
+        assert_eq!(
+            firing("legacy_backup_document_id_guard"),
+            (17, false, false)
+        );
+        let (_, event, _, level, _) = UPDATE_TRIGGER_BEFORE_0_4;
+        assert_eq!(expected_firing(event, level), (16, true, true));
         assert_eq!(firing("legacy_backup_log_insert"), (4, false, true));
         assert_eq!(firing("legacy_backup_log_delete"), (8, true, false));
         assert_eq!(firing("legacy_backup_truncate_guard"), (34, false, false));

@@ -22,7 +22,7 @@
 //! DELETE (sql/audit.sql).
 
 use crate::error::{LbError, LbResult, OrRaise};
-use crate::guc::{ChangeSource, ACTOR, CHANGE_SOURCE};
+use crate::guc::{ChangeSource, CHANGE_SOURCE};
 use pgrx::datum::DatumWithOid;
 use pgrx::datum::TimestampWithTimeZone;
 use pgrx::prelude::*;
@@ -151,14 +151,7 @@ fn buffer_row(data: &pg_sys::TriggerData) -> LbResult<()> {
         } else {
             CHANGE_SOURCE.get()
         };
-        let actor = if nested {
-            None
-        } else {
-            ACTOR
-                .get()
-                .map(|a| a.to_string_lossy().into_owned())
-                .filter(|a| !a.is_empty())
-        };
+        let actor = if nested { None } else { crate::guc::actor() };
         BUFFER.with(|buffer| -> LbResult<()> {
             let mut buffer = buffer.borrow_mut();
             if buffer.rows.is_empty() || buffer.relid != relid {

@@ -5,6 +5,7 @@
 use crate::error::{LbError, LbResult};
 use crate::guc;
 use crate::partner::require_partner;
+use crate::worker::jobs::JobState;
 use crate::worker::settings;
 use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode;
@@ -124,7 +125,7 @@ pub fn cleanup_session(
 }
 
 /// A cleanup job as polled: id, state, progress, last error.
-type JobProgress = (i64, String, serde_json::Value, Option<String>);
+type JobProgress = (i64, JobState, serde_json::Value, Option<String>);
 
 /// How long to wait for the short-lived request worker to queue the job.
 const QUEUE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
@@ -137,7 +138,7 @@ fn run_confirmed(session_id: &str, actor: &str) -> LbResult<serde_json::Value> {
     // SAFETY: MyDatabaseId is this backend's database.
     let db = unsafe { pg_sys::MyDatabaseId };
     crate::worker::request_manual_cleanup(db, session_id, actor).map_err(state)?;
-    let wait = guc::duration(&guc::CLEANUP_WAIT);
+    let wait = guc::cleanup_wait();
     let started = Instant::now();
     loop {
         // Each query sees what committed since: the worker's progress.
@@ -153,22 +154,28 @@ fn run_confirmed(session_id: &str, actor: &str) -> LbResult<serde_json::Value> {
                 return Ok(None);
             }
             let r = t.first();
-            let progress: String = r.get(3)?.unwrap_or_else(|| "{}".into());
+            let progress: Option<String> = r.get_by_name("progress")?;
+            let job_state: Option<String> = r.get_by_name("state")?;
+            let job_state = job_state
+                .as_deref()
+                .and_then(JobState::from_name)
+                .ok_or_else(|| LbError::internal(format!("cleanup job in state {job_state:?}")))?;
             Ok(Some((
-                r.get(1)?.unwrap_or(0),
-                r.get(2)?.unwrap_or_default(),
-                serde_json::from_str(&progress).unwrap_or_default(),
-                r.get(4)?,
+                r.get_by_name("id")?.unwrap_or(0),
+                job_state,
+                serde_json::from_str(progress.as_deref().unwrap_or("{}"))
+                    .map_err(|e| LbError::internal(format!("job progress is not JSON: {e}")))?,
+                r.get_by_name("last_error")?,
             )))
         })?;
         if let Some((id, job_state, progress, error)) = &job {
-            match job_state.as_str() {
-                "succeeded" => {
+            match job_state {
+                JobState::Succeeded => {
                     return Ok(
-                        json!({"sessionId": session_id, "jobId": id, "state": job_state, "deleted": progress["deleted"], "finished": true}),
+                        json!({"sessionId": session_id, "jobId": id, "state": job_state.name(), "deleted": progress["deleted"], "finished": true}),
                     )
                 }
-                "failed" => {
+                JobState::Failed => {
                     return Err(LbError::new(
                         PgSqlErrorCode::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION,
                         format!(
@@ -186,7 +193,7 @@ fn run_confirmed(session_id: &str, actor: &str) -> LbResult<serde_json::Value> {
         if queued_in_time && started.elapsed() >= wait {
             return Ok(match job {
                 Some((id, job_state, progress, error)) => json!({
-                    "sessionId": session_id, "jobId": id, "state": job_state, "progress": progress,
+                    "sessionId": session_id, "jobId": id, "state": job_state.name(), "progress": progress,
                     "lastError": error, "finished": false,
                     "note": "still running; follow it in the legacy_backup_jobs view"}),
                 None => {

@@ -68,7 +68,7 @@ SELECT pg_catalog.format('%s', s.status), to_char(s.cleanup_scheduled_at AT TIME
        to_char(snap.snapshot_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
        coalesce(snap.uploaded, false),
        round((extract(epoch FROM statement_timestamp() - snap.snapshot_at) / 60)::numeric, 1)::float8,
-       (statement_timestamp() - snap.snapshot_at) > current_setting('legacy_backup.max_snapshot_age')::interval,
+       (statement_timestamp() - snap.snapshot_at) > pg_catalog.make_interval(secs => $2),
        CASE WHEN snap.id IS NULL THEN NULL ELSE (
                 SELECT count(*) FROM @extschema@.category_assignment_logs l
                 WHERE l.session_id = $1 AND l.source <> 'baseline'
@@ -76,7 +76,7 @@ SELECT pg_catalog.format('%s', s.status), to_char(s.cleanup_scheduled_at AT TIME
                   AND (NOT pg_visible_in_snapshot(l.txid, snap.visibility)
                        OR (l.txid = pg_current_xact_id_if_assigned() AND l.changed_at > snap.snapshot_at)))
        END,
-       current_setting('legacy_backup.max_snapshot_age'),
+       NULL::text,
        s.id IS NOT NULL,
        to_char(snap.begun_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
 FROM (SELECT 1) one LEFT JOIN snap ON true
@@ -123,7 +123,8 @@ pub fn verdict(session_id: &str, include_status: bool) -> LbResult<Readiness> {
     let query = crate::attach::sql(VERDICT_QUERY)?
         .replace("@pin_join@", if pins { PIN_JOIN } else { NO_PIN_JOIN });
     Spi::connect(|client| {
-        let rows = client.select(&query, None, &[session_id.into()])?;
+        let max_age_secs = crate::guc::max_snapshot_age().as_secs_f64();
+        let rows = client.select(&query, None, &[session_id.into(), max_age_secs.into()])?;
         let row = rows.first();
         let status: Option<String> = row.get(1)?;
         let session_exists: bool = row.get(13)?.unwrap_or(false);
@@ -137,7 +138,7 @@ pub fn verdict(session_id: &str, include_status: bool) -> LbResult<Readiness> {
         let age: Option<f64> = row.get(9)?;
         let stale: bool = row.get(10)?.unwrap_or(false);
         let changes: Option<i64> = row.get(11)?;
-        let max_age: String = row.get(12)?.unwrap_or_default();
+        let max_age = crate::guc::text(&crate::guc::MAX_SNAPSHOT_AGE);
         // An export that began on a snapshot is not refused for that snapshot's age.
         let export_begun_at: Option<String> = row.get(14)?;
         let stale = stale && export_begun_at.is_none();

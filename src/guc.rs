@@ -255,8 +255,49 @@ pub fn partner_roles() -> Vec<String> {
     crate::ids::parse_role_list(&text(&PARTNER_ROLES)).unwrap_or_default()
 }
 
-/// The current value of a duration setting (already validated by its check hook).
-pub fn duration(setting: &GucSetting<Option<CString>>) -> std::time::Duration {
+/// The application user credited with this transaction's changes (`legacy_backup.actor`),
+/// None when unset or empty.
+pub fn actor() -> Option<String> {
+    ACTOR
+        .get()
+        .map(|a| a.to_string_lossy().into_owned())
+        .filter(|a| !a.is_empty())
+}
+
+/// How far back undo reaches (`legacy_backup.undo_window`).
+pub fn undo_window() -> std::time::Duration {
+    duration(&UNDO_WINDOW)
+}
+
+/// How old the newest snapshot may be for an export (`legacy_backup.max_snapshot_age`).
+pub fn max_snapshot_age() -> std::time::Duration {
+    duration(&MAX_SNAPSHOT_AGE)
+}
+
+/// How long uploaded snapshot bodies stay in the database (`legacy_backup.snapshot_retention`).
+pub fn snapshot_retention() -> std::time::Duration {
+    duration(&SNAPSHOT_RETENTION)
+}
+
+/// How often the worker wakes on its own (`legacy_backup.naptime`).
+pub fn naptime() -> std::time::Duration {
+    duration(&NAPTIME)
+}
+
+/// Total time for one object-storage request (`legacy_backup.http_timeout`).
+pub fn http_timeout() -> std::time::Duration {
+    duration(&HTTP_TIMEOUT)
+}
+
+/// How long a manual cleanup waits for the worker (`legacy_backup.cleanup_wait`).
+pub fn cleanup_wait() -> std::time::Duration {
+    duration(&CLEANUP_WAIT)
+}
+
+/// A duration setting's value, parsed by the same `interval_in` its check hook accepted it with.
+/// Rust reads durations only through the accessors above; SQL (the export gate's
+/// `cleanup_delay`) through `current_setting(…)::interval`, the same parser.
+fn duration(setting: &GucSetting<Option<CString>>) -> std::time::Duration {
     let us = setting
         .get()
         .and_then(|text| parse_interval(&text))

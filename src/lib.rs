@@ -62,12 +62,9 @@ pub extern "C-unwind" fn _PG_init() {
     worker::init();
 }
 
-// In-database tests live in src/pg_tests.rs; `#[pg_schema]` needs an inline module.
+// In-database tests (`cargo pgrx test`).
 #[cfg(feature = "pg_test")]
-#[pg_schema]
-mod tests {
-    include!("pg_tests.rs");
-}
+mod pg_tests;
 
 /// Required by `cargo pgrx test`: settings for the temporary test cluster.
 #[cfg(test)]

@@ -1,15 +1,21 @@
-// In-database tests (`cargo pgrx test`). Each runs in a transaction that is rolled back, so each
-// creates the application's tables itself (from the same fixture the regress suite uses).
+//! In-database tests (`cargo pgrx test`). Each runs in a transaction that is rolled back, so each
+//! creates the application's tables itself (from the same fixture the regress suite uses).
 
+// `#[pg_schema]` puts the test functions in schema `tests`, where `cargo pgrx test` finds them.
 use pgrx::prelude::*;
 
-const APP_SCHEMA: &str = include_str!("../tests/fixtures/app_schema.sql");
+#[pg_schema]
+mod tests {
 
-/// Creates the application's tables, attaches, and seeds one session of `docs` documents.
-fn app_with_session(session: &str, docs: i32) {
-    Spi::run(APP_SCHEMA).unwrap();
-    Spi::run("SELECT * FROM legacy_backup_attach()").unwrap();
-    Spi::run_with_args(
+    use pgrx::prelude::*;
+
+    const APP_SCHEMA: &str = include_str!("../tests/fixtures/app_schema.sql");
+
+    /// Creates the application's tables, attaches, and seeds one session of `docs` documents.
+    fn app_with_session(session: &str, docs: i32) {
+        Spi::run(APP_SCHEMA).unwrap();
+        Spi::run("SELECT * FROM legacy_backup_attach()").unwrap();
+        Spi::run_with_args(
         r#"
         INSERT INTO users (id, email, first_name, last_name, role, status, azure_ad_id)
         VALUES ('u1', 'u1@firm.test', 'Ann', 'Lee', 'Partner', 'Active', 'aad-u1');
@@ -34,110 +40,122 @@ fn app_with_session(session: &str, docs: i32) {
         &[],
     )
     .unwrap();
-}
+    }
 
-fn one<T: FromDatum + IntoDatum>(sql: &str) -> T {
-    Spi::get_one::<T>(sql).unwrap().expect("query returned NULL")
-}
+    fn one<T: FromDatum + IntoDatum>(sql: &str) -> T {
+        Spi::get_one::<T>(sql)
+            .unwrap()
+            .expect("query returned NULL")
+    }
 
-#[pg_test]
-fn snapshot_agrees_with_the_rows_document_for_document() {
-    app_with_session("s1", 250);
-    let mismatches: i64 = one(
+    #[pg_test]
+    fn snapshot_agrees_with_the_rows_document_for_document() {
+        app_with_session("s1", 250);
+        let mismatches: i64 = one(
         "SELECT count(*) FROM json_to_recordset(legacy_snapshot('s1')->'documents') \
              AS j(id text, \"categoryId\" text, status text, \"categorizedBy\" text) \
          FULL JOIN extracted_documents d ON d.id = j.id \
          WHERE d.id IS NULL OR j.id IS NULL OR d.category_id IS DISTINCT FROM j.\"categoryId\" \
             OR d.status::text IS DISTINCT FROM j.status OR d.categorized_by IS DISTINCT FROM j.\"categorizedBy\"",
     );
-    assert_eq!(mismatches, 0);
-    let stats: pgrx::JsonB = one("SELECT (legacy_snapshot('s1')->'stats')::jsonb");
-    assert_eq!(stats.0, serde_json::json!({"total": 250, "categorized": 167, "skipped": 0, "uncategorized": 83}));
-}
+        assert_eq!(mismatches, 0);
+        let stats: pgrx::JsonB = one("SELECT (legacy_snapshot('s1')->'stats')::jsonb");
+        assert_eq!(
+            stats.0,
+            serde_json::json!({"totalDocuments": 250, "categorizedCount": 167, "skippedCount": 0, "uncategorizedCount": 83,
+        "total": 250, "categorized": 167, "skipped": 0, "uncategorized": 83})
+        );
+    }
 
-#[pg_test]
-fn categorized_at_keeps_microseconds() {
-    app_with_session("s1", 3);
-    Spi::run("UPDATE extracted_documents SET categorized_at = '2025-12-09 10:20:30.123456+00' WHERE id = 's1-d00001'")
+    #[pg_test]
+    fn categorized_at_keeps_microseconds() {
+        app_with_session("s1", 3);
+        Spi::run("UPDATE extracted_documents SET categorized_at = '2025-12-09 10:20:30.123456+00' WHERE id = 's1-d00001'")
         .unwrap();
-    let at: String = one("SELECT legacy_snapshot('s1')->'documents'->0->>'categorizedAt'");
-    assert_eq!(at, "2025-12-09T10:20:30.123456Z");
-}
+        let at: String = one("SELECT legacy_snapshot('s1')->'documents'->0->>'categorizedAt'");
+        assert_eq!(at, "2025-12-09T10:20:30.123456Z");
+    }
 
-#[pg_test]
-fn take_stores_exact_bytes_and_records_everything() {
-    app_with_session("s1", 40);
-    let taken: pgrx::JsonB = one("SELECT legacy_snapshot_take('s1', 'u1')");
-    let id = taken.0["snapshotId"].as_str().unwrap().to_string();
-    let ok: bool = one(&format!(
-        "SELECT sha256 = encode(sha256(body), 'hex') AND bytes = octet_length(body) \
+    #[pg_test]
+    fn take_stores_exact_bytes_and_records_everything() {
+        app_with_session("s1", 40);
+        let taken: pgrx::JsonB = one("SELECT legacy_snapshot_take('s1', 'u1')");
+        let id = taken.0["snapshotId"].as_str().unwrap().to_string();
+        let ok: bool = one(&format!(
+            "SELECT sha256 = encode(sha256(body), 'hex') AND bytes = octet_length(body) \
                 AND upload_state = 'pending' AND taken_by = 'u1' \
          FROM legacy_backup.snapshots WHERE id = '{id}'"
-    ));
-    assert!(ok);
-    let audit: i64 = one(&format!(
+        ));
+        assert!(ok);
+        let audit: i64 = one(&format!(
         "SELECT count(*) FROM legacy_import_audit_logs WHERE action = 'CATEGORIZATION_SNAPSHOT' \
            AND session_id = 's1' AND details->>'snapshotId' = '{id}'"
     ));
-    assert_eq!(audit, 1);
-    let stamped: bool = one(&format!(
-        "SELECT s.last_snapshot_at = b.snapshot_at FROM legacy_import_sessions s \
+        assert_eq!(audit, 1);
+        let stamped: bool = one(&format!(
+            "SELECT s.last_snapshot_at = b.snapshot_at FROM legacy_import_sessions s \
          JOIN legacy_backup.snapshots b ON b.session_id = s.id WHERE b.id = '{id}'"
-    ));
-    assert!(stamped);
-}
+        ));
+        assert!(stamped);
+    }
 
-#[pg_test]
-fn two_snapshots_in_one_transaction_get_distinct_keys() {
-    app_with_session("s1", 5);
-    let distinct: i64 = one(
+    #[pg_test]
+    fn two_snapshots_in_one_transaction_get_distinct_keys() {
+        app_with_session("s1", 5);
+        let distinct: i64 = one(
         "SELECT count(DISTINCT k) FROM (SELECT legacy_snapshot_take('s1')->>'snapshotKey' AS k \
          FROM generate_series(1, 5)) x",
     );
-    assert_eq!(distinct, 5);
-}
+        assert_eq!(distinct, 5);
+    }
 
-#[pg_test]
-fn actor_comes_from_the_setting_then_the_role() {
-    app_with_session("s1", 2);
-    Spi::run("SET LOCAL legacy_backup.actor = 'u-from-app'").unwrap();
-    let id: String = one("SELECT legacy_snapshot_take('s1')->>'snapshotId'");
-    let by: String = one(&format!("SELECT user_id FROM legacy_import_audit_logs WHERE details->>'snapshotId' = '{id}'"));
-    assert_eq!(by, "u-from-app");
-    Spi::run("SET LOCAL legacy_backup.actor = ''").unwrap();
-    let id: String = one("SELECT legacy_snapshot_take('s1')->>'snapshotId'");
-    let by: String = one(&format!("SELECT taken_by FROM legacy_backup.snapshots WHERE id = '{id}'"));
-    assert!(by.starts_with("pg:"), "{by}");
-}
+    #[pg_test]
+    fn actor_comes_from_the_setting_then_the_role() {
+        app_with_session("s1", 2);
+        Spi::run("SET LOCAL legacy_backup.actor = 'u-from-app'").unwrap();
+        let id: String = one("SELECT legacy_snapshot_take('s1')->>'snapshotId'");
+        let by: String = one(&format!(
+            "SELECT user_id FROM legacy_import_audit_logs WHERE details->>'snapshotId' = '{id}'"
+        ));
+        assert_eq!(by, "u-from-app");
+        Spi::run("SET LOCAL legacy_backup.actor = ''").unwrap();
+        let id: String = one("SELECT legacy_snapshot_take('s1')->>'snapshotId'");
+        let by: String = one(&format!(
+            "SELECT taken_by FROM legacy_backup.snapshots WHERE id = '{id}'"
+        ));
+        assert!(by.starts_with("pg:"), "{by}");
+    }
 
-#[pg_test(error = "session_id must not be NULL")]
-fn null_session_is_refused() {
-    app_with_session("s1", 1);
-    Spi::run("SELECT legacy_snapshot(NULL)").unwrap();
-}
+    #[pg_test(error = "session_id must not be NULL")]
+    fn null_session_is_refused() {
+        app_with_session("s1", 1);
+        Spi::run("SELECT legacy_snapshot(NULL)").unwrap();
+    }
 
-#[pg_test(error = "session_id is not a safe identifier")]
-fn path_traversal_is_refused() {
-    app_with_session("s1", 1);
-    Spi::run("SELECT legacy_snapshot_take('../s1')").unwrap();
-}
+    #[pg_test(error = "session_id is not a safe identifier")]
+    fn path_traversal_is_refused() {
+        app_with_session("s1", 1);
+        Spi::run("SELECT legacy_snapshot_take('../s1')").unwrap();
+    }
 
-#[pg_test(error = "import session \"nope\" does not exist")]
-fn unknown_session_is_refused() {
-    app_with_session("s1", 1);
-    Spi::run("SELECT legacy_snapshot_take('nope')").unwrap();
-}
+    #[pg_test(error = "import session \"nope\" does not exist")]
+    fn unknown_session_is_refused() {
+        app_with_session("s1", 1);
+        Spi::run("SELECT legacy_snapshot_take('nope')").unwrap();
+    }
 
-#[pg_test(error = "legacy_backup is not attached to the application's tables")]
-fn detached_functions_say_so() {
-    Spi::run("SELECT legacy_snapshot('s1')").unwrap();
-}
+    #[pg_test(error = "legacy_backup is not attached to the application's tables")]
+    fn detached_functions_say_so() {
+        Spi::run("SELECT legacy_snapshot('s1')").unwrap();
+    }
 
-#[pg_test]
-fn attach_is_idempotent_and_adds_missing_columns() {
-    Spi::run(APP_SCHEMA).unwrap();
-    let added: i64 = one("SELECT count(*) FROM legacy_backup_attach() WHERE outcome = 'added'");
-    assert_eq!(added, 2);
-    let added_again: i64 = one("SELECT count(*) FROM legacy_backup_attach() WHERE outcome = 'added'");
-    assert_eq!(added_again, 0);
+    #[pg_test]
+    fn attach_is_idempotent_and_adds_missing_columns() {
+        Spi::run(APP_SCHEMA).unwrap();
+        let added: i64 = one("SELECT count(*) FROM legacy_backup_attach() WHERE outcome = 'added'");
+        assert_eq!(added, 2);
+        let added_again: i64 =
+            one("SELECT count(*) FROM legacy_backup_attach() WHERE outcome = 'added'");
+        assert_eq!(added_again, 0);
+    }
 }

@@ -92,18 +92,23 @@ pub fn undo_last(actor: &str, document: Option<&str>) -> LbResult<UndoResult> {
         let target = client.update(
             &sql("SELECT l.id, l.txid::text, l.session_id \
              FROM @extschema@.category_assignment_logs l \
-             WHERE l.changed_at >= now() - current_setting('legacy_backup.undo_window')::interval \
+             WHERE l.changed_at >= now() - pg_catalog.make_interval(secs => $4) \
                AND l.changed_by = $1 AND l.source = ANY($3) AND l.undone_by IS NULL \
                AND l.old_status IS NOT NULL AND l.new_status IS NOT NULL \
                AND ($2::text IS NULL OR l.document_id = $2) \
              ORDER BY l.changed_at DESC, l.id DESC LIMIT 1")?,
             None,
-            &[actor.into(), document.into(), sources.clone().into()],
+            &[
+                actor.into(),
+                document.into(),
+                sources.clone().into(),
+                crate::guc::undo_window().as_secs_f64().into(),
+            ],
         )?;
         if target.is_empty() {
             // Tell "too old" from "nothing at all" (a scan of older history: the refusal path only).
             let older = client.update(
-                &sql("SELECT (now() - max(l.changed_at))::text, current_setting('legacy_backup.undo_window') \
+                &sql("SELECT (now() - max(l.changed_at))::text \
                  FROM @extschema@.category_assignment_logs l \
                  WHERE l.changed_by = $1 AND l.source = ANY($3) AND l.undone_by IS NULL \
                    AND l.old_status IS NOT NULL AND l.new_status IS NOT NULL \
@@ -113,7 +118,7 @@ pub fn undo_last(actor: &str, document: Option<&str>) -> LbResult<UndoResult> {
             )?;
             let row = older.first();
             if let Some(age) = row.get::<String>(1)? {
-                let window: String = row.get(2)?.unwrap_or_default();
+                let window = crate::guc::text(&crate::guc::UNDO_WINDOW);
                 return Err(refused(
                     PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
                     format!("the most recent change by \"{actor}\" is outside the undo window"),
@@ -259,10 +264,17 @@ fn load_changes(
          WHERE CASE WHEN $4 THEN l.id = $2 \
                     ELSE l.txid = $3::xid8 AND l.changed_by = $1 AND l.source = ANY($5) \
                          AND l.undone_by IS NULL AND l.old_status IS NOT NULL AND l.new_status IS NOT NULL \
-                         AND l.changed_at >= now() - current_setting('legacy_backup.undo_window')::interval END \
+                         AND l.changed_at >= now() - pg_catalog.make_interval(secs => $6) END \
          ORDER BY l.id")?,
         None,
-        &[actor.into(), target_id.into(), txid.into(), single.into(), sources.to_vec().into()],
+        &[
+            actor.into(),
+            target_id.into(),
+            txid.into(),
+            single.into(),
+            sources.to_vec().into(),
+            crate::guc::undo_window().as_secs_f64().into(),
+        ],
     )?;
     let mut changes = Vec::with_capacity(rows.len());
     for row in rows {

@@ -327,9 +327,7 @@ pub fn resolve_actor(actor_id: Option<&str>) -> LbResult<String> {
         }
         return Ok(actor);
     }
-    let from_setting =
-        Spi::get_one::<String>("SELECT NULLIF(current_setting('legacy_backup.actor', true), '')")?;
-    Ok(from_setting.unwrap_or_else(crate::privilege::role_actor))
+    Ok(crate::guc::actor().unwrap_or_else(crate::privilege::role_actor))
 }
 
 /// Builds, stores and records a snapshot, all in the caller's transaction.

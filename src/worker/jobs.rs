@@ -12,15 +12,77 @@ use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 use serde_json::json;
 
+fn spi_error(e: pgrx::spi::SpiError) -> JobError {
+    JobError::transient(e.to_string())
+}
+
 /// Credited in the application's audit log for what the worker does.
 const WORKER_ACTOR: &str = "legacy_backup:worker";
 
 /// Longest wait between attempts of a failing job.
 const MAX_RETRY_DELAY_SECS: i64 = 600;
 
+/// What a job does; `legacy_backup.jobs.kind` holds its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobKind {
+    Upload,
+    Cleanup,
+    Prune,
+}
+
+impl JobKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            JobKind::Upload => "upload",
+            JobKind::Cleanup => "cleanup",
+            JobKind::Prune => "prune",
+        }
+    }
+
+    fn from_name(name: &str) -> Option<Self> {
+        [JobKind::Upload, JobKind::Cleanup, JobKind::Prune]
+            .into_iter()
+            .find(|k| k.name() == name)
+    }
+}
+
+/// Where a job stands; `legacy_backup.jobs.state` holds its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobState {
+    Queued,
+    Running,
+    Retrying,
+    Succeeded,
+    Failed,
+}
+
+impl JobState {
+    pub fn name(self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Running => "running",
+            JobState::Retrying => "retrying",
+            JobState::Succeeded => "succeeded",
+            JobState::Failed => "failed",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        [
+            JobState::Queued,
+            JobState::Running,
+            JobState::Retrying,
+            JobState::Succeeded,
+            JobState::Failed,
+        ]
+        .into_iter()
+        .find(|s| s.name() == name)
+    }
+}
+
 struct Job {
     id: i64,
-    kind: String,
+    kind: JobKind,
     session_id: Option<String>,
     snapshot_id: Option<String>,
     attempts: i32,
@@ -135,10 +197,16 @@ impl Runner {
                     None,
                     &[max_attempts.into()],
                 )
-                .ok()
-                .and_then(|t| t.first().get::<i64>(1).ok().flatten())
-                .unwrap_or(0)
+                .and_then(|t| t.first().get_one::<i64>())
         });
+        let recovered = match recovered {
+            Some(Err(e)) => {
+                warning!("legacy_backup worker: could not requeue interrupted jobs: {e}");
+                None
+            }
+            Some(Ok(n)) => n,
+            None => None,
+        };
         if let Some(n) = recovered.filter(|n| *n > 0) {
             log!("legacy_backup worker: requeued {n} interrupted job(s)");
         }
@@ -186,11 +254,10 @@ impl Runner {
     }
 
     fn run(&mut self, job: &Job) -> Result<serde_json::Value, JobError> {
-        match job.kind.as_str() {
-            "upload" => self.upload(job),
-            "cleanup" => self.cleanup(job),
-            "prune" => prune(),
-            other => Err(JobError::permanent(format!("unknown job kind {other}"))),
+        match job.kind {
+            JobKind::Upload => self.upload(job),
+            JobKind::Cleanup => self.cleanup(job),
+            JobKind::Prune => prune(),
         }
     }
 
@@ -215,10 +282,12 @@ impl Runner {
                     )));
                 }
                 let r = t.first();
+                let key: Option<String> = r.get_by_name("snapshot_key").map_err(spi_error)?;
+                let sha256: Option<String> = r.get_by_name("sha256").map_err(spi_error)?;
                 Ok((
-                    r.get(1).ok().flatten().unwrap_or_default(),
-                    r.get::<Vec<u8>>(2).ok().flatten(),
-                    r.get(3).ok().flatten().unwrap_or_default(),
+                    key.ok_or_else(|| JobError::permanent("the snapshot has no key"))?,
+                    r.get_by_name::<Vec<u8>, _>("body").map_err(spi_error)?,
+                    sha256.unwrap_or_default(),
                 ))
             },
         )
@@ -330,13 +399,13 @@ fn cleanup_guard(
     let t = client
         .update(
             // Due by the extension's own schedule, never by the application's column.
-            &crate::attach::sql("SELECT pg_catalog.format('%s', s.status), \
-                    coalesce((SELECT c.scheduled_at <= now() FROM legacy_backup.cleanup_schedule c WHERE c.session_id = s.id), false), \
-                    s.cleaned_up_at IS NOT NULL, \
-                    (SELECT snapshot_key FROM legacy_backup.snapshots WHERE session_id = s.id AND upload_state = 'uploaded' ORDER BY snapshot_at DESC LIMIT 1), \
-                    (SELECT bytes FROM legacy_backup.snapshots WHERE session_id = s.id AND upload_state = 'uploaded' ORDER BY snapshot_at DESC LIMIT 1), \
-                    (SELECT etag FROM legacy_backup.snapshots WHERE session_id = s.id AND upload_state = 'uploaded' ORDER BY snapshot_at DESC LIMIT 1) \
-             FROM @extschema@.legacy_import_sessions s WHERE s.id = $1")
+            &crate::attach::sql("SELECT pg_catalog.format('%s', s.status) AS status, \
+                    coalesce((SELECT c.scheduled_at <= now() FROM legacy_backup.cleanup_schedule c WHERE c.session_id = s.id), false) AS due, \
+                    s.cleaned_up_at IS NOT NULL AS cleaned, n.snapshot_key, n.bytes, n.etag \
+             FROM @extschema@.legacy_import_sessions s \
+             LEFT JOIN LATERAL (SELECT snapshot_key, bytes, etag FROM legacy_backup.snapshots \
+                                WHERE session_id = s.id AND upload_state = 'uploaded' ORDER BY snapshot_at DESC LIMIT 1) n ON true \
+             WHERE s.id = $1")
             .map_err(|e| JobError::transient(e.message))?,
             None,
             &[session_id.into()],
@@ -348,28 +417,33 @@ fn cleanup_guard(
         )));
     }
     let r = t.first();
-    let status: String = r.get(1).ok().flatten().unwrap_or_default();
+    let status: String = r
+        .get_by_name("status")
+        .map_err(spi_error)?
+        .unwrap_or_default();
     if status != "Exported" {
         return Err(JobError::permanent(format!(
             "refusing cleanup: session is {status}, not Exported"
         )));
     }
-    if r.get::<bool>(3).ok().flatten().unwrap_or(false) {
+    if r.get_by_name::<bool, _>("cleaned").map_err(spi_error)? == Some(true) {
         return Err(JobError::permanent("session is already cleaned up"));
     }
-    if !manual && !r.get::<bool>(2).ok().flatten().unwrap_or(false) {
+    if !manual && r.get_by_name::<bool, _>("due").map_err(spi_error)? != Some(true) {
         return Err(JobError::permanent(
             "refusing cleanup: its scheduled time has not come (postponed?)",
         ));
     }
-    let key: Option<String> = r.get(4).ok().flatten();
+    let key: Option<String> = r.get_by_name("snapshot_key").map_err(spi_error)?;
     let key = key.ok_or_else(|| {
         JobError::transient("refusing cleanup: no snapshot of this session is uploaded yet")
     })?;
+    let bytes: Option<i64> = r.get_by_name("bytes").map_err(spi_error)?;
+    let etag: Option<String> = r.get_by_name("etag").map_err(spi_error)?;
     Ok((
         key,
-        r.get(5).ok().flatten().unwrap_or(0),
-        r.get(6).ok().flatten().unwrap_or_default(),
+        bytes.ok_or_else(|| JobError::permanent("the uploaded snapshot has no size"))?,
+        etag.ok_or_else(|| JobError::permanent("the uploaded snapshot has no ETag"))?,
     ))
 }
 
@@ -377,21 +451,22 @@ fn cleanup_guard(
 /// a session. Metadata stays.
 fn prune() -> Result<serde_json::Value, JobError> {
     let retention = guc::text(&guc::SNAPSHOT_RETENTION);
+    let retention_secs = guc::snapshot_retention().as_secs_f64();
     let pruned = in_transaction(|client| {
         client
             .update(
                 "WITH p AS (UPDATE legacy_backup.snapshots s SET body = NULL, pruned_at = now() \
-                   WHERE s.body IS NOT NULL AND s.upload_state = 'uploaded' AND s.snapshot_at < now() - $1::interval \
+                   WHERE s.body IS NOT NULL AND s.upload_state = 'uploaded' AND s.snapshot_at < now() - pg_catalog.make_interval(secs => $1) \
                      AND s.id <> (SELECT n.id FROM legacy_backup.snapshots n WHERE n.session_id = s.session_id \
                                   AND n.upload_state = 'uploaded' ORDER BY n.snapshot_at DESC LIMIT 1) \
                    RETURNING 1) SELECT count(*) FROM p",
                 None,
-                &[retention.as_str().into()],
+                &[retention_secs.into()],
             )
-            .ok()
-            .and_then(|t| t.first().get::<i64>(1).ok().flatten())
-            .unwrap_or(0)
+            .and_then(|t| t.first().get_one::<i64>())
     })
+    .ok_or_else(|| JobError::transient("extension not installed"))?
+    .map_err(spi_error)?
     .unwrap_or(0);
     Ok(json!({"pruned": pruned, "retention": retention}))
 }
@@ -433,6 +508,8 @@ fn schedule(client: &mut SpiClient<'_>) {
     }
 }
 
+/// Takes the next due job. A job that cannot be read (a type mismatch, an unknown kind) is
+/// reported and marked failed, never skipped silently or run as something else.
 fn claim(client: &mut SpiClient<'_>) -> Option<Job> {
     let t = client
         .update(
@@ -448,15 +525,35 @@ fn claim(client: &mut SpiClient<'_>) -> Option<Job> {
         return None;
     }
     let r = t.first();
-    Some(Job {
-        id: r.get(1).ok().flatten()?,
-        kind: r.get(2).ok().flatten()?,
-        session_id: r.get(3).ok().flatten(),
-        snapshot_id: r.get(4).ok().flatten(),
-        attempts: r.get(5).ok().flatten().unwrap_or(1),
-        manual: r.get(6).ok().flatten().unwrap_or(false),
-        requested_by: r.get(7).ok().flatten(),
-    })
+    let read = || -> Result<Job, String> {
+        let e = |e: pgrx::spi::SpiError| e.to_string();
+        let kind: String = r.get_by_name("kind").map_err(e)?.unwrap_or_default();
+        Ok(Job {
+            id: r.get_by_name("id").map_err(e)?.ok_or("no id")?,
+            kind: JobKind::from_name(&kind).ok_or_else(|| format!("unknown job kind {kind:?}"))?,
+            session_id: r.get_by_name("session_id").map_err(e)?,
+            snapshot_id: r.get_by_name("snapshot_id").map_err(e)?,
+            attempts: r.get_by_name("attempts").map_err(e)?.unwrap_or(1),
+            manual: r.get_by_name("manual").map_err(e)?.unwrap_or(false),
+            requested_by: r.get_by_name("requested_by").map_err(e)?,
+        })
+    };
+    match read() {
+        Ok(job) => Some(job),
+        Err(why) => {
+            let id: Option<i64> = r.get_by_name("id").ok().flatten();
+            warning!("legacy_backup worker: job {id:?} cannot be read ({why}); marked failed");
+            let written = client.update(
+                "UPDATE legacy_backup.jobs SET state = 'failed', finished_at = now(), last_error = $2 WHERE id = $1",
+                None,
+                &[id.into(), format!("cannot be read: {why}").into()],
+            );
+            if let Err(e) = written {
+                warning!("legacy_backup worker: could not mark job {id:?} failed: {e}");
+            }
+            None
+        }
+    }
 }
 
 /// A bookkeeping write that failed is at least in the server log: the job's outcome would
@@ -465,7 +562,7 @@ fn warn_unless_written<T>(written: Result<T, pgrx::spi::SpiError>, job: &Job, wh
     if let Err(e) = written {
         warning!(
             "legacy_backup worker: could not record the {what} of {} job {}: {e}",
-            job.kind,
+            job.kind.name(),
             job.id
         );
     }
@@ -500,7 +597,7 @@ fn finish(client: &mut SpiClient<'_>, job: &Job, outcome: Result<serde_json::Val
                 &[job.id.into(), e.message.as_str().into(), give_up.into(), (delay as f64).into()],
             );
             warn_unless_written(written, job, "failure");
-            if give_up && job.kind == "upload" {
+            if give_up && job.kind == JobKind::Upload {
                 let written = client.update(
                     "UPDATE legacy_backup.snapshots SET upload_state = 'failed' WHERE id = $1 AND upload_state = 'pending'",
                     None,
@@ -511,7 +608,7 @@ fn finish(client: &mut SpiClient<'_>, job: &Job, outcome: Result<serde_json::Val
             if give_up {
                 warning!(
                     "legacy_backup worker: {} job {} failed: {}",
-                    job.kind,
+                    job.kind.name(),
                     job.id,
                     e.message
                 );
@@ -527,8 +624,8 @@ fn record_success(
 ) -> Result<serde_json::Value, JobError> {
     let sql_err = |e: pgrx::spi::SpiError| JobError::transient(e.to_string());
     let lb_err = |e: crate::error::LbError| JobError::transient(e.message);
-    match job.kind.as_str() {
-        "upload" => {
+    match job.kind {
+        JobKind::Upload => {
             let t = client
                 .update(
                     "UPDATE legacy_backup.snapshots SET upload_state = 'uploaded', uploaded_at = now(), etag = $2 \
@@ -540,7 +637,7 @@ fn record_success(
             let session: Option<String> = if t.is_empty() {
                 None
             } else {
-                t.first().get(1).ok().flatten()
+                t.first().get_by_name("session_id").map_err(sql_err)?
             };
             let mut audit = details.clone();
             audit["snapshotId"] = json!(job.snapshot_id);
@@ -554,7 +651,7 @@ fn record_success(
             .map_err(lb_err)?;
             Ok(details.clone())
         }
-        "cleanup" => {
+        JobKind::Cleanup => {
             // Written as the sessions table's owner: the application's triggers on it run with
             // the application's rights, not the worker's.
             let mark = crate::attach::sql(
@@ -595,6 +692,6 @@ fn record_success(
             .map_err(lb_err)?;
             Ok(details.clone())
         }
-        _ => Ok(details.clone()),
+        JobKind::Prune => Ok(details.clone()),
     }
 }

@@ -126,7 +126,7 @@ pub extern "C-unwind" fn legacy_backup_worker_main(_arg: pg_sys::Datum) {
         let nap = if more {
             Duration::from_millis(0)
         } else {
-            crate::guc::duration(&crate::guc::NAPTIME)
+            crate::guc::naptime()
         };
         if !BackgroundWorker::wait_latch(Some(nap.max(Duration::from_millis(1)))) {
             break;
@@ -141,6 +141,36 @@ pub extern "C-unwind" fn legacy_backup_worker_main(_arg: pg_sys::Datum) {
     log!("legacy_backup worker stopping");
 }
 
+/// A confirmed manual cleanup, handed to the short-lived request worker in its `bgw_extra`
+/// (128 bytes, hence the short keys).
+#[derive(Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CleanupRequest {
+    #[serde(rename = "db")]
+    pub database: u32,
+    #[serde(rename = "s")]
+    pub session_id: String,
+    #[serde(rename = "a")]
+    pub requested_by: String,
+}
+
+impl CleanupRequest {
+    pub fn encode(&self) -> Result<String, String> {
+        let text = serde_json::to_string(self).map_err(|e| e.to_string())?;
+        if text.len() >= pg_sys::BGW_EXTRALEN as usize {
+            return Err(format!(
+                "session and actor ids are too long for a cleanup request ({} bytes encoded, at most {})",
+                text.len(),
+                pg_sys::BGW_EXTRALEN - 1
+            ));
+        }
+        Ok(text)
+    }
+
+    pub fn decode(text: &str) -> Result<Self, String> {
+        serde_json::from_str(text).map_err(|e| e.to_string())
+    }
+}
+
 /// Starts a short-lived worker that queues a confirmed manual cleanup in its own, committed
 /// transaction and wakes the main worker: a SQL function cannot commit, and the main worker
 /// could not see a job queued in the caller's still-open transaction.
@@ -149,13 +179,12 @@ pub fn request_manual_cleanup(
     session_id: &str,
     actor: &str,
 ) -> Result<(), String> {
-    let extra = format!("{}\t{session_id}\t{actor}", u32::from(database));
-    if extra.len() >= pg_sys::BGW_EXTRALEN as usize {
-        return Err(
-            "session and actor ids are too long for a cleanup request (over 120 bytes together)"
-                .into(),
-        );
+    let extra = CleanupRequest {
+        database: u32::from(database),
+        session_id: session_id.to_string(),
+        requested_by: actor.to_string(),
     }
+    .encode()?;
     BackgroundWorkerBuilder::new("legacy_backup cleanup request")
         .set_type("legacy_backup cleanup request")
         .set_library("legacy_backup")
@@ -172,15 +201,15 @@ pub fn request_manual_cleanup(
 #[no_mangle]
 pub extern "C-unwind" fn legacy_backup_request_main(_arg: pg_sys::Datum) {
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGTERM);
-    let extra = BackgroundWorker::get_extra().to_string();
-    let mut parts = extra.split('\t');
-    let (Some(db), Some(session), Some(actor)) = (parts.next(), parts.next(), parts.next()) else {
-        warning!("legacy_backup cleanup request: malformed request");
-        return;
+    let request = match CleanupRequest::decode(BackgroundWorker::get_extra()) {
+        Ok(request) => request,
+        Err(e) => {
+            warning!("legacy_backup cleanup request: malformed request: {e}");
+            return;
+        }
     };
-    let Ok(db) = db.parse::<u32>() else { return };
-    BackgroundWorker::connect_worker_to_spi_by_oid(Some(pg_sys::Oid::from(db)), None);
-    let (session, actor) = (session.to_string(), actor.to_string());
+    BackgroundWorker::connect_worker_to_spi_by_oid(Some(pg_sys::Oid::from(request.database)), None);
+    let (session, actor) = (request.session_id, request.requested_by);
     BackgroundWorker::transaction(move || {
         Spi::run_with_args(
             "INSERT INTO legacy_backup.jobs (kind, session_id, requested_by, manual) VALUES ('cleanup', $1, $2, true) \
@@ -190,4 +219,29 @@ pub extern "C-unwind" fn legacy_backup_request_main(_arg: pg_sys::Datum) {
         .expect("queueing the cleanup");
     });
     wake_now();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::CleanupRequest;
+
+    #[test]
+    fn cleanup_requests_round_trip_and_long_ids_are_refused() {
+        let request = CleanupRequest {
+            database: 16384,
+            session_id: "s-1".into(),
+            requested_by: "u-partner".into(),
+        };
+        assert_eq!(
+            CleanupRequest::decode(&request.encode().unwrap()).unwrap(),
+            request
+        );
+        let long = CleanupRequest {
+            database: 1,
+            session_id: "s".repeat(64),
+            requested_by: "u".repeat(64),
+        };
+        assert!(long.encode().unwrap_err().contains("too long"));
+        assert!(CleanupRequest::decode("16384\ts\tu").is_err());
+    }
 }

@@ -99,7 +99,7 @@ pub fn client_from_settings() -> Result<crate::storage::Client, String> {
     if !file.is_empty() {
         sources.file = read_credentials_file(&file)?;
     }
-    let config = sources.resolve(guc::duration(&guc::HTTP_TIMEOUT), 3)?;
+    let config = sources.resolve(guc::http_timeout(), 3)?;
     super::with_signals_blocked(|| crate::storage::Client::new(config)).map_err(|e| e.to_string())
 }
 
