@@ -74,51 +74,6 @@ BEGIN
               HINT = 'Insert the document under its new id and delete the old one: both are logged.';
 END $$;
 
-CREATE FUNCTION @extschema@.legacy_backup_log_insert() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    actor text := nullif(current_setting('legacy_backup.actor', true), '');
-    src text := coalesce(nullif(current_setting('legacy_backup.change_source', true), ''), 'app');
-BEGIN
-    IF pg_trigger_depth() > 1 AND src <> 'app' THEN
-        src := 'app';
-        actor := NULL;
-    END IF;
-    -- Only documents that arrive already categorized (or skipped) change categorization.
-    INSERT INTO @extschema@.category_assignment_logs
-        (session_id, document_id, new_category_id, new_status, new_categorized_by, new_categorized_at,
-         changed_by, attribution, changed_at, source, db_role)
-    SELECT n.session_id, n.id, n.category_id, format('%s', n.status), n.categorized_by, n.categorized_at,
-           coalesce(actor, n.categorized_by, 'pg:' || session_user),
-           CASE WHEN actor IS NOT NULL THEN 'setting' WHEN n.categorized_by IS NOT NULL THEN 'categorized_by' ELSE 'db_user' END,
-           clock_timestamp(), src, session_user
-    FROM new_rows n
-    WHERE n.category_id IS NOT NULL OR format('%s', n.status) <> 'Uncategorized';
-    RETURN NULL;
-END $$;
-
-CREATE FUNCTION @extschema@.legacy_backup_log_delete() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    actor text := nullif(current_setting('legacy_backup.actor', true), '');
-    src text := coalesce(nullif(current_setting('legacy_backup.change_source', true), ''), 'app');
-BEGIN
-    IF pg_trigger_depth() > 1 AND src <> 'app' THEN
-        src := 'app';
-        actor := NULL;
-    END IF;
-    -- Every deleted document is logged, so the state at an earlier moment can be rebuilt.
-    INSERT INTO @extschema@.category_assignment_logs
-        (session_id, document_id, old_category_id, old_status, old_categorized_by, old_categorized_at,
-         changed_by, attribution, changed_at, source, db_role)
-    SELECT o.session_id, o.id, o.category_id, format('%s', o.status), o.categorized_by, o.categorized_at,
-           coalesce(actor, 'pg:' || session_user),
-           CASE WHEN actor IS NOT NULL THEN 'setting' ELSE 'db_user' END,
-           clock_timestamp(), src, session_user
-    FROM old_rows o;
-    RETURN NULL;
-END $$;
-
 -- TRUNCATE fires no row or statement trigger that could log its rows, and reading the table
 -- here, as the extension's owner, would plan a query on a table the application controls.
 -- Refused: DELETE removes the same rows, and every one is logged.
@@ -132,8 +87,6 @@ BEGIN
 END $$;
 
 COMMENT ON FUNCTION @extschema@.legacy_backup_id_guard() IS 'Trigger: refuses changing the id of a document (LB008), which would break its history';
-COMMENT ON FUNCTION @extschema@.legacy_backup_log_insert() IS 'Trigger: logs extracted_documents inserted already categorized or skipped';
-COMMENT ON FUNCTION @extschema@.legacy_backup_log_delete() IS 'Trigger: logs deleted extracted_documents';
 COMMENT ON FUNCTION @extschema@.legacy_backup_truncate_guard() IS 'Trigger: refuses TRUNCATE of extracted_documents and legacy_import_sessions (LB009); DELETE is logged';
 
 -- Reading the log.

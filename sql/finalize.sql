@@ -118,9 +118,8 @@ GRANT EXECUTE ON FUNCTION
 TO legacy_backup_admin;
 -- Trigger functions fire whatever their EXECUTE privilege; revoking it only stops anyone from
 -- attaching them elsewhere.
-REVOKE EXECUTE ON FUNCTION @extschema@.legacy_backup_log_update(), @extschema@.legacy_backup_log_update_flush(),
-                           @extschema@.legacy_backup_id_guard(), @extschema@.legacy_backup_log_insert(),
-                           @extschema@.legacy_backup_log_delete(), @extschema@.legacy_backup_truncate_guard(),
+REVOKE EXECUTE ON FUNCTION @extschema@.legacy_backup_log_change(), @extschema@.legacy_backup_log_flush(),
+                           @extschema@.legacy_backup_id_guard(), @extschema@.legacy_backup_truncate_guard(),
                            @extschema@.legacy_backup_export_gate(), @extschema@.legacy_backup_export_check() FROM PUBLIC;
 -- Called only by the export check trigger, which runs as the extension's owner.
 REVOKE EXECUTE ON FUNCTION @extschema@.legacy_backup_export_verdict(text),
@@ -130,10 +129,10 @@ REVOKE EXECUTE ON FUNCTION @extschema@.legacy_backup_export_verdict(text),
 -- search_path: the row function resolves no names, and the flush runs two prepared INSERTs
 -- that name every object with its schema. They run for every categorizing statement and every
 -- changed row of a bulk merge, where a SET clause would cost more than the functions.
-COMMENT ON FUNCTION @extschema@.legacy_backup_log_update() IS
-    'Trigger (row, WHEN category or status changed): buffers the change for the audit trail';
-COMMENT ON FUNCTION @extschema@.legacy_backup_log_update_flush() IS
-    'Trigger (statement): writes the audit-trail rows buffered by legacy_backup_log_update, in one INSERT';
+COMMENT ON FUNCTION @extschema@.legacy_backup_log_change() IS
+    'Trigger (row: UPDATE and INSERT with a WHEN, DELETE): buffers the change for the audit trail';
+COMMENT ON FUNCTION @extschema@.legacy_backup_log_flush() IS
+    'Trigger (statement): writes the audit-trail rows buffered by legacy_backup_log_change, in one INSERT';
 
 COMMENT ON FUNCTION @extschema@.legacy_backup_protected_triggers() IS
     'Names of the extension''s triggers on application tables, for the event triggers that guard them';

@@ -12,13 +12,15 @@
 -- The extension's own triggers are replaced below: the guards allow it for this script only.
 SELECT pg_catalog.set_config('legacy_backup.allow_drop', 'on', true);
 
--- 1. The audit trail's UPDATE path (src/audit_trail.rs): the statement trigger with transition
--- tables goes; legacy_backup_attach() at the end creates the row trigger, its flush and the
--- document id guard.
+-- 1. The audit trail (src/audit_trail.rs): the statement triggers with transition tables go;
+-- legacy_backup_attach() at the end creates the row triggers, their flush and the document id
+-- guard.
 DO $$
 BEGIN
     IF pg_catalog.to_regclass('@extschema@.extracted_documents') IS NOT NULL THEN
         DROP TRIGGER IF EXISTS legacy_backup_log_update ON @extschema@.extracted_documents;
+        DROP TRIGGER IF EXISTS legacy_backup_log_insert ON @extschema@.extracted_documents;
+        DROP TRIGGER IF EXISTS legacy_backup_log_delete ON @extschema@.extracted_documents;
     END IF;
 END $$;
 -- One changed document as the audit trail's flush passes a batch of them (src/audit_trail.rs):
@@ -42,14 +44,16 @@ COMMENT ON TYPE legacy_backup.log_change IS
     'A changed document on its way into category_assignment_logs (the audit trail''s batch insert)';
 
 DROP FUNCTION @extschema@.legacy_backup_log_update();
-CREATE FUNCTION @extschema@.legacy_backup_log_update()
+DROP FUNCTION @extschema@.legacy_backup_log_insert();
+DROP FUNCTION @extschema@.legacy_backup_log_delete();
+CREATE FUNCTION @extschema@.legacy_backup_log_change()
 	RETURNS TRIGGER
 	LANGUAGE c
-	AS 'MODULE_PATHNAME', 'legacy_backup_log_update_wrapper';
-CREATE FUNCTION @extschema@.legacy_backup_log_update_flush()
+	AS 'MODULE_PATHNAME', 'legacy_backup_log_change_wrapper';
+CREATE FUNCTION @extschema@.legacy_backup_log_flush()
 	RETURNS TRIGGER
 	LANGUAGE c
-	AS 'MODULE_PATHNAME', 'legacy_backup_log_update_flush_wrapper';
+	AS 'MODULE_PATHNAME', 'legacy_backup_log_flush_wrapper';
 CREATE FUNCTION @extschema@.legacy_backup_id_guard() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
@@ -259,12 +263,13 @@ END $$;
 -- 4. Privileges and comments of the new functions (as sql/finalize.sql gives them).
 REVOKE EXECUTE ON FUNCTION @extschema@.legacy_export_begin(text, text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION @extschema@.legacy_export_begin(text, text) TO legacy_backup_operator;
-REVOKE EXECUTE ON FUNCTION @extschema@.legacy_backup_log_update(), @extschema@.legacy_backup_log_update_flush(),
+REVOKE EXECUTE ON FUNCTION @extschema@.legacy_backup_log_change(), @extschema@.legacy_backup_log_flush(),
                            @extschema@.legacy_backup_id_guard() FROM PUBLIC;
-COMMENT ON FUNCTION @extschema@.legacy_backup_log_update() IS
-    'Trigger (row, WHEN category or status changed): buffers the change for the audit trail';
-COMMENT ON FUNCTION @extschema@.legacy_backup_log_update_flush() IS
-    'Trigger (statement): writes the audit-trail rows buffered by legacy_backup_log_update, in one INSERT';
+COMMENT ON FUNCTION @extschema@.legacy_backup_log_change() IS
+    'Trigger (row: UPDATE and INSERT with a WHEN, DELETE): buffers the change for the audit trail';
+COMMENT ON FUNCTION @extschema@.legacy_backup_log_flush() IS
+    'Trigger (statement): writes the audit-trail rows buffered by legacy_backup_log_change, in one INSERT';
+
 COMMENT ON FUNCTION @extschema@.legacy_backup_protected_triggers() IS
     'Names of the extension''s triggers on application tables, for the event triggers that guard them';
 COMMENT ON FUNCTION @extschema@.legacy_export_begin(text, text) IS

@@ -189,23 +189,38 @@ pub type TriggerDef = (
 /// Triggers the extension keeps on application tables. Ordinary triggers, so pg_dump carries
 /// them with the tables.
 pub const TRIGGERS: &[TriggerDef] = &[
-    // The UPDATE path of the trail (src/audit_trail.rs): the WHEN clause keeps writes that
-    // change neither category nor status (the AI pipeline's) from queueing anything; the
-    // comparisons are pg_catalog's (the trigger is created with search_path = pg_catalog).
+    // The audit trail (src/audit_trail.rs): three row triggers whose WHEN clauses keep writes
+    // that change neither category nor status (the AI pipeline's) from queueing anything, and
+    // one statement trigger that writes what they buffered. The comparisons are pg_catalog's
+    // (triggers are created with search_path = pg_catalog).
     (
         "legacy_backup_log_update",
         "AFTER UPDATE",
         "extracted_documents",
         "FOR EACH ROW WHEN (OLD.category_id COLLATE \"C\" IS DISTINCT FROM NEW.category_id COLLATE \"C\" \
          OR OLD.status IS DISTINCT FROM NEW.status)",
-        "legacy_backup_log_update",
+        "legacy_backup_log_change",
     ),
     (
-        "legacy_backup_log_update_flush",
-        "AFTER UPDATE OF category_id, status",
+        "legacy_backup_log_insert",
+        "AFTER INSERT",
+        "extracted_documents",
+        "FOR EACH ROW WHEN (NEW.category_id IS NOT NULL OR NEW.status <> 'Uncategorized')",
+        "legacy_backup_log_change",
+    ),
+    (
+        "legacy_backup_log_delete",
+        "AFTER DELETE",
+        "extracted_documents",
+        "FOR EACH ROW",
+        "legacy_backup_log_change",
+    ),
+    (
+        "legacy_backup_log_flush",
+        "AFTER INSERT OR DELETE OR UPDATE OF category_id, status",
         "extracted_documents",
         "FOR EACH STATEMENT",
-        "legacy_backup_log_update_flush",
+        "legacy_backup_log_flush",
     ),
     (
         "legacy_backup_document_id_guard",
@@ -213,20 +228,6 @@ pub const TRIGGERS: &[TriggerDef] = &[
         "extracted_documents",
         "FOR EACH ROW WHEN (OLD.id IS DISTINCT FROM NEW.id)",
         "legacy_backup_id_guard",
-    ),
-    (
-        "legacy_backup_log_insert",
-        "AFTER INSERT",
-        "extracted_documents",
-        "REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT",
-        "legacy_backup_log_insert",
-    ),
-    (
-        "legacy_backup_log_delete",
-        "AFTER DELETE",
-        "extracted_documents",
-        "REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT",
-        "legacy_backup_log_delete",
     ),
     (
         "legacy_backup_truncate_guard",
@@ -283,31 +284,46 @@ pub const TRIGGERS: &[TriggerDef] = &[
     ),
 ];
 
-/// The audit trail's UPDATE trigger before 0.4.0: a statement trigger with transition tables,
-/// calling a PL/pgSQL function of that name.
-const UPDATE_TRIGGER_BEFORE_0_4: TriggerDef = (
-    "legacy_backup_log_update",
-    "AFTER UPDATE",
-    "extracted_documents",
-    "REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT",
-    "legacy_backup_log_update",
-);
+/// The audit trail's triggers before 0.4.0: statement triggers with transition tables, calling
+/// PL/pgSQL functions of their own names.
+const TRAIL_TRIGGERS_BEFORE_0_4: [TriggerDef; 3] = [
+    (
+        "legacy_backup_log_update",
+        "AFTER UPDATE",
+        "extracted_documents",
+        "REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT",
+        "legacy_backup_log_update",
+    ),
+    (
+        "legacy_backup_log_insert",
+        "AFTER INSERT",
+        "extracted_documents",
+        "REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT",
+        "legacy_backup_log_insert",
+    ),
+    (
+        "legacy_backup_log_delete",
+        "AFTER DELETE",
+        "extracted_documents",
+        "REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT",
+        "legacy_backup_log_delete",
+    ),
+];
 
 /// The triggers the installed SQL expects. PostgreSQL runs an older version's install script
-/// (on the way to an update) with this library: before 0.4.0 the UPDATE trigger had another
+/// (on the way to an update) with this library: before 0.4.0 the trail's triggers had another
 /// shape, which the 0.4.0 update script replaces.
 pub fn triggers_of_installed_version() -> LbResult<Vec<TriggerDef>> {
     let installed = installed_version()?;
     let before_0_4 = ["0.1.0", "0.2.0", "0.3.0"].contains(&installed.as_str());
     Ok(TRIGGERS
         .iter()
-        .map(|t| {
-            if before_0_4 && t.0 == UPDATE_TRIGGER_BEFORE_0_4.0 {
-                UPDATE_TRIGGER_BEFORE_0_4
-            } else {
-                *t
-            }
-        })
+        .map(
+            |t| match TRAIL_TRIGGERS_BEFORE_0_4.iter().find(|old| old.0 == t.0) {
+                Some(old) if before_0_4 => *old,
+                _ => *t,
+            },
+        )
         .collect())
 }
 
@@ -760,15 +776,20 @@ mod tests {
             expected_firing(t.1, t.3)
         };
         assert_eq!(firing("legacy_backup_log_update"), (17, false, false));
-        assert_eq!(firing("legacy_backup_log_update_flush"), (16, false, false));
+        assert_eq!(firing("legacy_backup_log_flush"), (28, false, false));
         assert_eq!(
             firing("legacy_backup_document_id_guard"),
             (17, false, false)
         );
-        let (_, event, _, level, _) = UPDATE_TRIGGER_BEFORE_0_4;
-        assert_eq!(expected_firing(event, level), (16, true, true));
-        assert_eq!(firing("legacy_backup_log_insert"), (4, false, true));
-        assert_eq!(firing("legacy_backup_log_delete"), (8, true, false));
+        let old = |i: usize| {
+            let (_, event, _, level, _) = TRAIL_TRIGGERS_BEFORE_0_4[i];
+            expected_firing(event, level)
+        };
+        assert_eq!(old(0), (16, true, true));
+        assert_eq!(old(1), (4, false, true));
+        assert_eq!(old(2), (8, true, false));
+        assert_eq!(firing("legacy_backup_log_insert"), (5, false, false));
+        assert_eq!(firing("legacy_backup_log_delete"), (9, false, false));
         assert_eq!(firing("legacy_backup_truncate_guard"), (34, false, false));
         assert_eq!(
             firing("legacy_backup_session_truncate_guard"),

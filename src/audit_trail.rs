@@ -1,25 +1,32 @@
-//! The audit trail's UPDATE path: one log row per document whose category or status changed.
+//! The audit trail's triggers: one log row per document whose category or status changed, and
+//! per document inserted already categorized or skipped, and per deleted document.
 //!
 //! The application's AI pipeline updates `extracted_documents` all day (text, embeddings,
 //! clusters, triage) without touching categorization. A statement trigger with transition tables
 //! would copy every one of those rows, old and new, and run a query per statement. Instead:
 //!
-//! 1. `legacy_backup_log_update` is a row trigger whose `WHEN` compares the category and status:
-//!    PostgreSQL evaluates it while it updates the row and queues nothing when they are equal,
-//!    so a pipeline write pays for one comparison. When they differ, this row function copies
-//!    what the log needs into a backend-local buffer (no query).
-//! 2. `legacy_backup_log_update_flush`, a statement trigger `AFTER UPDATE OF category_id,
-//!    status`, fires after every row trigger of its statement and writes the buffer with one
-//!    prepared `INSERT ... SELECT FROM unnest(...)`, as the log's owner: a bulk merge writes its
-//!    thousands of rows in one statement, as before.
+//! 1. Three row triggers call `legacy_backup_log_change`: on UPDATE with a `WHEN` comparing the
+//!    category and status, on INSERT with a `WHEN` for documents that arrive categorized or
+//!    skipped, on every DELETE. PostgreSQL evaluates the `WHEN` while it writes the row and
+//!    queues nothing when it is false, so a pipeline write pays for one comparison. Otherwise
+//!    this function copies what the log needs into a backend-local buffer (no query).
+//! 2. `legacy_backup_log_flush`, a statement trigger `AFTER INSERT OR DELETE OR UPDATE OF
+//!    category_id, status`, fires after every row trigger of its statement and writes the
+//!    buffer with one prepared INSERT, as the log's owner: a bulk merge writes its thousands of
+//!    rows in one statement.
 //!
 //! Nothing buffered can be lost or leak into another change: rows buffered inside a
 //! subtransaction that aborts are dropped with it, a failed transaction drops everything, and a
 //! transaction that tries to commit with rows still buffered (a BEFORE trigger changed a
 //! category on an UPDATE that named neither column, so no flush fired) is refused (55000, see
-//! `on_xact`). Attribution (actor, source, trigger depth) is decided
-//! per row when the row trigger fires, exactly as the SQL triggers decide it for INSERT and
-//! DELETE (sql/audit.sql).
+//! `on_xact`).
+//!
+//! Attribution and source are decided here, per row, for every path (one home for the rule):
+//! the actor is `legacy_backup.actor`; else, for an insert or an update, `categorized_by` when
+//! the statement set it; else the database role as `pg:<session_user>`. The source is
+//! `legacy_backup.change_source` (superuser-only), except that a change made by a trigger of the
+//! application while undo or restore runs (trigger depth > 1) is an ordinary `app` change
+//! without the partner's name.
 
 use crate::error::{LbError, LbResult, OrRaise};
 use crate::guc::{ChangeSource, CHANGE_SOURCE};
@@ -39,8 +46,9 @@ struct PendingChange {
     document_id: String,
     old_category: Option<String>,
     new_category: Option<String>,
-    old_status: String,
-    new_status: String,
+    /// None: the document did not exist before (INSERT) or no longer exists (DELETE).
+    old_status: Option<String>,
+    new_status: Option<String>,
     old_categorized_by: Option<String>,
     new_categorized_by: Option<String>,
     old_categorized_at: Option<TimestampWithTimeZone>,
@@ -120,9 +128,10 @@ const INSERT_MANY_SQL: &str = "\
          changed_by, attribution, source, changed_at, db_role) \
     SELECT c.*, pg_catalog.clock_timestamp(), $2 FROM pg_catalog.unnest($1) AS c";
 
-/// Row trigger: buffers one changed document (the `WHEN` clause already compared).
+/// Row trigger (UPDATE, INSERT, DELETE): buffers one changed document (the `WHEN` clauses
+/// already compared).
 #[pg_trigger]
-fn legacy_backup_log_update<'a>(
+fn legacy_backup_log_change<'a>(
     trigger: &'a PgTrigger<'a>,
 ) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, Infallible> {
     buffer_row(trigger.trigger_data()).or_raise();
@@ -130,33 +139,35 @@ fn legacy_backup_log_update<'a>(
 }
 
 fn buffer_row(data: &pg_sys::TriggerData) -> LbResult<()> {
-    // SAFETY: PostgreSQL hands a row-level UPDATE trigger both tuples and the relation.
+    // SAFETY: PostgreSQL hands a row-level trigger its tuples (NULL where the event has none)
+    // and the relation.
     unsafe {
         let event = data.tg_event;
         let for_row = event & pg_sys::TRIGGER_EVENT_ROW != 0;
-        let is_update = event & pg_sys::TRIGGER_EVENT_OPMASK == pg_sys::TRIGGER_EVENT_UPDATE;
         let after = event & pg_sys::TRIGGER_EVENT_TIMINGMASK == pg_sys::TRIGGER_EVENT_AFTER;
-        if !(for_row && is_update && after) {
-            return Err(misuse("legacy_backup_log_update"));
+        let (old, new) = match event & pg_sys::TRIGGER_EVENT_OPMASK {
+            pg_sys::TRIGGER_EVENT_INSERT => (std::ptr::null_mut(), data.tg_trigtuple),
+            pg_sys::TRIGGER_EVENT_UPDATE => (data.tg_trigtuple, data.tg_newtuple),
+            pg_sys::TRIGGER_EVENT_DELETE => (data.tg_trigtuple, std::ptr::null_mut()),
+            _ => return Err(misuse("legacy_backup_log_change")),
+        };
+        if !(for_row && after) {
+            return Err(misuse("legacy_backup_log_change"));
         }
         let rel = data.tg_relation;
         let relid = (*rel).rd_id;
         let tupdesc = (*rel).rd_att;
-        let (old, new) = (data.tg_trigtuple, data.tg_newtuple);
-        // A change made by the application's own trigger while undo or restore runs is an
-        // ordinary change, not the undo or restore, nor in the partner's name.
-        let nested = pg_trigger_depth() > 1;
-        let source = if nested {
-            ChangeSource::App
-        } else {
-            CHANGE_SOURCE.get()
-        };
-        let actor = if nested { None } else { crate::guc::actor() };
+        let mut source = CHANGE_SOURCE.get();
+        let mut actor = crate::guc::actor();
+        if pg_trigger_depth() > 1 && source != ChangeSource::App {
+            source = ChangeSource::App;
+            actor = None;
+        }
         BUFFER.with(|buffer| -> LbResult<()> {
             let mut buffer = buffer.borrow_mut();
             if buffer.rows.is_empty() || buffer.relid != relid {
                 if !buffer.rows.is_empty() {
-                    return Err(misuse("legacy_backup_log_update"));
+                    return Err(misuse("legacy_backup_log_change"));
                 }
                 buffer.relid = relid;
                 buffer.attnums = attnums(tupdesc)?;
@@ -167,21 +178,24 @@ fn buffer_row(data: &pg_sys::TriggerData) -> LbResult<()> {
             let new_by = text(new, tupdesc, by);
             let old_at = timestamp(old, tupdesc, at);
             let new_at = timestamp(new, tupdesc, at);
-            // Attribution, in order: legacy_backup.actor; else categorized_by when the
-            // statement set it (changed categorized_by or categorized_at); else the role.
-            let (changed_by, attribution) = match (actor, &new_by) {
-                (Some(actor), _) => (Some(actor), "setting"),
-                (None, Some(by)) if new_by != old_by || new_at != old_at => {
-                    (Some(by.clone()), "categorized_by")
-                }
-                _ => (None, "db_user"),
+            // categorized_by counts when the statement set it: a new document's, or a changed
+            // categorized_by or categorized_at. A merge that leaves it alone is never credited
+            // to the original categorizer.
+            let set_by_statement = !new.is_null()
+                && new_by.is_some()
+                && (old.is_null() || new_by != old_by || new_at != old_at);
+            let (changed_by, attribution) = match actor {
+                Some(actor) => (Some(actor), "setting"),
+                None if set_by_statement => (new_by.clone(), "categorized_by"),
+                None => (None, "db_user"),
             };
-            let old_status = buffer.label(old, tupdesc, status);
-            let new_status = buffer.label(new, tupdesc, status);
+            let old_status = (!old.is_null()).then(|| buffer.label(old, tupdesc, status));
+            let new_status = (!new.is_null()).then(|| buffer.label(new, tupdesc, status));
+            let row = if new.is_null() { old } else { new };
             buffer.rows.push(PendingChange {
                 subxact: pg_sys::GetCurrentSubTransactionId(),
-                session_id: text(new, tupdesc, session).unwrap_or_default(),
-                document_id: text(new, tupdesc, id).unwrap_or_default(),
+                session_id: text(row, tupdesc, session).unwrap_or_default(),
+                document_id: text(row, tupdesc, id).unwrap_or_default(),
                 old_category: text(old, tupdesc, category),
                 new_category: text(new, tupdesc, category),
                 old_status,
@@ -205,15 +219,12 @@ fn buffer_row(data: &pg_sys::TriggerData) -> LbResult<()> {
 
 /// Statement trigger: writes what the row triggers of this statement buffered.
 #[pg_trigger]
-fn legacy_backup_log_update_flush<'a>(
+fn legacy_backup_log_flush<'a>(
     trigger: &'a PgTrigger<'a>,
 ) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, Infallible> {
     let data = trigger.trigger_data();
-    let event = data.tg_event;
-    if event & pg_sys::TRIGGER_EVENT_ROW != 0
-        || event & pg_sys::TRIGGER_EVENT_OPMASK != pg_sys::TRIGGER_EVENT_UPDATE
-    {
-        misuse("legacy_backup_log_update_flush").raise();
+    if data.tg_event & pg_sys::TRIGGER_EVENT_ROW != 0 {
+        misuse("legacy_backup_log_flush").raise();
     }
     if BUFFER.with(|b| !b.borrow().rows.is_empty()) {
         flush(data).or_raise();
@@ -237,7 +248,7 @@ fn flush(data: &pg_sys::TriggerData) -> LbResult<()> {
         let nsp = pg_sys::get_func_namespace((*data.tg_trigger).tgfoid);
         let name = CStr::from_ptr((*(*rel).rd_rel).relname.data.as_ptr());
         if (*(*rel).rd_rel).relnamespace != nsp || name != c"extracted_documents" {
-            return Err(misuse("legacy_backup_log_update_flush"));
+            return Err(misuse("legacy_backup_log_flush"));
         }
         let log = pg_sys::get_relname_relid(c"category_assignment_logs".as_ptr(), nsp);
         let schema = pg_sys::get_namespace_name(nsp);
@@ -269,8 +280,8 @@ fn flush(data: &pg_sys::TriggerData) -> LbResult<()> {
                             row.document_id.as_str().into(),
                             row.old_category.as_deref().into(),
                             row.new_category.as_deref().into(),
-                            row.old_status.as_str().into(),
-                            row.new_status.as_str().into(),
+                            row.old_status.as_deref().into(),
+                            row.new_status.as_deref().into(),
                             row.old_categorized_by.as_deref().into(),
                             row.new_categorized_by.as_deref().into(),
                             row.old_categorized_at.into(),
@@ -378,8 +389,8 @@ unsafe fn change_array(
                 text(Some(&r.document_id)),
                 text(r.old_category.as_deref()),
                 text(r.new_category.as_deref()),
-                text(Some(&r.old_status)),
-                text(Some(&r.new_status)),
+                text(r.old_status.as_deref()),
+                text(r.new_status.as_deref()),
                 text(r.old_categorized_by.as_deref()),
                 text(r.new_categorized_by.as_deref()),
                 time(r.old_categorized_at),
@@ -454,11 +465,16 @@ unsafe fn attnums(tupdesc: pg_sys::TupleDesc) -> LbResult<[i16; 6]> {
     Ok(found)
 }
 
+/// A column of `tuple`; None when NULL, or when there is no tuple (the other side of an INSERT
+/// or DELETE).
 unsafe fn datum(
     tuple: pg_sys::HeapTuple,
     tupdesc: pg_sys::TupleDesc,
     attnum: i16,
 ) -> Option<pg_sys::Datum> {
+    if tuple.is_null() {
+        return None;
+    }
     let mut is_null = false;
     let value = pg_sys::heap_getattr(tuple, attnum as i32, tupdesc, &mut is_null);
     (!is_null).then_some(value)

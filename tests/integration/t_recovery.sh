@@ -67,22 +67,25 @@ check "tampering reported" mismatch "$(q app -c "SELECT legacy_snapshot_verify('
 check "and recorded" mismatch "$(q app -c "SELECT verify_result FROM legacy_backup.snapshots WHERE id = '$id2'")"
 check "never repaired" t "$(grep -q '"Skipped"' "$BUCKET_DIR/$key2" && echo t || echo f)"
 
-echo "7. manual cleanup"
-mkdir -p "$BUCKET_DIR/pst/r1" "$BUCKET_DIR/documents/r1/Inbox" "$BUCKET_DIR/documents/r1x"
+echo "7. manual cleanup, by a BusinessOwner (a partner in the application), of all three prefixes"
+mkdir -p "$BUCKET_DIR/pst/r1" "$BUCKET_DIR/documents/r1/Inbox" "$BUCKET_DIR/documents/r1x" "$BUCKET_DIR/legacy-import/r1" "$BUCKET_DIR/legacy-import/r1x"
 echo pst >"$BUCKET_DIR/pst/r1/archive.pst"
 for i in $(seq 1 120); do echo "doc $i" >"$BUCKET_DIR/documents/r1/Inbox/att $i.pdf"; done
+for i in $(seq 1 5); do echo "imported $i" >"$BUCKET_DIR/legacy-import/r1/import $i.msg"; done
 echo keep >"$BUCKET_DIR/documents/r1x/keep.pdf"
+echo keep >"$BUCKET_DIR/legacy-import/r1x/keep.msg"
+q app -c "INSERT INTO users (id, email, first_name, last_name, role, status, azure_ad_id) VALUES ('u-owner', 'owner@firm.test', 'Bea', 'Owner', 'BusinessOwner', 'Active', 'aad-owner')" >/dev/null
 q app -c "SELECT legacy_snapshot_take('r1')" >/dev/null
 wait_for "fresh snapshot uploaded" "SELECT count(*) FROM legacy_backup.snapshots WHERE session_id = 'r1' AND upload_state = 'pending'" 0 10
 check "a paralegal is refused" 1 "$(q app -c "SELECT legacy_cleanup_session('r1', 'u-paralegal', 'r1')" 2>&1 | grep -c 'only an active partner')"
 check "a wrong confirmation is refused" 1 "$(q app -c "SELECT legacy_cleanup_session('r1', 'u-partner', 'yes')" 2>&1 | grep -c 'confirm must be exactly the session id')"
-check "nothing deleted by refusals" 121 "$(find "$BUCKET_DIR/pst/r1" "$BUCKET_DIR/documents/r1" -type f | wc -l)"
-check "preview counts the objects" "121" "$(q app -c "SELECT legacy_cleanup_session('r1', 'u-partner')->>'totalObjects'")"
-check "the preview deleted nothing" 121 "$(find "$BUCKET_DIR/pst/r1" "$BUCKET_DIR/documents/r1" -type f | wc -l)"
-check "confirmed cleanup returns the deleted count" "121 true" "$(q app -c "SELECT (r->>'deleted') || ' ' || (r->>'finished') FROM (SELECT legacy_cleanup_session('r1', 'u-partner', 'r1') AS r) x")"
-check "objects gone" 0 "$(find "$BUCKET_DIR/pst/r1" "$BUCKET_DIR/documents/r1" -type f | wc -l)"
-check "neighbour and backups kept" "1 t" "$(find "$BUCKET_DIR/documents/r1x" -type f | wc -l) $( [ "$(find "$BUCKET_DIR/backups/r1" -type f | wc -l)" -ge 1 ] && echo t || echo f)"
-check "audit row marks it manual, by the partner" "true u-partner" "$(q app -c "SELECT (details->>'triggeredManually') || ' ' || user_id FROM legacy_import_audit_logs WHERE action = 'R2_CLEANUP_COMPLETED' AND session_id = 'r1'")"
+check "nothing deleted by refusals" 126 "$(find "$BUCKET_DIR/pst/r1" "$BUCKET_DIR/documents/r1" "$BUCKET_DIR/legacy-import/r1" -type f | wc -l)"
+check "preview counts the objects under the three prefixes" "126" "$(q app -c "SELECT legacy_cleanup_session('r1', 'u-owner')->>'totalObjects'")"
+check "the preview deleted nothing" 126 "$(find "$BUCKET_DIR/pst/r1" "$BUCKET_DIR/documents/r1" "$BUCKET_DIR/legacy-import/r1" -type f | wc -l)"
+check "the BusinessOwner's confirmed cleanup returns the deleted count" "126 true" "$(q app -c "SELECT (r->>'deleted') || ' ' || (r->>'finished') FROM (SELECT legacy_cleanup_session('r1', 'u-owner', 'r1') AS r) x")"
+check "objects gone" 0 "$(find "$BUCKET_DIR/pst/r1" "$BUCKET_DIR/documents/r1" "$BUCKET_DIR/legacy-import/r1" -type f | wc -l)"
+check "neighbours (documents/r1x/, legacy-import/r1x/) and backups kept" "1 1 t" "$(find "$BUCKET_DIR/documents/r1x" -type f | wc -l) $(find "$BUCKET_DIR/legacy-import/r1x" -type f | wc -l) $( [ "$(find "$BUCKET_DIR/backups/r1" -type f | wc -l)" -ge 1 ] && echo t || echo f)"
+check "audit row marks it manual, by the BusinessOwner" "true u-owner" "$(q app -c "SELECT (details->>'triggeredManually') || ' ' || user_id FROM legacy_import_audit_logs WHERE action = 'R2_CLEANUP_COMPLETED' AND session_id = 'r1'")"
 check "cleaned_up_at set" t "$(q app -c "SELECT cleaned_up_at IS NOT NULL FROM legacy_import_sessions WHERE id = 'r1'")"
 check "a second cleanup is refused" 1 "$(q app -c "SELECT legacy_cleanup_session('r1', 'u-partner', 'r1')" 2>&1 | grep -c 'already cleaned up')"
 

@@ -397,9 +397,9 @@ echo "11. the UPDATE trail's buffer and the export pin (0.4.0)"
 qa -v sid=s7 -v docs=30 -f "$ROOT/tests/fixtures/seed.sql" >/dev/null 2>&1
 qa -c "CREATE TABLE public.fake_docs (LIKE extracted_documents)" >/dev/null
 refused_with "A31 the trail's row function on a table of the application's (forged log rows)" "42501|LB006" \
-  "$(state_of "CREATE TRIGGER forge AFTER UPDATE ON public.fake_docs FOR EACH ROW EXECUTE FUNCTION legacy_backup_log_update()")"
+  "$(state_of "CREATE TRIGGER forge AFTER UPDATE ON public.fake_docs FOR EACH ROW EXECUTE FUNCTION legacy_backup_log_change()")"
 refused_with "A31f the trail's flush on a table of the application's" "42501|LB006" \
-  "$(state_of "CREATE TRIGGER forge AFTER UPDATE ON public.fake_docs FOR EACH STATEMENT EXECUTE FUNCTION legacy_backup_log_update_flush()")"
+  "$(state_of "CREATE TRIGGER forge AFTER UPDATE ON public.fake_docs FOR EACH STATEMENT EXECUTE FUNCTION legacy_backup_log_flush()")"
 # A BEFORE trigger uncategorizes a document on an UPDATE that names neither category_id nor
 # status, so no flush fires: the commit must be refused, and the document keep its category.
 qa >/dev/null <<'SQL'

@@ -74,8 +74,8 @@ SELECT code, message FROM regress.error_of($$UPDATE extracted_documents SET id =
 
 -- 6. The trail's functions work only in the extension's own triggers on extracted_documents.
 CREATE TABLE regress.fake_documents (LIKE extracted_documents);
-SELECT code, message FROM regress.error_of($$CREATE TRIGGER borrow AFTER UPDATE ON regress.fake_documents FOR EACH ROW EXECUTE FUNCTION legacy_backup_log_update()$$);
-SELECT code, message FROM regress.error_of($$CREATE TRIGGER borrow AFTER UPDATE ON regress.fake_documents FOR EACH STATEMENT EXECUTE FUNCTION legacy_backup_log_update_flush()$$);
+SELECT code, message FROM regress.error_of($$CREATE TRIGGER borrow AFTER UPDATE ON regress.fake_documents FOR EACH ROW EXECUTE FUNCTION legacy_backup_log_change()$$);
+SELECT code, message FROM regress.error_of($$CREATE TRIGGER borrow AFTER UPDATE ON regress.fake_documents FOR EACH STATEMENT EXECUTE FUNCTION legacy_backup_log_flush()$$);
 DROP TABLE regress.fake_documents;
 
 -- 7. More changed rows than one batch holds (10,000): all logged.
