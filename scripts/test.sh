@@ -4,7 +4,8 @@
 #   0. gates                 cargo fmt --check, cargo clippy -D warnings (pg15 + pg_test)
 #   1. cargo test            pure Rust (ids, snapshot format, storage client, settings)
 #   2. cargo pgrx test       #[pg_test] in a temporary cluster, as the postgres user, per major
-#   3. installcheck          pg_regress suite (one expected-output set for every major)
+#   3. installcheck          pg_regress suite (one expected-output set for every major), and the
+#                            check that docs/application.md's snippets are the ones it replays
 #   4. security              the red-team suite (tests/security/run.sh, docs/security.md): 15, 16
 #   5. integration           real clusters across processes: all on 15; on 16 (the application's
 #                            major) the worker, recovery, dump/restore and upgrade tests
@@ -32,6 +33,8 @@ for major in $MAJORS; do
 
   step "PostgreSQL $major: pg_regress suite"
   bash scripts/installcheck.sh
+  # Every SQL snippet of the integration guide is the one the suite replays.
+  python3 tests/docs/check_application_guide.py
 
   case $major in
     15)
