@@ -91,6 +91,21 @@ COMMENT ON FUNCTION @extschema@.legacy_backup_truncate_guard() IS 'Trigger: refu
 
 -- Reading the log.
 
+-- What the reading functions ask of a session id: safe, and of a session that exists or
+-- existed (its history is in the log).
+CREATE FUNCTION @extschema@.legacy_backup_check_session(session_id text) RETURNS void
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM @extschema@.legacy_backup_check_id('session_id', session_id);
+    IF NOT EXISTS (SELECT 1 FROM @extschema@.legacy_import_sessions s WHERE s.id = $1)
+       AND NOT EXISTS (SELECT 1 FROM @extschema@.category_assignment_logs l WHERE l.session_id = $1) THEN
+        RAISE EXCEPTION 'import session "%" does not exist', session_id USING ERRCODE = 'P0002',
+            HINT = 'Check the id against legacy_import_sessions.id.';
+    END IF;
+END $$;
+COMMENT ON FUNCTION @extschema@.legacy_backup_check_session(text) IS
+    'Internal: refuses an unsafe id (22023, 22004) or a session neither in legacy_import_sessions nor in the audit trail (P0002)';
+
 CREATE FUNCTION @extschema@.legacy_document_history(document_id text)
 RETURNS SETOF @extschema@.category_assignment_logs
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
@@ -123,14 +138,9 @@ CREATE FUNCTION @extschema@.legacy_categorization_at(session_id text, at timesta
 RETURNS TABLE (document_id text, category_id text, status text, changed_by text, changed_at timestamptz)
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    PERFORM @extschema@.legacy_backup_check_id('session_id', session_id);
+    PERFORM @extschema@.legacy_backup_check_session(session_id);
     IF at IS NULL OR NOT isfinite(at) THEN
         RAISE EXCEPTION 'at must be a finite timestamp' USING ERRCODE = '22023';
-    END IF;
-    IF NOT EXISTS (SELECT 1 FROM @extschema@.legacy_import_sessions s WHERE s.id = $1)
-       AND NOT EXISTS (SELECT 1 FROM @extschema@.category_assignment_logs l WHERE l.session_id = $1) THEN
-        RAISE EXCEPTION 'import session "%" does not exist', session_id USING ERRCODE = 'P0002',
-            HINT = 'Check the id against legacy_import_sessions.id.';
     END IF;
     -- A document's state at `at`: the newest logged change at or before it; else the state
     -- before its first later change; else (never changed) its current row, if it existed then.
@@ -167,12 +177,7 @@ RETURNS TABLE (changed_by text, name text, source text, documents bigint, change
                first_change timestamptz, last_change timestamptz)
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    PERFORM @extschema@.legacy_backup_check_id('session_id', session_id);
-    IF NOT EXISTS (SELECT 1 FROM @extschema@.legacy_import_sessions s WHERE s.id = $1)
-       AND NOT EXISTS (SELECT 1 FROM @extschema@.category_assignment_logs l WHERE l.session_id = $1) THEN
-        RAISE EXCEPTION 'import session "%" does not exist', session_id USING ERRCODE = 'P0002',
-            HINT = 'Check the id against legacy_import_sessions.id.';
-    END IF;
+    PERFORM @extschema@.legacy_backup_check_session(session_id);
     RETURN QUERY
     SELECT l.changed_by, nullif(btrim(concat_ws(' ', u.first_name, u.last_name)), '')::text,
            l.source, count(DISTINCT l.document_id), count(*), min(l.changed_at), max(l.changed_at)

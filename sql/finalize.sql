@@ -74,6 +74,7 @@ COMMENT ON FUNCTION @extschema@.legacy_cleanup_session(text, text, text) IS
 REVOKE ALL ON FUNCTION @extschema@.legacy_backup_on_create() FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION
     @extschema@.legacy_backup_check_id(text, text),
+    @extschema@.legacy_backup_check_session(text),
     @extschema@.legacy_snapshot(text),
     @extschema@.legacy_document_history(text),
     @extschema@.legacy_categorization_at(text, timestamptz),
@@ -93,6 +94,7 @@ REVOKE EXECUTE ON FUNCTION
 FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION
     @extschema@.legacy_backup_check_id(text, text),
+    @extschema@.legacy_backup_check_session(text),
     @extschema@.legacy_snapshot(text),
     @extschema@.legacy_document_history(text),
     @extschema@.legacy_categorization_at(text, timestamptz),

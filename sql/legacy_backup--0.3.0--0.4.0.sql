@@ -63,6 +63,71 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION @extschema@.legacy_backup_id_guard() IS 'Trigger: refuses changing the id of a document (LB008), which would break its history';
 
+-- 1b. The reading functions share one session check.
+CREATE FUNCTION @extschema@.legacy_backup_check_session(session_id text) RETURNS void
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM @extschema@.legacy_backup_check_id('session_id', session_id);
+    IF NOT EXISTS (SELECT 1 FROM @extschema@.legacy_import_sessions s WHERE s.id = $1)
+       AND NOT EXISTS (SELECT 1 FROM @extschema@.category_assignment_logs l WHERE l.session_id = $1) THEN
+        RAISE EXCEPTION 'import session "%" does not exist', session_id USING ERRCODE = 'P0002',
+            HINT = 'Check the id against legacy_import_sessions.id.';
+    END IF;
+END $$;
+COMMENT ON FUNCTION @extschema@.legacy_backup_check_session(text) IS
+    'Internal: refuses an unsafe id (22023, 22004) or a session neither in legacy_import_sessions nor in the audit trail (P0002)';
+REVOKE EXECUTE ON FUNCTION @extschema@.legacy_backup_check_session(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION @extschema@.legacy_backup_check_session(text) TO legacy_backup_reader;
+CREATE OR REPLACE FUNCTION @extschema@.legacy_categorization_at(session_id text, at timestamptz)
+RETURNS TABLE (document_id text, category_id text, status text, changed_by text, changed_at timestamptz)
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM @extschema@.legacy_backup_check_session(session_id);
+    IF at IS NULL OR NOT isfinite(at) THEN
+        RAISE EXCEPTION 'at must be a finite timestamp' USING ERRCODE = '22023';
+    END IF;
+    -- A document's state at `at`: the newest logged change at or before it; else the state
+    -- before its first later change; else (never changed) its current row, if it existed then.
+    RETURN QUERY
+    WITH before AS (
+        SELECT DISTINCT ON (l.document_id) l.document_id, l.new_category_id, l.new_status, l.changed_by, l.changed_at
+        FROM @extschema@.category_assignment_logs l WHERE l.session_id = $1 AND l.changed_at <= $2
+        ORDER BY l.document_id, l.changed_at DESC, l.id DESC
+    ), later AS (
+        SELECT DISTINCT ON (l.document_id) l.document_id, l.old_category_id, l.old_status
+        FROM @extschema@.category_assignment_logs l WHERE l.session_id = $1 AND l.changed_at > $2
+        ORDER BY l.document_id, l.changed_at, l.id
+    ), state AS (
+        SELECT b.document_id, b.new_category_id AS category_id, b.new_status AS status, b.changed_by, b.changed_at
+        FROM before b
+        UNION ALL
+        SELECT a.document_id, a.old_category_id, a.old_status, NULL, NULL
+        FROM later a WHERE NOT EXISTS (SELECT 1 FROM before b WHERE b.document_id = a.document_id)
+        UNION ALL
+        SELECT d.id, d.category_id, format('%s', d.status), NULL, NULL
+        FROM @extschema@.extracted_documents d
+        WHERE d.session_id = $1 AND d.created_at <= $2
+          AND NOT EXISTS (SELECT 1 FROM @extschema@.category_assignment_logs l WHERE l.session_id = $1 AND l.document_id = d.id)
+    )
+    SELECT s.document_id, s.category_id, s.status, s.changed_by, s.changed_at
+    FROM state s WHERE s.status IS NOT NULL
+    ORDER BY s.document_id COLLATE "C";
+END $$;
+CREATE OR REPLACE FUNCTION @extschema@.legacy_session_activity(session_id text, since timestamptz DEFAULT NULL)
+RETURNS TABLE (changed_by text, name text, source text, documents bigint, changes bigint,
+               first_change timestamptz, last_change timestamptz)
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM @extschema@.legacy_backup_check_session(session_id);
+    RETURN QUERY
+    SELECT l.changed_by, nullif(btrim(concat_ws(' ', u.first_name, u.last_name)), '')::text,
+           l.source, count(DISTINCT l.document_id), count(*), min(l.changed_at), max(l.changed_at)
+    FROM @extschema@.category_assignment_logs l LEFT JOIN @extschema@.users u ON u.id = l.changed_by
+    WHERE l.session_id = $1 AND ($2 IS NULL OR l.changed_at >= $2) AND l.source <> 'baseline'
+    GROUP BY l.changed_by, u.first_name, u.last_name, l.source
+    ORDER BY max(l.changed_at) DESC;
+END $$;
+
 -- 2. The guards read the names of the extension's triggers from the library.
 CREATE FUNCTION @extschema@.legacy_backup_protected_triggers() RETURNS text[]
 IMMUTABLE PARALLEL SAFE

@@ -17,6 +17,15 @@ use crate::undo;
 use pgrx::datum::{Internal, JsonB};
 use pgrx::prelude::*;
 
+/// The checked session id and the actor of a call that records who acted (`actor_id`, else
+/// `legacy_backup.actor`, else the database role), once attachment is checked.
+fn session_and_actor(session_id: Option<&str>, actor_id: Option<&str>) -> (String, String) {
+    let session_id = ids::validate_id("session_id", session_id).or_raise();
+    attach::ensure_attached().or_raise();
+    let actor = snapshot::resolve_actor(actor_id).or_raise();
+    (session_id, actor)
+}
+
 /// Full categorization snapshot of one session as `json` (exact bytes, stable key order).
 /// Declared by hand because pgrx has no zero-copy `json` return; json's on-disk form is the text
 /// itself, so the buffer the snapshot was written into is returned as is.
@@ -43,9 +52,7 @@ fn legacy_snapshot_take(
     session_id: Option<&str>,
     actor_id: default!(Option<&str>, "NULL"),
 ) -> JsonB {
-    let session_id = ids::validate_id("session_id", session_id).or_raise();
-    attach::ensure_attached().or_raise();
-    let actor = snapshot::resolve_actor(actor_id).or_raise();
+    let (session_id, actor) = session_and_actor(session_id, actor_id);
     let taken = snapshot::take(&session_id, &actor).or_raise();
     JsonB(serde_json::to_value(taken).expect("snapshot summary serializes"))
 }
@@ -131,9 +138,7 @@ fn legacy_export_begin(
     session_id: Option<&str>,
     actor_id: default!(Option<&str>, "NULL"),
 ) -> JsonB {
-    let session_id = ids::validate_id("session_id", session_id).or_raise();
-    attach::ensure_attached().or_raise();
-    let actor = snapshot::resolve_actor(actor_id).or_raise();
+    let (session_id, actor) = session_and_actor(session_id, actor_id);
     let readiness = gate::begin_export(&session_id, &actor).or_raise();
     JsonB(serde_json::to_value(readiness).expect("readiness serializes"))
 }

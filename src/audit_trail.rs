@@ -169,9 +169,13 @@ fn buffer_row(data: &pg_sys::TriggerData) -> LbResult<()> {
                 if !buffer.rows.is_empty() {
                     return Err(misuse("legacy_backup_log_change"));
                 }
-                buffer.relid = relid;
-                buffer.attnums = attnums(tupdesc)?;
-                buffer.labels.clear();
+                // The columns' positions, kept from the last statement while they still name
+                // the same columns (a check of six names, not a scan of the descriptor).
+                if buffer.relid != relid || !attnums_match(tupdesc, &buffer.attnums) {
+                    buffer.relid = relid;
+                    buffer.attnums = attnums(tupdesc)?;
+                    buffer.labels.clear();
+                }
             }
             let [id, session, category, status, by, at] = buffer.attnums;
             let old_by = text(old, tupdesc, by);
@@ -450,6 +454,21 @@ fn pg_trigger_depth() -> i32 {
 }
 
 /// Attribute numbers of `COLUMNS` in `tupdesc`.
+/// Whether `attnums` still point at live columns of `COLUMNS`' names in `tupdesc`.
+unsafe fn attnums_match(tupdesc: pg_sys::TupleDesc, attnums: &[i16; 6]) -> bool {
+    attnums.iter().zip(COLUMNS).all(|(&attnum, name)| {
+        if attnum <= 0 || attnum as i32 > (*tupdesc).natts {
+            return false;
+        }
+        let name_ptr = pg_sys::SPI_fname(tupdesc, attnum as i32);
+        let same = !name_ptr.is_null() && CStr::from_ptr(name_ptr) == name;
+        if !name_ptr.is_null() {
+            pg_sys::pfree(name_ptr.cast());
+        }
+        same
+    })
+}
+
 unsafe fn attnums(tupdesc: pg_sys::TupleDesc) -> LbResult<[i16; 6]> {
     let mut found = [0i16; 6];
     for (slot, name) in found.iter_mut().zip(COLUMNS) {

@@ -88,17 +88,35 @@ pub fn extension_owner() -> LbResult<pg_sys::Oid> {
 
 /// The authenticated database role (`session_user`): recorded beside every claimed actor.
 pub fn session_role() -> String {
-    // SAFETY: GetSessionUserId is valid in any backend with a session; GetUserNameFromId
-    // returns a palloc'd copy (noerr = true gives NULL for a dropped role).
-    unsafe {
-        let name = pg_sys::GetUserNameFromId(pg_sys::GetSessionUserId(), true);
-        if name.is_null() {
-            return String::from("?");
+    // SAFETY: GetSessionUserId is valid in any backend with a session.
+    let role = unsafe { pg_sys::GetSessionUserId() };
+    SESSION_ROLE.with(|cached| {
+        if let Some((oid, name)) = cached.borrow().as_ref() {
+            if *oid == role {
+                return name.clone();
+            }
         }
-        std::ffi::CStr::from_ptr(name)
-            .to_string_lossy()
-            .into_owned()
-    }
+        // SAFETY: GetUserNameFromId returns a palloc'd copy (noerr = true gives NULL for a
+        // dropped role).
+        let name = unsafe {
+            let name = pg_sys::GetUserNameFromId(role, true);
+            if name.is_null() {
+                return String::from("?");
+            }
+            std::ffi::CStr::from_ptr(name)
+                .to_string_lossy()
+                .into_owned()
+        };
+        *cached.borrow_mut() = Some((role, name.clone()));
+        name
+    })
+}
+
+thread_local! {
+    /// The session user's name by oid: the audit trail asks for it on every categorizing
+    /// statement. It goes stale only if a superuser renames the role (ALTER ROLE … RENAME, from
+    /// another session) while this one lasts; the role's name at login is what it then shows.
+    static SESSION_ROLE: std::cell::RefCell<Option<(pg_sys::Oid, String)>> = const { std::cell::RefCell::new(None) };
 }
 
 /// The actor credited when the application names none: the database role as `pg:<role>`.

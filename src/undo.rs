@@ -417,45 +417,28 @@ fn apply_counter_moves(
                    d.batch_id, d.session_id \
             FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[]) AS p(doc, from_cat, to_cat, from_status, to_status) \
             JOIN @extschema@.extracted_documents d ON d.id = p.doc) ";
-    client.update(
-        &sql(&format!(
-            "{MOVES}, deltas AS ( \
-                SELECT to_cat AS cat, 1 AS delta FROM moves WHERE to_cat IS NOT NULL AND to_cat IS DISTINCT FROM from_cat \
-                UNION ALL SELECT from_cat, -1 FROM moves WHERE from_cat IS NOT NULL AND to_cat IS DISTINCT FROM from_cat) \
-             UPDATE @extschema@.import_categories c SET document_count = c.document_count + x.delta, updated_at = now() \
-             FROM (SELECT cat, sum(delta)::int AS delta FROM deltas GROUP BY cat) x WHERE c.id = x.cat"
-        ))?,
-        None,
-        &args(),
-    )?;
-    client.update(
-        &sql(&format!(
-            "{MOVES} UPDATE @extschema@.import_categories c SET merged_into = NULL, updated_at = now() \
-             WHERE c.id IN (SELECT to_cat FROM moves) AND c.merged_into IN (SELECT from_cat FROM moves)"
-        ))?,
-        None,
-        &args(),
-    )?;
-    client.update(
-        &sql(&format!(
-            "{MOVES} UPDATE @extschema@.document_batches b SET categorized_count = b.categorized_count + x.c, \
-                    skipped_count = b.skipped_count + x.s, updated_at = now() \
-             FROM (SELECT batch_id, sum(cat_delta)::int AS c, sum(skip_delta)::int AS s FROM moves \
-                   WHERE batch_id IS NOT NULL GROUP BY batch_id) x \
-             WHERE b.id = x.batch_id AND (x.c <> 0 OR x.s <> 0)"
-        ))?,
-        None,
-        &args(),
-    )?;
-    client.update(
-        &sql(&format!(
-            "{MOVES} UPDATE @extschema@.legacy_import_sessions s SET categorized_count = s.categorized_count + x.c, \
-                    skipped_count = s.skipped_count + x.s, updated_at = now() \
-             FROM (SELECT session_id, sum(cat_delta)::int AS c, sum(skip_delta)::int AS s FROM moves GROUP BY session_id) x \
-             WHERE s.id = x.session_id AND (x.c <> 0 OR x.s <> 0)"
-        ))?,
-        None,
-        &args(),
-    )?;
+    // Categories gain and lose documents (and a category a document moves back into is no longer
+    // merged away); batches and sessions move their categorized and skipped counts.
+    let statements = [
+        "{MOVES}, deltas AS ( \
+            SELECT to_cat AS cat, 1 AS delta FROM moves WHERE to_cat IS NOT NULL AND to_cat IS DISTINCT FROM from_cat \
+            UNION ALL SELECT from_cat, -1 FROM moves WHERE from_cat IS NOT NULL AND to_cat IS DISTINCT FROM from_cat) \
+         UPDATE @extschema@.import_categories c SET document_count = c.document_count + x.delta, updated_at = now() \
+         FROM (SELECT cat, sum(delta)::int AS delta FROM deltas GROUP BY cat) x WHERE c.id = x.cat",
+        "{MOVES} UPDATE @extschema@.import_categories c SET merged_into = NULL, updated_at = now() \
+         WHERE c.id IN (SELECT to_cat FROM moves) AND c.merged_into IN (SELECT from_cat FROM moves)",
+        "{MOVES} UPDATE @extschema@.document_batches b SET categorized_count = b.categorized_count + x.c, \
+                skipped_count = b.skipped_count + x.s, updated_at = now() \
+         FROM (SELECT batch_id, sum(cat_delta)::int AS c, sum(skip_delta)::int AS s FROM moves \
+               WHERE batch_id IS NOT NULL GROUP BY batch_id) x \
+         WHERE b.id = x.batch_id AND (x.c <> 0 OR x.s <> 0)",
+        "{MOVES} UPDATE @extschema@.legacy_import_sessions s SET categorized_count = s.categorized_count + x.c, \
+                skipped_count = s.skipped_count + x.s, updated_at = now() \
+         FROM (SELECT session_id, sum(cat_delta)::int AS c, sum(skip_delta)::int AS s FROM moves GROUP BY session_id) x \
+         WHERE s.id = x.session_id AND (x.c <> 0 OR x.s <> 0)",
+    ];
+    for statement in statements {
+        client.update(&sql(&statement.replace("{MOVES}", MOVES))?, None, &args())?;
+    }
     Ok(())
 }
