@@ -79,7 +79,10 @@ BEGIN
             RAISE EXCEPTION 'session "%" cannot be marked cleaned up: it is not exported (status %)', NEW.id, new_status
                 USING ERRCODE = 'LB004';
         END IF;
-        IF coalesce(nullif(current_setting('legacy_backup.change_source', true), ''), 'app') <> 'cleanup' THEN
+        -- The worker's own UPDATE fires this trigger at depth 1; a trigger of the application
+        -- fired by it (and running under the same setting) is deeper.
+        IF coalesce(nullif(current_setting('legacy_backup.change_source', true), ''), 'app') <> 'cleanup'
+           OR pg_trigger_depth() > 1 THEN
             RAISE EXCEPTION 'cleaned_up_at of session "%" may only be set by legacy_backup''s cleanup', NEW.id
                 USING ERRCODE = 'LB004',
                       DETAIL = 'The worker sets it after deleting the session''s files and checking nothing is left.',

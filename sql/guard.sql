@@ -25,10 +25,10 @@ COMMENT ON FUNCTION legacy_backup.drop_guard() IS
     'Event trigger: refuses DROP EXTENSION legacy_backup (and DROP SCHEMA … CASCADE, DROP OWNED BY its owner) while snapshots or audit-trail changes exist, unless legacy_backup.allow_drop is on';
 REVOKE ALL ON FUNCTION legacy_backup.drop_guard() FROM PUBLIC;
 CREATE EVENT TRIGGER legacy_backup_drop_guard ON ddl_command_start
-    WHEN TAG IN ('DROP EXTENSION', 'DROP SCHEMA', 'DROP OWNED', 'ALTER TYPE')
+    WHEN TAG IN ('DROP EXTENSION', 'DROP SCHEMA', 'DROP OWNED', 'ALTER TYPE', 'ALTER SCHEMA')
     EXECUTE FUNCTION legacy_backup.drop_guard();
 COMMENT ON EVENT TRIGGER legacy_backup_drop_guard IS
-    'Refuses DROP EXTENSION legacy_backup (and DROP SCHEMA … CASCADE of its schema, DROP OWNED BY its owner) while snapshots or audit-trail changes exist (SET legacy_backup.allow_drop = on to confirm)';
+    'Refuses DROP EXTENSION legacy_backup (and DROP SCHEMA … CASCADE of its schema, DROP OWNED BY its owner) while snapshots or audit-trail changes exist, renaming its schema, and renaming values of the status enums (SET legacy_backup.allow_drop = on to confirm)';
 
 CREATE FUNCTION legacy_backup.sql_drop_guard() RETURNS event_trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$

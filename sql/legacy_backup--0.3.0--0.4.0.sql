@@ -172,6 +172,14 @@ BEGIN
     END IF;
 END $$;
 
+-- The DROP guard also refuses renaming the extension's schema (its functions name it).
+DROP EVENT TRIGGER legacy_backup_drop_guard;
+CREATE EVENT TRIGGER legacy_backup_drop_guard ON ddl_command_start
+    WHEN TAG IN ('DROP EXTENSION', 'DROP SCHEMA', 'DROP OWNED', 'ALTER TYPE', 'ALTER SCHEMA')
+    EXECUTE FUNCTION legacy_backup.drop_guard();
+COMMENT ON EVENT TRIGGER legacy_backup_drop_guard IS
+    'Refuses DROP EXTENSION legacy_backup (and DROP SCHEMA … CASCADE of its schema, DROP OWNED BY its owner) while snapshots or audit-trail changes exist, renaming its schema, and renaming values of the status enums (SET legacy_backup.allow_drop = on to confirm)';
+
 -- 3. Exports that begin on a pinned snapshot.
 -- Exports under way: legacy_export_begin() pinned the session's snapshot, fresh at the time.
 -- The export gate then accepts the final status change however long the upload took, as long as
@@ -238,7 +246,10 @@ BEGIN
             RAISE EXCEPTION 'session "%" cannot be marked cleaned up: it is not exported (status %)', NEW.id, new_status
                 USING ERRCODE = 'LB004';
         END IF;
-        IF coalesce(nullif(current_setting('legacy_backup.change_source', true), ''), 'app') <> 'cleanup' THEN
+        -- The worker's own UPDATE fires this trigger at depth 1; a trigger of the application
+        -- fired by it (and running under the same setting) is deeper.
+        IF coalesce(nullif(current_setting('legacy_backup.change_source', true), ''), 'app') <> 'cleanup'
+           OR pg_trigger_depth() > 1 THEN
             RAISE EXCEPTION 'cleaned_up_at of session "%" may only be set by legacy_backup''s cleanup', NEW.id
                 USING ERRCODE = 'LB004',
                       DETAIL = 'The worker sets it after deleting the session''s files and checking nothing is left.',

@@ -36,6 +36,7 @@ use pgrx::prelude::*;
 use pgrx::spi::OwnedPreparedStatement;
 use pgrx::{pg_sys, PgSqlErrorCode};
 use std::cell::RefCell;
+use std::collections::HashSet;
 use std::convert::Infallible;
 use std::ffi::CStr;
 
@@ -105,6 +106,9 @@ impl Buffer {
 }
 
 thread_local! {
+    /// The documents undo or restore is writing right now: only their changes are recorded as
+    /// the undo or restore (see `writing`).
+    static WRITING: RefCell<Option<HashSet<String>>> = const { RefCell::new(None) };
     static BUFFER: RefCell<Buffer> = const { RefCell::new(Buffer { rows: Vec::new(), attnums: [0; 6], relid: pg_sys::InvalidOid, labels: Vec::new() }) };
     static STATEMENTS: RefCell<Option<Statements>> = const { RefCell::new(None) };
 }
@@ -163,6 +167,7 @@ fn buffer_row(data: &pg_sys::TriggerData) -> LbResult<()> {
             source = ChangeSource::App;
             actor = None;
         }
+        let mut claimed = source != ChangeSource::App;
         BUFFER.with(|buffer| -> LbResult<()> {
             let mut buffer = buffer.borrow_mut();
             if buffer.rows.is_empty() || buffer.relid != relid {
@@ -178,6 +183,21 @@ fn buffer_row(data: &pg_sys::TriggerData) -> LbResult<()> {
                 }
             }
             let [id, session, category, status, by, at] = buffer.attnums;
+            let row = if new.is_null() { old } else { new };
+            let document_id = text(row, tupdesc, id).unwrap_or_default();
+            // Undo and restore claim only the documents they write: a change the application
+            // makes on the side (a CHECK constraint's function, at depth 0) is its own.
+            if claimed
+                && !WRITING.with(|w| {
+                    w.borrow()
+                        .as_ref()
+                        .is_some_and(|ids| ids.contains(&document_id))
+                })
+            {
+                claimed = false;
+                source = ChangeSource::App;
+                actor = None;
+            }
             let old_by = text(old, tupdesc, by);
             let new_by = text(new, tupdesc, by);
             let old_at = timestamp(old, tupdesc, at);
@@ -195,11 +215,10 @@ fn buffer_row(data: &pg_sys::TriggerData) -> LbResult<()> {
             };
             let old_status = (!old.is_null()).then(|| buffer.label(old, tupdesc, status));
             let new_status = (!new.is_null()).then(|| buffer.label(new, tupdesc, status));
-            let row = if new.is_null() { old } else { new };
             buffer.rows.push(PendingChange {
                 subxact: pg_sys::GetCurrentSubTransactionId(),
                 session_id: text(row, tupdesc, session).unwrap_or_default(),
-                document_id: text(row, tupdesc, id).unwrap_or_default(),
+                document_id,
                 old_category: text(old, tupdesc, category),
                 new_category: text(new, tupdesc, category),
                 old_status,
@@ -219,6 +238,21 @@ fn buffer_row(data: &pg_sys::TriggerData) -> LbResult<()> {
         }
     }
     Ok(())
+}
+
+/// Runs `f` (undo's or restore's UPDATE) with `ids` as the documents it writes: their changes
+/// are recorded with the source and actor undo or restore set; any other document's change
+/// in the meantime is the application's.
+pub fn writing<R>(ids: &[String], f: impl FnOnce() -> R) -> R {
+    struct Done;
+    impl Drop for Done {
+        fn drop(&mut self) {
+            WRITING.with(|w| *w.borrow_mut() = None);
+        }
+    }
+    WRITING.with(|w| *w.borrow_mut() = Some(ids.iter().cloned().collect()));
+    let _done = Done;
+    f()
 }
 
 /// Statement trigger: writes what the row triggers of this statement buffered.
@@ -241,7 +275,20 @@ fn legacy_backup_log_flush<'a>(
 /// trigger can put rows into the trail. Syscache lookups only: this runs once per categorizing
 /// statement.
 fn flush(data: &pg_sys::TriggerData) -> LbResult<()> {
-    let rows = BUFFER.with(|b| std::mem::take(&mut b.borrow_mut().rows));
+    // Only rows buffered at this subtransaction level or inside it: a flush that runs in a
+    // savepoint must not take rows of an outer level, or rolling the savepoint back would lose
+    // them. Those stay for a flush at their level, or are refused at commit.
+    // SAFETY: reads this backend's current subtransaction id.
+    let level = unsafe { pg_sys::GetCurrentSubTransactionId() };
+    let rows = BUFFER.with(|b| {
+        let mut buffer = b.borrow_mut();
+        let (here, outer): (Vec<PendingChange>, Vec<PendingChange>) =
+            std::mem::take(&mut buffer.rows)
+                .into_iter()
+                .partition(|r| r.subxact >= level);
+        buffer.rows = outer;
+        here
+    });
     if rows.is_empty() {
         return Ok(());
     }

@@ -84,6 +84,10 @@ enum DropRequest {
         schema: Option<String>,
         type_name: String,
     },
+    /// ALTER SCHEMA … RENAME: the schema's current name.
+    SchemaRename {
+        name: String,
+    },
 }
 
 impl DropRequest {
@@ -93,6 +97,16 @@ impl DropRequest {
             return Some(DropRequest::Owned {
                 roles: unsafe { role_list(stmt.roles) },
             });
+        }
+        if unsafe { pgrx::is_a(node, pg_sys::NodeTag::T_RenameStmt) } {
+            let stmt = unsafe { &*(node as *mut pg_sys::RenameStmt) };
+            if stmt.renameType != pg_sys::ObjectType::OBJECT_SCHEMA || stmt.subname.is_null() {
+                return None;
+            }
+            let name = unsafe { CStr::from_ptr(stmt.subname) }
+                .to_string_lossy()
+                .into_owned();
+            return Some(DropRequest::SchemaRename { name });
         }
         if unsafe { pgrx::is_a(node, pg_sys::NodeTag::T_AlterEnumStmt) } {
             let stmt = unsafe { &*(node as *mut pg_sys::AlterEnumStmt) };
@@ -193,6 +207,20 @@ fn refusal(drop: &DropRequest) -> Option<LbError> {
         refuse_enum_rename(schema.as_deref(), type_name);
         return None;
     }
+    if let DropRequest::SchemaRename { name } = drop {
+        // The extension's SQL functions and event triggers name its schema as it was at
+        // CREATE EXTENSION: renamed, the guards would look for their helpers in a schema
+        // anyone owning the database may create again, and could be switched off.
+        let schema_name = crate::attach::extension_schema().ok()?;
+        return (*name == schema_name).then(|| {
+            LbError::new(
+                PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+                format!("refused: ALTER SCHEMA {} RENAME: legacy_backup is installed in it", quote_identifier(name)),
+            )
+            .detail("The extension's functions and guards name that schema; renamed, they would look for their helpers elsewhere.")
+            .hint("Keep the schema's name, or have a superuser confirm with SET legacy_backup.allow_drop = on and reinstall the extension.")
+        });
+    }
     // Names in the parse tree are as PostgreSQL resolved them: unquoted, like the catalog's.
     let schema_name = crate::attach::extension_schema().ok()?;
     let schema = quote_identifier(&schema_name);
@@ -229,7 +257,7 @@ fn refusal(drop: &DropRequest) -> Option<LbError> {
         DropRequest::SchemaCascade { .. } => format!(
             "cannot drop schema {schema} with CASCADE: it would drop extension legacy_backup, which holds {snapshots} snapshot(s) and {changes} audit-trail change(s)"
         ),
-        DropRequest::EnumRename { .. } => return None,
+        DropRequest::EnumRename { .. } | DropRequest::SchemaRename { .. } => return None,
         DropRequest::Owned { .. } => format!(
             "cannot drop the objects owned by the owner of extension legacy_backup: it holds {snapshots} snapshot(s) and {changes} audit-trail change(s)"
         ),

@@ -419,25 +419,27 @@ fn restore(
                         .map(|(d, _)| restorable[i] && later_value(d, i).is_some())
                         .collect()
                 };
-                client.update(
-                    &restore_query,
-                    None,
-                    &[
-                        ids.clone().into(),
-                        cats.clone().into(),
-                        statuses.clone().into(),
-                        bys.into(),
-                        ats.into(),
-                        session_id.as_str().into(),
-                        restore_categorized_by.into(),
-                        later(0).into(),
-                        later(1).into(),
-                        later(2).into(),
-                        has(0).into(),
-                        has(1).into(),
-                        has(2).into(),
-                    ],
-                )?;
+                crate::audit_trail::writing(&ids, || {
+                    client.update(
+                        &restore_query,
+                        None,
+                        &[
+                            ids.clone().into(),
+                            cats.clone().into(),
+                            statuses.clone().into(),
+                            bys.into(),
+                            ats.into(),
+                            session_id.as_str().into(),
+                            restore_categorized_by.into(),
+                            later(0).into(),
+                            later(1).into(),
+                            later(2).into(),
+                            has(0).into(),
+                            has(1).into(),
+                            has(2).into(),
+                        ],
+                    )
+                })?;
                 crate::privilege::verify_written(client, "restore", &ids, &cats, &statuses)?;
             }
             if !dry_run {

@@ -178,17 +178,19 @@ pub fn undo_last(actor: &str, document: Option<&str>) -> LbResult<UndoResult> {
              FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[]) AS p(doc, cat, status, by, at) \
              WHERE d.id = p.doc")?;
         privilege::with_change_source("undo", actor, || {
-            client.update(
-                &revert,
-                None,
-                &[
-                    doc_ids.clone().into(),
-                    to_category.clone().into(),
-                    to_status.clone().into(),
-                    to_by.into(),
-                    to_at.into(),
-                ],
-            )?;
+            crate::audit_trail::writing(&doc_ids, || {
+                client.update(
+                    &revert,
+                    None,
+                    &[
+                        doc_ids.clone().into(),
+                        to_category.clone().into(),
+                        to_status.clone().into(),
+                        to_by.into(),
+                        to_at.into(),
+                    ],
+                )
+            })?;
             privilege::verify_written(client, "undo", &doc_ids, &to_category, &to_status)
         })?;
         let undone_ids: Vec<i64> = changes.iter().map(|c| c.id).collect();

@@ -423,6 +423,83 @@ refused_with "A34 pinning an export by writing legacy_backup.export_begins" 4250
 refused_with "A35 the application claims to be the extension's cleanup (change_source = cleanup)" 42501 \
   "$(state_of "SET legacy_backup.change_source = 'cleanup'")"
 
+
+echo "12. an independent attacker's read of 0.4.0"
+# H1: rows buffered at an outer level must not be flushed inside a savepoint that rolls back.
+qa >/dev/null <<'SQL'
+CREATE FUNCTION public.sneak2() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN IF NEW.primary_language = 'sneak' THEN NEW.category_id := NULL; NEW.status := 'Uncategorized'; END IF; RETURN NEW; END $$;
+CREATE TRIGGER aa_sneak2 BEFORE UPDATE ON extracted_documents FOR EACH ROW EXECUTE FUNCTION public.sneak2();
+SQL
+doc=$(q app -c "SELECT min(id) FROM extracted_documents WHERE session_id = 's7' AND status = 'Categorized'")
+code=$(qa -c '\set VERBOSITY verbose' -c "BEGIN" -c "UPDATE extracted_documents SET primary_language = 'sneak' WHERE id = '$doc'" \
+          -c "SAVEPOINT s" -c "UPDATE extracted_documents SET status = status WHERE false" -c "ROLLBACK TO s" -c "COMMIT" 2>&1 \
+       | sed -n 's/^ERROR:  \([0-9A-Z]\{5\}\):.*/\1/p' | head -1)
+refused_with "A36 an outer change flushed inside a savepoint that is rolled back (status now: $(q app -c "SELECT status FROM extracted_documents WHERE id = '$doc'"))" 55000 "${code:-ok}"
+qa -c "DROP TRIGGER aa_sneak2 ON extracted_documents" >/dev/null
+qa >/dev/null <<'SQL'
+CREATE FUNCTION public.swallow() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF pg_trigger_depth() = 1 THEN
+        BEGIN UPDATE extracted_documents SET status = status WHERE false; RAISE EXCEPTION 'x';
+        EXCEPTION WHEN others THEN NULL; END;
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER zz_swallow AFTER UPDATE ON extracted_documents FOR EACH ROW EXECUTE FUNCTION public.swallow();
+SQL
+doc=$(q app -c "SELECT min(id) FROM extracted_documents WHERE session_id = 's7' AND category_id IS NOT NULL")
+before=$(q app -c "SELECT count(*) FROM category_assignment_logs WHERE document_id = '$doc'")
+qa -c "UPDATE extracted_documents SET category_id = NULL, status = 'Uncategorized' WHERE id = '$doc'" >/dev/null 2>&1
+after=$(q app -c "SELECT count(*) FROM category_assignment_logs WHERE document_id = '$doc'")
+changed=$(q app -c "SELECT category_id IS NULL FROM extracted_documents WHERE id = '$doc'")
+if [ "$changed" = f ] || [ "$after" -gt "$before" ]; then verdict "A37 an application trigger swallows the flush in a failed savepoint" 1 "log rows $before -> $after"; else verdict "A37 an application trigger swallows the flush in a failed savepoint" 0 "changed without a log row"; fi
+qa -c "DROP TRIGGER zz_swallow ON extracted_documents" >/dev/null
+# H2: renaming the extension's schema would switch the guards off.
+refused_with "A38 renaming the extension's schema (its guards name it)" 55000 "$(state_of "ALTER SCHEMA public RENAME TO hidden")"
+# H3: while the worker marks one session cleaned up, an application trigger marks others.
+qa >/dev/null <<'SQL'
+CREATE FUNCTION public.mark_all() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE legacy_import_sessions SET cleaned_up_at = now() WHERE id <> NEW.id AND cleaned_up_at IS NULL AND format('%s', status) = 'Exported';
+    RETURN NULL;
+END $$;
+CREATE TRIGGER zz_mark_all AFTER UPDATE OF cleaned_up_at ON legacy_import_sessions FOR EACH ROW EXECUTE FUNCTION public.mark_all();
+SQL
+q app -c "UPDATE legacy_import_sessions SET status = 'Exported', updated_at = now() WHERE id = 's7'" >/dev/null 2>&1
+q app -c "SET legacy_backup.skip_snapshot_check = on" -c "UPDATE legacy_import_sessions SET status = 'Exported', updated_at = now() WHERE id IN ('s6', 's7') AND format('%s', status) <> 'Exported'" >/dev/null 2>&1
+others=$(q app -c "SELECT string_agg(id, ',') FROM legacy_import_sessions WHERE format('%s', status) = 'Exported' AND cleaned_up_at IS NULL AND id <> 'sz'")
+target=$(q app -c "SELECT min(id) FROM legacy_import_sessions WHERE format('%s', status) = 'Exported' AND cleaned_up_at IS NULL")
+state=$(q app -c "SELECT public.sqlstate_of(\$q\$SET LOCAL legacy_backup.change_source = cleanup; UPDATE legacy_import_sessions SET cleaned_up_at = now() WHERE id = '$target'\$q\$)")
+marked=$(q app -c "SELECT count(*) FROM legacy_import_sessions WHERE cleaned_up_at IS NOT NULL AND id <> '$target' AND id <> 'sz'")
+refused_with "A39 an application trigger marks other sessions cleaned up during the worker's mark (others marked: $marked; exported: $others)" LB004 "$state"
+qa -c "DROP TRIGGER zz_mark_all ON legacy_import_sessions" >/dev/null
+# H4: a CHECK constraint's function changes another document while undo runs: that change is
+# the application's, not the undo's.
+doc=$(q app -c "SELECT min(id) FROM extracted_documents WHERE session_id = 's7' AND category_id IS NOT NULL")
+other=$(q app -c "SELECT max(id) FROM extracted_documents WHERE session_id = 's7' AND category_id IS NOT NULL")
+newcat=$(q app -c "SELECT min(c.id) FROM import_categories c, extracted_documents d WHERE d.id = '$doc' AND c.session_id = 's7' AND c.id <> d.category_id")
+qa >/dev/null <<SQL
+CREATE TABLE public.side_target (doc text, other text);
+INSERT INTO public.side_target VALUES ('$doc', '$other');
+CREATE FUNCTION public.side_change(doc text) RETURNS boolean LANGUAGE plpgsql SET search_path = public AS \$\$
+BEGIN
+    IF current_setting('legacy_backup.change_source', true) = 'undo' AND doc = (SELECT t.doc FROM public.side_target t) THEN
+        UPDATE extracted_documents SET category_id = NULL, status = 'Uncategorized' WHERE id = (SELECT t.other FROM public.side_target t);
+    END IF;
+    RETURN true;
+END \$\$;
+ALTER TABLE extracted_documents ADD CONSTRAINT side_change CHECK (public.side_change(id)) NOT VALID;
+SQL
+qa -c "SET legacy_backup.actor = 'u-paralegal'" -c "UPDATE extracted_documents SET category_id = '$newcat', status = 'Categorized', categorized_by = 'u-paralegal', categorized_at = now(), updated_at = now() WHERE id = '$doc'" >/dev/null
+qa -c "SELECT legacy_undo_last_categorization('u-paralegal', '$doc')" >/dev/null 2>&1 || echo "  (undo refused: $(qa -c "SELECT legacy_undo_last_categorization('u-paralegal', '$doc')" 2>&1 | head -1))"
+forged=$(q app -c "SELECT count(*) FROM category_assignment_logs WHERE source = 'undo' AND document_id = '$other'")
+undone=$(q app -c "SELECT count(*) FROM category_assignment_logs WHERE source = 'undo' AND document_id = '$doc'")
+side=$(q app -c "SELECT count(*) FROM category_assignment_logs WHERE source = 'app' AND document_id = '$other' AND new_status = 'Uncategorized'")
+if [ "$undone" -ge 1 ] && [ "$side" -ge 1 ] && [ "$forged" = 0 ]; then verdict "A40 a CHECK constraint's side change during undo recorded as the undo" 1 "side change logged as the application's"
+else verdict "A40 a CHECK constraint's side change during undo recorded as the undo" 0 "undo rows $undone, side changes as app $side, as undo $forged"; fi
+q app -c "SET legacy_backup.allow_drop = on" -c "ALTER TABLE extracted_documents DROP CONSTRAINT side_change" >/dev/null
+
 ((failed)) && echo "attacks that succeeded: ${failures[*]}"
 echo "security: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]
