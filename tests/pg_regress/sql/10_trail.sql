@@ -1,9 +1,11 @@
 -- The audit trail's UPDATE path (src/audit_trail.rs): a filtered row trigger buffers changed
 -- documents and a statement trigger writes them. Writes that touch neither category nor status
--- log nothing; bulk changes are logged in full, once; buffered rows of a failed subtransaction
+-- (the AI pipeline's: text, embeddings, clusters, skip reasons, triage, validation) log
+-- nothing; bulk changes are logged in full, once; buffered rows of a failed subtransaction
 -- are dropped; a change no flush wrote is refused at commit; the functions cannot be borrowed.
 \set VERBOSITY default
 \set ECHO none
+\i tests/fixtures/app_workload.sql
 \set sid trl
 \set docs 40
 \set cats 3
@@ -17,6 +19,13 @@ UPDATE extracted_documents SET extracted_text = repeat('lorem ipsum ', 2000), pr
 WHERE id = 'trl-doc-000001';
 UPDATE extracted_documents SET ai_metadata = '{"cluster": 7}', document_type = 'letter' WHERE session_id = 'trl';
 UPDATE extracted_documents SET category_id = category_id, status = status WHERE session_id = 'trl';
+-- The pipeline's own write paths (tests/fixtures/app_workload.sql), as the application sends them.
+SELECT app_extract_text('trl-doc-000002', repeat('extracted words ', 1500));
+SELECT app_embed('trl-doc-000002', array_fill(0.5::real, ARRAY[1536]));
+SELECT app_set_cluster('trl', '7d7a1c52-5f7e-4c55-9a3b-2f6c0b1d9e01', (SELECT array_agg(id) FROM extracted_documents WHERE session_id = 'trl')) AS clustered;
+SELECT app_mark_skip_reason((SELECT array_agg(id) FROM extracted_documents WHERE session_id = 'trl' AND id LIKE '%0'), 'Scanned') AS marked;
+SELECT app_triage('trl-doc-000003', 'FirmDrafted', 0.91, 'letterhead');
+SELECT app_validate(ARRAY['trl-doc-000004', 'trl-doc-000005'], 'Deleted', 'u-partner') AS validated;
 SELECT count(*) - :baseline_rows AS logged_by_pipeline_writes FROM category_assignment_logs WHERE session_id = 'trl';
 
 -- 2. A bulk merge: every moved document logged once, in one transaction, with its old category.
