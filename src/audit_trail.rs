@@ -167,8 +167,7 @@ fn buffer_row(data: &pg_sys::TriggerData) -> LbResult<()> {
             source = ChangeSource::App;
             actor = None;
         }
-        let mut claimed = source != ChangeSource::App;
-        BUFFER.with(|buffer| -> LbResult<()> {
+        let buffered = BUFFER.with(|buffer| -> LbResult<usize> {
             let mut buffer = buffer.borrow_mut();
             if buffer.rows.is_empty() || buffer.relid != relid {
                 if !buffer.rows.is_empty() {
@@ -187,14 +186,13 @@ fn buffer_row(data: &pg_sys::TriggerData) -> LbResult<()> {
             let document_id = text(row, tupdesc, id).unwrap_or_default();
             // Undo and restore claim only the documents they write: a change the application
             // makes on the side (a CHECK constraint's function, at depth 0) is its own.
-            if claimed
+            if source != ChangeSource::App
                 && !WRITING.with(|w| {
                     w.borrow()
                         .as_ref()
                         .is_some_and(|ids| ids.contains(&document_id))
                 })
             {
-                claimed = false;
                 source = ChangeSource::App;
                 actor = None;
             }
@@ -231,9 +229,9 @@ fn buffer_row(data: &pg_sys::TriggerData) -> LbResult<()> {
                 attribution,
                 source: source_name(source),
             });
-            Ok(())
+            Ok(buffer.rows.len())
         })?;
-        if BUFFER.with(|b| b.borrow().rows.len()) >= FLUSH_EVERY {
+        if buffered >= FLUSH_EVERY {
             flush(data)?;
         }
     }

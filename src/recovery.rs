@@ -14,7 +14,9 @@
 //!   change with source `restore`, and writes a `SNAPSHOT_RESTORED` audit row.
 
 use crate::error::{LbError, LbResult};
-use crate::snapshot::format::{parse_snapshot, ParsedSnapshot, SnapshotDocument, SnapshotFormat};
+use crate::snapshot::format::{
+    parse_snapshot, LaterColumn, ParsedSnapshot, SnapshotDocument, SnapshotFormat, LATER_COLUMNS,
+};
 use crate::worker::settings;
 use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode;
@@ -207,13 +209,6 @@ pub fn import_snapshot(json: &str, actor: &str, dry_run: bool) -> LbResult<Resto
     restore(parsed, actor, dry_run, "imported document".into(), None)
 }
 
-/// The application's later columns a snapshot can bring back: (JSON key, column).
-const LATER_COLUMNS: [(&str, &str); 3] = [
-    ("skipReason", "skip_reason"),
-    ("validationStatus", "validation_status"),
-    ("clusterId", "cluster_id"),
-];
-
 /// A document's categorization as stored or as restored.
 #[derive(Clone, PartialEq, Eq)]
 struct DocumentState {
@@ -240,7 +235,7 @@ fn restore(
     // A later column is restored when the table has it and the snapshot carries its key.
     let mut restored_columns = Vec::new();
     let mut restorable = [false; 3];
-    for (i, (key, column)) in LATER_COLUMNS.iter().enumerate() {
+    for (i, LaterColumn { key, column, .. }) in LATER_COLUMNS.iter().enumerate() {
         let in_table = crate::attach::document_has_column(column)?;
         let in_snapshot = doc.documents.iter().any(|d| later_value(d, i).is_some());
         if in_table && in_snapshot {
@@ -251,19 +246,16 @@ fn restore(
         }
     }
     let q = |query: &str| crate::attach::sql(query);
-    let current_later = |i: usize| -> String {
-        match (restorable[i], LATER_COLUMNS[i].1) {
-            (false, _) => "NULL::text".into(),
-            (true, "validation_status") => "CASE WHEN validation_status IS NULL THEN NULL ELSE pg_catalog.format('%s', validation_status) END".into(),
-            (true, column) => format!("{column}::text"),
-        }
+    let current_later = |i: usize| match restorable[i] {
+        true => LATER_COLUMNS[i].read,
+        false => "NULL::text",
     };
     let (lock_session, categories_query, documents_query) = (
         q("SELECT 1 FROM @extschema@.legacy_import_sessions WHERE id = $1 FOR UPDATE")?,
         q("SELECT id, merged_into FROM @extschema@.import_categories WHERE session_id = $1")?,
         q(&format!(
-            "SELECT id, category_id, status::text, {}, {}, {} FROM @extschema@.extracted_documents \
-             WHERE session_id = $1 ORDER BY id FOR UPDATE",
+            "SELECT d.id, d.category_id, d.status::text, {}, {}, {} FROM @extschema@.extracted_documents d \
+             WHERE d.session_id = $1 ORDER BY d.id FOR UPDATE",
             current_later(0),
             current_later(1),
             current_later(2)
@@ -271,7 +263,7 @@ fn restore(
     );
     // Later columns are set from text with a cast to the column's own type (as its owner).
     let mut later_sets = String::new();
-    for (i, (_, column)) in LATER_COLUMNS.iter().enumerate() {
+    for (i, LaterColumn { column, .. }) in LATER_COLUMNS.iter().enumerate() {
         if restorable[i] {
             let ty = crate::attach::document_column_type(column)?;
             later_sets.push_str(&format!(
@@ -376,7 +368,7 @@ fn restore(
                 if wanted.status != now.status {
                     changed.push("status");
                 }
-                for (i, (key, _)) in LATER_COLUMNS.iter().enumerate() {
+                for (i, LaterColumn { key, .. }) in LATER_COLUMNS.iter().enumerate() {
                     if wanted.later[i] != now.later[i] {
                         changed.push(*key);
                     }

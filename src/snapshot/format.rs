@@ -23,6 +23,35 @@ use std::io::Write;
 
 pub const FORMAT_VERSION: i32 = 2;
 
+/// One of the application's later columns of `extracted_documents` that format 2 carries.
+pub struct LaterColumn {
+    /// The document's JSON key.
+    pub key: &'static str,
+    pub column: &'static str,
+    /// How it is read as text from `extracted_documents d` (an enum through its output
+    /// function, never a cast).
+    pub read: &'static str,
+}
+
+/// The later columns, in the order `DocumentRow` and restore keep them.
+pub const LATER_COLUMNS: [LaterColumn; 3] = [
+    LaterColumn {
+        key: "skipReason",
+        column: "skip_reason",
+        read: "d.skip_reason::text",
+    },
+    LaterColumn {
+        key: "validationStatus",
+        column: "validation_status",
+        read: "CASE WHEN d.validation_status IS NULL THEN NULL ELSE pg_catalog.format('%s', d.validation_status) END",
+    },
+    LaterColumn {
+        key: "clusterId",
+        column: "cluster_id",
+        read: "d.cluster_id::text",
+    },
+];
+
 /// Session header plus the small tables, read by the same statement as the documents.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -61,25 +61,16 @@ SELECT 1, d.id, d.file_name::text, d.file_extension::text, d.storage_path,
 FROM @extschema@.extracted_documents d WHERE d.session_id = $1
 "#;
 
-/// The application's later columns (format 2), each read only where the table has it.
-const LATER_COLUMNS: [(&str, &str); 3] = [
-    ("skip_reason", "d.skip_reason::text"),
-    (
-        "validation_status",
-        "CASE WHEN d.validation_status IS NULL THEN NULL ELSE pg_catalog.format('%s', d.validation_status) END",
-    ),
-    ("cluster_id", "d.cluster_id::text"),
-];
-
 /// The snapshot query for this database: later columns the table lacks read as NULL, and their
 /// presence is returned so the writer can leave their keys out.
 fn snapshot_query() -> LbResult<(String, [bool; 3])> {
     let mut query = crate::attach::sql(SNAPSHOT_QUERY)?;
     let mut present = [false; 3];
-    for (i, (column, expression)) in LATER_COLUMNS.iter().enumerate() {
-        present[i] = crate::attach::document_has_column(column)?;
-        let read = if present[i] { expression } else { "NULL::text" };
-        query = query.replace(&format!("@{column}@"), read);
+    // The application's later columns (format 2), each read only where the table has it.
+    for (i, later) in format::LATER_COLUMNS.iter().enumerate() {
+        present[i] = crate::attach::document_has_column(later.column)?;
+        let read = if present[i] { later.read } else { "NULL::text" };
+        query = query.replace(&format!("@{}@", later.column), read);
     }
     Ok((query, present))
 }

@@ -12,8 +12,13 @@ use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 use serde_json::json;
 
+/// Database trouble while running a job: worth another attempt.
 fn spi_error(e: pgrx::spi::SpiError) -> JobError {
     JobError::transient(e.to_string())
+}
+
+fn lb_error(e: crate::error::LbError) -> JobError {
+    JobError::transient(e.message)
 }
 
 /// Credited in the application's audit log for what the worker does.
@@ -275,7 +280,7 @@ impl Runner {
                     None,
                     &[snapshot_id.as_str().into()],
                 )
-                .map_err(|e| JobError::transient(e.to_string()))?;
+                .map_err(spi_error)?;
                 if t.is_empty() {
                     return Err(JobError::permanent(format!(
                         "snapshot {snapshot_id} no longer exists"
@@ -406,11 +411,11 @@ fn cleanup_guard(
              LEFT JOIN LATERAL (SELECT snapshot_key, bytes, etag FROM legacy_backup.snapshots \
                                 WHERE session_id = s.id AND upload_state = 'uploaded' ORDER BY snapshot_at DESC LIMIT 1) n ON true \
              WHERE s.id = $1")
-            .map_err(|e| JobError::transient(e.message))?,
+            .map_err(lb_error)?,
             None,
             &[session_id.into()],
         )
-        .map_err(|e| JobError::transient(e.to_string()))?;
+        .map_err(spi_error)?;
     if t.is_empty() {
         return Err(JobError::permanent(format!(
             "session {session_id} no longer exists"
@@ -622,8 +627,6 @@ fn record_success(
     job: &Job,
     details: &serde_json::Value,
 ) -> Result<serde_json::Value, JobError> {
-    let sql_err = |e: pgrx::spi::SpiError| JobError::transient(e.to_string());
-    let lb_err = |e: crate::error::LbError| JobError::transient(e.message);
     match job.kind {
         JobKind::Upload => {
             let t = client
@@ -633,11 +636,11 @@ fn record_success(
                     None,
                     &[job.snapshot_id.as_deref().into(), details["etag"].as_str().into()],
                 )
-                .map_err(sql_err)?;
+                .map_err(spi_error)?;
             let session: Option<String> = if t.is_empty() {
                 None
             } else {
-                t.first().get_by_name("session_id").map_err(sql_err)?
+                t.first().get_by_name("session_id").map_err(spi_error)?
             };
             let mut audit = details.clone();
             audit["snapshotId"] = json!(job.snapshot_id);
@@ -648,7 +651,7 @@ fn record_success(
                 "SNAPSHOT_UPLOADED",
                 &audit,
             )
-            .map_err(lb_err)?;
+            .map_err(lb_error)?;
             Ok(details.clone())
         }
         JobKind::Cleanup => {
@@ -658,7 +661,7 @@ fn record_success(
                 "UPDATE @extschema@.legacy_import_sessions SET cleaned_up_at = pg_catalog.now(), updated_at = pg_catalog.now() \
                  WHERE id = $1 AND status = 'Exported' AND cleaned_up_at IS NULL RETURNING id",
             )
-            .map_err(lb_err)?;
+            .map_err(lb_error)?;
             // The export check accepts cleaned_up_at only from the extension's cleanup.
             let marked = crate::privilege::with_source("cleanup", || {
                 crate::privilege::as_owner_of("legacy_import_sessions", || {
@@ -667,7 +670,7 @@ fn record_success(
                         .len())
                 })
             })
-            .map_err(lb_err)?;
+            .map_err(lb_error)?;
             if marked == 0 {
                 return Err(JobError::permanent(
                     "session changed during cleanup (re-opened or already cleaned); not marked",
@@ -689,7 +692,7 @@ fn record_success(
                 "R2_CLEANUP_COMPLETED",
                 &audit,
             )
-            .map_err(lb_err)?;
+            .map_err(lb_error)?;
             Ok(details.clone())
         }
         JobKind::Prune => Ok(details.clone()),
