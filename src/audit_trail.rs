@@ -87,13 +87,8 @@ struct Buffer {
 
 impl Buffer {
     /// A status label through the enum's output function (what `format('%s', status)` gives).
-    unsafe fn label(
-        &mut self,
-        tuple: pg_sys::HeapTuple,
-        tupdesc: pg_sys::TupleDesc,
-        attnum: i16,
-    ) -> String {
-        let Some(value) = datum(tuple, tupdesc, attnum) else {
+    unsafe fn label(&mut self, row: SlotRow, tupdesc: pg_sys::TupleDesc, attnum: i16) -> String {
+        let Some(value) = row.get(attnum) else {
             return String::new();
         };
         if let Some((_, label)) = self.labels.iter().find(|(v, _)| *v == value) {
@@ -111,20 +106,15 @@ thread_local! {
     static WRITING: RefCell<Option<HashSet<String>>> = const { RefCell::new(None) };
     static BUFFER: RefCell<Buffer> = const { RefCell::new(Buffer { rows: Vec::new(), attnums: [0; 6], relid: pg_sys::InvalidOid, labels: Vec::new() }) };
     static STATEMENTS: RefCell<Option<Statements>> = const { RefCell::new(None) };
+    static LOG_TARGET: RefCell<Option<LogTarget>> = const { RefCell::new(None) };
 }
 
 const PENDING_AT_COMMIT: &str =
     "legacy_backup: changed categories were not written to the audit trail";
 
-/// Both name every object with its schema: prepared once per backend, they must not depend on
-/// the search_path of whoever fired the first trigger.
-const INSERT_ONE_SQL: &str = "\
-    INSERT INTO @extschema@.category_assignment_logs \
-        (session_id, document_id, old_category_id, new_category_id, old_status, new_status, \
-         old_categorized_by, new_categorized_by, old_categorized_at, new_categorized_at, \
-         changed_by, attribution, source, db_role, changed_at) \
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, pg_catalog.clock_timestamp())";
-
+/// Names every object with its schema: prepared once per backend, it must not depend on the
+/// search_path of whoever fired the first trigger. Rows a single INSERT cannot take straight
+/// into the table (`direct_insert`) come here too.
 const INSERT_MANY_SQL: &str = "\
     INSERT INTO @extschema@.category_assignment_logs \
         (session_id, document_id, old_category_id, new_category_id, old_status, new_status, \
@@ -143,16 +133,16 @@ fn legacy_backup_log_change<'a>(
 }
 
 fn buffer_row(data: &pg_sys::TriggerData) -> LbResult<()> {
-    // SAFETY: PostgreSQL hands a row-level trigger its tuples (NULL where the event has none)
-    // and the relation.
+    // SAFETY: PostgreSQL hands a row-level trigger its slots (NULL where the event has none) and
+    // the relation; the slots stay valid for the duration of the call.
     unsafe {
         let event = data.tg_event;
         let for_row = event & pg_sys::TRIGGER_EVENT_ROW != 0;
         let after = event & pg_sys::TRIGGER_EVENT_TIMINGMASK == pg_sys::TRIGGER_EVENT_AFTER;
-        let (old, new) = match event & pg_sys::TRIGGER_EVENT_OPMASK {
-            pg_sys::TRIGGER_EVENT_INSERT => (std::ptr::null_mut(), data.tg_trigtuple),
-            pg_sys::TRIGGER_EVENT_UPDATE => (data.tg_trigtuple, data.tg_newtuple),
-            pg_sys::TRIGGER_EVENT_DELETE => (data.tg_trigtuple, std::ptr::null_mut()),
+        let (old_slot, new_slot) = match event & pg_sys::TRIGGER_EVENT_OPMASK {
+            pg_sys::TRIGGER_EVENT_INSERT => (std::ptr::null_mut(), data.tg_trigslot),
+            pg_sys::TRIGGER_EVENT_UPDATE => (data.tg_trigslot, data.tg_newslot),
+            pg_sys::TRIGGER_EVENT_DELETE => (data.tg_trigslot, std::ptr::null_mut()),
             _ => return Err(misuse("legacy_backup_log_change")),
         };
         if !(for_row && after) {
@@ -163,7 +153,8 @@ fn buffer_row(data: &pg_sys::TriggerData) -> LbResult<()> {
         let tupdesc = (*rel).rd_att;
         let mut source = CHANGE_SOURCE.get();
         let mut actor = crate::guc::actor();
-        if pg_trigger_depth() > 1 && source != ChangeSource::App {
+        // Depth is asked only when it can matter: an ordinary change is the app's at any depth.
+        if source != ChangeSource::App && pg_trigger_depth() > 1 {
             source = ChangeSource::App;
             actor = None;
         }
@@ -182,8 +173,12 @@ fn buffer_row(data: &pg_sys::TriggerData) -> LbResult<()> {
                 }
             }
             let [id, session, category, status, by, at] = buffer.attnums;
-            let row = if new.is_null() { old } else { new };
-            let document_id = text(row, tupdesc, id).unwrap_or_default();
+            // Each slot is deformed once, up to the last column read (not one walk per column).
+            let last = buffer.attnums.iter().copied().max().unwrap_or(0);
+            let old = SlotRow::read(old_slot, last);
+            let new = SlotRow::read(new_slot, last);
+            let row = if new.is_some() { new } else { old };
+            let document_id = text(row, id).unwrap_or_default();
             // Undo and restore claim only the documents they write: a change the application
             // makes on the side (a CHECK constraint's function, at depth 0) is its own.
             if source != ChangeSource::App
@@ -196,29 +191,29 @@ fn buffer_row(data: &pg_sys::TriggerData) -> LbResult<()> {
                 source = ChangeSource::App;
                 actor = None;
             }
-            let old_by = text(old, tupdesc, by);
-            let new_by = text(new, tupdesc, by);
-            let old_at = timestamp(old, tupdesc, at);
-            let new_at = timestamp(new, tupdesc, at);
+            let old_by = text(old, by);
+            let new_by = text(new, by);
+            let old_at = timestamp(old, at);
+            let new_at = timestamp(new, at);
             // categorized_by counts when the statement set it: a new document's, or a changed
             // categorized_by or categorized_at. A merge that leaves it alone is never credited
             // to the original categorizer.
-            let set_by_statement = !new.is_null()
+            let set_by_statement = new.is_some()
                 && new_by.is_some()
-                && (old.is_null() || new_by != old_by || new_at != old_at);
+                && (old.is_none() || new_by != old_by || new_at != old_at);
             let (changed_by, attribution) = match actor {
                 Some(actor) => (Some(actor), "setting"),
                 None if set_by_statement => (new_by.clone(), "categorized_by"),
                 None => (None, "db_user"),
             };
-            let old_status = (!old.is_null()).then(|| buffer.label(old, tupdesc, status));
-            let new_status = (!new.is_null()).then(|| buffer.label(new, tupdesc, status));
+            let old_status = old.map(|old| buffer.label(old, tupdesc, status));
+            let new_status = new.map(|new| buffer.label(new, tupdesc, status));
             buffer.rows.push(PendingChange {
                 subxact: pg_sys::GetCurrentSubTransactionId(),
-                session_id: text(row, tupdesc, session).unwrap_or_default(),
+                session_id: text(row, session).unwrap_or_default(),
                 document_id,
-                old_category: text(old, tupdesc, category),
-                new_category: text(new, tupdesc, category),
+                old_category: text(old, category),
+                new_category: text(new, category),
                 old_status,
                 new_status,
                 old_categorized_by: old_by,
@@ -270,8 +265,8 @@ fn legacy_backup_log_flush<'a>(
 
 /// Writes every buffered row with one INSERT, as the owner of the log, in a security-restricted
 /// operation. The trigger must be on the extension's extracted_documents, so no other table's
-/// trigger can put rows into the trail. Syscache lookups only: this runs once per categorizing
-/// statement.
+/// trigger can put rows into the trail (`log_target`). This runs once per categorizing
+/// statement: nothing here queries the catalogs beyond the relation cache.
 fn flush(data: &pg_sys::TriggerData) -> LbResult<()> {
     // Only rows buffered at this subtransaction level or inside it: a flush that runs in a
     // savepoint must not take rows of an outer level, or rolling the savepoint back would lose
@@ -290,28 +285,56 @@ fn flush(data: &pg_sys::TriggerData) -> LbResult<()> {
     if rows.is_empty() {
         return Ok(());
     }
-    // SAFETY: the trigger's open relation and its Trigger; catalog lookups by oid and name.
-    let (schema, log_owner) = unsafe {
-        let rel = data.tg_relation;
-        // The extension's schema is where its trigger functions live.
-        let nsp = pg_sys::get_func_namespace((*data.tg_trigger).tgfoid);
-        let name = CStr::from_ptr((*(*rel).rd_rel).relname.data.as_ptr());
-        if (*(*rel).rd_rel).relnamespace != nsp || name != c"extracted_documents" {
-            return Err(misuse("legacy_backup_log_flush"));
-        }
-        let log = pg_sys::get_relname_relid(c"category_assignment_logs".as_ptr(), nsp);
-        let schema = pg_sys::get_namespace_name(nsp);
-        if log == pg_sys::InvalidOid || schema.is_null() {
-            return Err(LbError::internal("the audit trail's table is missing"));
-        }
-        (
-            CStr::from_ptr(schema).to_string_lossy().into_owned(),
-            crate::privilege::relation_owner(log)?,
-        )
-    };
+    let (schema, log) = log_target(data)?;
+    let log_owner = crate::privilege::relation_owner(log)?;
     let db_role = crate::privilege::session_role();
-    let role_actor = format!("pg:{db_role}");
+    let role_actor = if rows.iter().any(|r| r.changed_by.is_none()) {
+        format!("pg:{db_role}")
+    } else {
+        String::new()
+    };
     crate::privilege::as_role(log_owner, || {
+        if let [row] = rows.as_slice() {
+            // One row (a categorization): straight into the table, no query to plan.
+            use crate::direct_insert::{insert, Outcome, Value};
+            let outcome = insert(
+                log,
+                &[
+                    (c"session_id", Value::Text(Some(&row.session_id))),
+                    (c"document_id", Value::Text(Some(&row.document_id))),
+                    (c"old_category_id", Value::Text(row.old_category.as_deref())),
+                    (c"new_category_id", Value::Text(row.new_category.as_deref())),
+                    (c"old_status", Value::Text(row.old_status.as_deref())),
+                    (c"new_status", Value::Text(row.new_status.as_deref())),
+                    (
+                        c"old_categorized_by",
+                        Value::Text(row.old_categorized_by.as_deref()),
+                    ),
+                    (
+                        c"new_categorized_by",
+                        Value::Text(row.new_categorized_by.as_deref()),
+                    ),
+                    (
+                        c"old_categorized_at",
+                        Value::Timestamp(row.old_categorized_at),
+                    ),
+                    (
+                        c"new_categorized_at",
+                        Value::Timestamp(row.new_categorized_at),
+                    ),
+                    (
+                        c"changed_by",
+                        Value::Text(Some(row.changed_by.as_deref().unwrap_or(&role_actor))),
+                    ),
+                    (c"attribution", Value::Text(Some(row.attribution))),
+                    (c"source", Value::Text(Some(row.source))),
+                    (c"db_role", Value::Text(Some(&db_role))),
+                ],
+            );
+            if outcome == Outcome::Inserted {
+                return Ok(());
+            }
+        }
         Spi::connect_mut(|client| -> LbResult<()> {
             STATEMENTS.with(|cell| -> LbResult<()> {
                 let mut cached = cell.borrow_mut();
@@ -319,30 +342,6 @@ fn flush(data: &pg_sys::TriggerData) -> LbResult<()> {
                     *cached = Some(Statements::prepare(client, &schema)?);
                 }
                 let statements = cached.as_ref().expect("prepared above");
-                if let [row] = rows.as_slice() {
-                    // One row (a categorization): plain parameters, no arrays to build or unnest.
-                    client.update(
-                        &statements.one,
-                        None,
-                        &[
-                            row.session_id.as_str().into(),
-                            row.document_id.as_str().into(),
-                            row.old_category.as_deref().into(),
-                            row.new_category.as_deref().into(),
-                            row.old_status.as_deref().into(),
-                            row.new_status.as_deref().into(),
-                            row.old_categorized_by.as_deref().into(),
-                            row.new_categorized_by.as_deref().into(),
-                            row.old_categorized_at.into(),
-                            row.new_categorized_at.into(),
-                            row.changed_by.as_deref().unwrap_or(&role_actor).into(),
-                            row.attribution.into(),
-                            row.source.into(),
-                            db_role.as_str().into(),
-                        ],
-                    )?;
-                    return Ok(());
-                }
                 // SAFETY: builds a palloc'd legacy_backup.log_change[] of the buffered rows.
                 let changes = unsafe { change_array(&rows, &role_actor, statements.change_type) };
                 let args = [changes, db_role.as_str().into()];
@@ -353,10 +352,62 @@ fn flush(data: &pg_sys::TriggerData) -> LbResult<()> {
     })
 }
 
-/// The two prepared INSERTs, for the schema they were prepared in.
+/// Where the trail writes, found from the trigger: its function's schema (the extension's) and
+/// the log table there. Kept per backend by the function's oid, which changes only when the
+/// extension is dropped and created again.
+struct LogTarget {
+    function: pg_sys::Oid,
+    namespace: pg_sys::Oid,
+    schema: String,
+    log: pg_sys::Oid,
+}
+
+/// The extension's schema and its log table, after checking that the trigger is on the
+/// extension's extracted_documents: no other table's trigger can put rows into the trail.
+fn log_target(data: &pg_sys::TriggerData) -> LbResult<(String, pg_sys::Oid)> {
+    // SAFETY: the trigger's open relation and its Trigger; catalog lookups by oid and name.
+    unsafe {
+        let rel = data.tg_relation;
+        let function = (*data.tg_trigger).tgfoid;
+        let cached = LOG_TARGET.with(|t| {
+            t.borrow()
+                .as_ref()
+                .filter(|t| t.function == function)
+                .map(|t| (t.namespace, t.schema.clone(), t.log))
+        });
+        let (namespace, schema, log) = match cached {
+            Some(target) => target,
+            None => {
+                let namespace = pg_sys::get_func_namespace(function);
+                let log =
+                    pg_sys::get_relname_relid(c"category_assignment_logs".as_ptr(), namespace);
+                let schema = pg_sys::get_namespace_name(namespace);
+                if log == pg_sys::InvalidOid || schema.is_null() {
+                    return Err(LbError::internal("the audit trail's table is missing"));
+                }
+                let schema = CStr::from_ptr(schema).to_string_lossy().into_owned();
+                LOG_TARGET.with(|t| {
+                    *t.borrow_mut() = Some(LogTarget {
+                        function,
+                        namespace,
+                        schema: schema.clone(),
+                        log,
+                    })
+                });
+                (namespace, schema, log)
+            }
+        };
+        let name = CStr::from_ptr((*(*rel).rd_rel).relname.data.as_ptr());
+        if (*(*rel).rd_rel).relnamespace != namespace || name != c"extracted_documents" {
+            return Err(misuse("legacy_backup_log_flush"));
+        }
+        Ok((schema, log))
+    }
+}
+
+/// The prepared INSERT, for the schema it was prepared in.
 struct Statements {
     schema: String,
-    one: OwnedPreparedStatement,
     many: OwnedPreparedStatement,
     /// legacy_backup.log_change
     change_type: pg_sys::Oid,
@@ -366,10 +417,6 @@ impl Statements {
     fn prepare(client: &mut pgrx::spi::SpiClient<'_>, schema: &str) -> LbResult<Self> {
         let quoted = pgrx::spi::quote_identifier(schema);
         let text = PgOid::from(pg_sys::TEXTOID);
-        let timestamp = PgOid::from(pg_sys::TIMESTAMPTZOID);
-        let mut one_types = [text; 14];
-        one_types[8] = timestamp;
-        one_types[9] = timestamp;
         let change_type = client
             .select(
                 "SELECT pg_catalog.to_regtype('legacy_backup.log_change')::pg_catalog.oid",
@@ -387,12 +434,6 @@ impl Statements {
             ));
         }
         let many_types = [PgOid::from(change_array_type), text];
-        let one = client
-            .prepare_mut(
-                INSERT_ONE_SQL.replace("@extschema@", &quoted).as_str(),
-                &one_types,
-            )?
-            .keep();
         let many = client
             .prepare_mut(
                 INSERT_MANY_SQL.replace("@extschema@", &quoted).as_str(),
@@ -401,7 +442,6 @@ impl Statements {
             .keep();
         Ok(Statements {
             schema: schema.to_string(),
-            one,
             many,
             change_type,
         })
@@ -498,22 +538,19 @@ fn pg_trigger_depth() -> i32 {
     unsafe { pgrx::fcinfo::direct_function_call::<i32>(pg_sys::pg_trigger_depth, &[]) }.unwrap_or(0)
 }
 
-/// Attribute numbers of `COLUMNS` in `tupdesc`.
-/// Whether `attnums` still point at live columns of `COLUMNS`' names in `tupdesc`.
+/// Whether `attnums` still point at live columns of `COLUMNS`' names in `tupdesc` (read from
+/// the descriptor, no copies).
 unsafe fn attnums_match(tupdesc: pg_sys::TupleDesc, attnums: &[i16; 6]) -> bool {
+    let tupdesc = pgrx::PgTupleDesc::from_pg_unchecked(tupdesc);
     attnums.iter().zip(COLUMNS).all(|(&attnum, name)| {
-        if attnum <= 0 || attnum as i32 > (*tupdesc).natts {
-            return false;
-        }
-        let name_ptr = pg_sys::SPI_fname(tupdesc, attnum as i32);
-        let same = !name_ptr.is_null() && CStr::from_ptr(name_ptr) == name;
-        if !name_ptr.is_null() {
-            pg_sys::pfree(name_ptr.cast());
-        }
-        same
+        attnum > 0
+            && tupdesc.get(attnum as usize - 1).is_some_and(|attr| {
+                !attr.attisdropped && CStr::from_ptr(attr.attname.data.as_ptr()) == name
+            })
     })
 }
 
+/// Attribute numbers of `COLUMNS` in `tupdesc`.
 unsafe fn attnums(tupdesc: pg_sys::TupleDesc) -> LbResult<[i16; 6]> {
     let mut found = [0i16; 6];
     for (slot, name) in found.iter_mut().zip(COLUMNS) {
@@ -529,35 +566,49 @@ unsafe fn attnums(tupdesc: pg_sys::TupleDesc) -> LbResult<[i16; 6]> {
     Ok(found)
 }
 
-/// A column of `tuple`; None when NULL, or when there is no tuple (the other side of an INSERT
-/// or DELETE).
-unsafe fn datum(
-    tuple: pg_sys::HeapTuple,
-    tupdesc: pg_sys::TupleDesc,
-    attnum: i16,
-) -> Option<pg_sys::Datum> {
-    if tuple.is_null() {
-        return None;
+/// The deformed columns of a trigger's slot.
+#[derive(Clone, Copy)]
+struct SlotRow {
+    values: *const pg_sys::Datum,
+    nulls: *const bool,
+    valid: i16,
+}
+
+impl SlotRow {
+    /// Deforms `slot` up to column `last` (None when the event has no such row: the other side
+    /// of an INSERT or DELETE).
+    unsafe fn read(slot: *mut pg_sys::TupleTableSlot, last: i16) -> Option<SlotRow> {
+        if slot.is_null() {
+            return None;
+        }
+        if (*slot).tts_nvalid < last {
+            pg_sys::slot_getsomeattrs_int(slot, last as i32);
+        }
+        Some(SlotRow {
+            values: (*slot).tts_values,
+            nulls: (*slot).tts_isnull,
+            valid: (*slot).tts_nvalid,
+        })
     }
-    let mut is_null = false;
-    let value = pg_sys::heap_getattr(tuple, attnum as i32, tupdesc, &mut is_null);
-    (!is_null).then_some(value)
+
+    /// Column `attnum`; None when NULL.
+    unsafe fn get(self, attnum: i16) -> Option<pg_sys::Datum> {
+        assert!(
+            attnum >= 1 && attnum <= self.valid,
+            "column {attnum} was not deformed"
+        );
+        let i = (attnum - 1) as usize;
+        (!*self.nulls.add(i)).then(|| *self.values.add(i))
+    }
 }
 
-unsafe fn text(
-    tuple: pg_sys::HeapTuple,
-    tupdesc: pg_sys::TupleDesc,
-    attnum: i16,
-) -> Option<String> {
-    datum(tuple, tupdesc, attnum).and_then(|d| String::from_datum(d, false))
+unsafe fn text(row: Option<SlotRow>, attnum: i16) -> Option<String> {
+    row?.get(attnum).and_then(|d| String::from_datum(d, false))
 }
 
-unsafe fn timestamp(
-    tuple: pg_sys::HeapTuple,
-    tupdesc: pg_sys::TupleDesc,
-    attnum: i16,
-) -> Option<TimestampWithTimeZone> {
-    datum(tuple, tupdesc, attnum).and_then(|d| TimestampWithTimeZone::from_datum(d, false))
+unsafe fn timestamp(row: Option<SlotRow>, attnum: i16) -> Option<TimestampWithTimeZone> {
+    row?.get(attnum)
+        .and_then(|d| TimestampWithTimeZone::from_datum(d, false))
 }
 
 /// An enum value's label through the type's output function.

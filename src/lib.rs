@@ -29,6 +29,7 @@ pub mod app_audit_log;
 pub mod attach;
 pub mod audit_trail;
 pub mod cleanup;
+pub mod direct_insert;
 pub mod error;
 pub mod gate;
 pub mod guard;
@@ -59,6 +60,7 @@ extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
 pub extern "C-unwind" fn _PG_init() {
     guc::register();
     audit_trail::register_callbacks();
+    direct_insert::register_callbacks();
     worker::init();
 }
 

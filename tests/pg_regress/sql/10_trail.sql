@@ -94,3 +94,50 @@ SELECT max(id) AS last_log_id FROM category_assignment_logs \gset
 UPDATE extracted_documents SET category_id = 'trl-cat-001', status = 'Categorized' WHERE id LIKE 'trl-big-%';
 SELECT count(*) AS logged, count(DISTINCT document_id) AS documents FROM category_assignment_logs WHERE id > :last_log_id;
 DELETE FROM extracted_documents WHERE id LIKE 'trl-big-%';
+
+-- 8. One changed document is written straight into the log (src/direct_insert.rs), several
+-- through the prepared INSERT: the rows are the same, column for column, defaults included.
+BEGIN;
+SET LOCAL legacy_backup.actor = 'u-direct';
+SELECT max(id) AS last_log_id FROM category_assignment_logs \gset
+UPDATE extracted_documents SET category_id = 'trl-cat-003', status = 'Categorized', categorized_by = 'u-direct', categorized_at = '2026-01-02 03:04:05+00' WHERE id = 'trl-doc-000011';
+UPDATE extracted_documents SET category_id = 'trl-cat-003', status = 'Categorized', categorized_by = 'u-direct', categorized_at = '2026-01-02 03:04:05+00' WHERE id IN ('trl-doc-000012', 'trl-doc-000013');
+SELECT l.document_id, l.old_status IS NOT NULL AS has_old_status, l.new_category_id, l.new_status, l.new_categorized_by,
+       l.new_categorized_at, l.changed_by, l.attribution, l.source, l.db_role = session_user AS db_role_ok,
+       l.txid = pg_current_xact_id() AS this_transaction, l.changed_at IS NOT NULL AS timed, l.undone_by
+FROM category_assignment_logs l WHERE l.id > :last_log_id ORDER BY l.id;
+SELECT count(DISTINCT id) = 3 AND min(id) > :last_log_id AS ids_from_the_identity FROM category_assignment_logs WHERE id > :last_log_id;
+COMMIT;
+
+-- The table's own rules hold on that path, and a change to them is seen by the next write in
+-- the same session: a CHECK constraint added to the log refuses the row (and the change with
+-- it); a new column default is taken; with an INSERT trigger on the log the row goes through
+-- the prepared INSERT, so the trigger fires.
+SET legacy_backup.allow_drop = on;
+ALTER TABLE category_assignment_logs ADD CONSTRAINT regress_no_mallory CHECK (changed_by <> 'mallory');
+BEGIN;
+SET LOCAL legacy_backup.actor = 'mallory';
+SELECT code, message FROM regress.error_of($$UPDATE extracted_documents SET category_id = 'trl-cat-001' WHERE id = 'trl-doc-000011'$$);
+ROLLBACK;
+SELECT category_id FROM extracted_documents WHERE id = 'trl-doc-000011';
+ALTER TABLE category_assignment_logs DROP CONSTRAINT regress_no_mallory;
+ALTER TABLE category_assignment_logs ALTER COLUMN changed_at SET DEFAULT '2001-02-03 04:05:06+00';
+BEGIN;
+SET LOCAL legacy_backup.actor = 'mallory';
+UPDATE extracted_documents SET category_id = 'trl-cat-001' WHERE id = 'trl-doc-000011';
+SELECT changed_by, changed_at FROM category_assignment_logs WHERE document_id = 'trl-doc-000011' ORDER BY id DESC LIMIT 1;
+ROLLBACK;
+ALTER TABLE category_assignment_logs ALTER COLUMN changed_at SET DEFAULT clock_timestamp();
+CREATE TABLE regress.log_copies (document_id text);
+CREATE FUNCTION regress.copy_log_row() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN INSERT INTO regress.log_copies VALUES (NEW.document_id); RETURN NEW; END $$;
+CREATE TRIGGER regress_copy AFTER INSERT ON category_assignment_logs FOR EACH ROW EXECUTE FUNCTION regress.copy_log_row();
+UPDATE extracted_documents SET category_id = 'trl-cat-002' WHERE id = 'trl-doc-000011';
+SELECT document_id FROM regress.log_copies;
+DROP TRIGGER regress_copy ON category_assignment_logs;
+UPDATE extracted_documents SET category_id = 'trl-cat-001' WHERE id = 'trl-doc-000011';
+SELECT count(*) AS copies_after_the_trigger_was_dropped FROM regress.log_copies;
+DROP TABLE regress.log_copies;
+DROP FUNCTION regress.copy_log_row();
+RESET legacy_backup.allow_drop;
+SELECT pg_get_expr(adbin, adrelid) AS changed_at_default FROM pg_attrdef WHERE adrelid = 'category_assignment_logs'::regclass AND adnum = (SELECT attnum FROM pg_attribute WHERE attrelid = 'category_assignment_logs'::regclass AND attname = 'changed_at');
