@@ -12,10 +12,11 @@
 #     UPDATE per document, 1,536 floats) for pipeline_docs documents, then clustering (cluster_id)
 #     and skip_reason, each one UPDATE of all 8,000; each write timed alone and rolled back:
 #     no trigger / legacy_backup's triggers.
-# Usage: scripts/bench_triggers.sh [rounds=3] [seconds_per_pgbench_run=10] [merge_repeats=5] [pipeline_docs=500]
+# Rounds: a multiple of 4 gives every variant every position and predecessor equally often.
+# Usage: scripts/bench_triggers.sh [rounds=4] [seconds_per_pgbench_run=10] [merge_repeats=5] [pipeline_docs=500]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ROUNDS=${1:-3}; SECS=${2:-10}; REPEATS=${3:-5}; PIPE_DOCS=${4:-500}
+ROUNDS=${1:-4}; SECS=${2:-10}; REPEATS=${3:-5}; PIPE_DOCS=${4:-500}
 [[ "$PIPE_DOCS" =~ ^[1-9][0-9]*$ ]] && [ "$PIPE_DOCS" -le 8000 ] || { echo "pipeline_docs must be 1..8000" >&2; exit 2; }
 DIR=.tmp/bench-triggers; PORT=54342
 source scripts/bench_lib.sh
@@ -38,11 +39,18 @@ SQL
 chmod o+r "$DIR/categorize_floor.pgbench"
 results=$DIR/results.tsv; : >"$results"
 variants=(none extension plpgsql_row floor)
+# The order of the four runs in round r is row (r - 1) % 4 of a balanced Latin square (a
+# Williams design): each variant runs once in each position and follows every other variant
+# once every four rounds. A run inherits what the one before it left (dead row versions, index
+# entries to clean, dirty pages, WAL), and a plain rotation handed the same predecessor to the
+# same variant every round: legacy_backup always ran right after 'none', the fastest. Each run
+# also starts after VACUUM ANALYZE and a CHECKPOINT, so no run pays for another's leftovers.
+orders=("0 1 3 2" "1 2 0 3" "2 3 1 0" "3 0 2 1")
 for round in $(seq 1 "$ROUNDS"); do
-  for k in 0 1 2 3; do
-    v=${variants[$(( (round + k) % 4 ))]}
+  for k in ${orders[$(( (round - 1) % 4 ))]}; do
+    v=${variants[$k]}
     script=tests/fixtures/categorize.pgbench; [ "$v" = floor ] && script=$DIR/categorize_floor.pgbench
-    P -d bench -c "SELECT bench_use('$v')" >/dev/null
+    P -d bench -c "SELECT bench_use('$v')" -c "VACUUM ANALYZE" -c "CHECKPOINT" >/dev/null
     tps=$(runuser -u postgres -- "$BIN/pgbench" -n -h "$PWD/$DIR/sock" -p "$PORT" -U postgres \
             -c 2 -j 2 -T "$SECS" -M prepared -D sid=bt -D docs=8000 -D cats=40 -f "$script" bench 2>&1 | awk '/^tps/ {print $3; exit}')
     printf 'categorize\t%s\t%s\t%s\n' "$round" "$v" "$tps" >>"$results"
@@ -55,8 +63,10 @@ DECLARE v text; r int; k int; i int; ms float8[];
 BEGIN
     CREATE TEMP TABLE merge_runs (round int, variant text, ms float8);
     FOR r IN 1..$ROUNDS LOOP
-        FOR k IN 0..3 LOOP
-            v := (ARRAY['none', 'extension', 'plpgsql_statement', 'floor'])[1 + (r + k) % 4];
+        FOR k IN 1..4 LOOP
+            -- The same balanced order as the categorize runs above.
+            v := (ARRAY['none', 'extension', 'plpgsql_statement', 'floor'])
+                 [1 + (ARRAY[[0, 1, 3, 2], [1, 2, 0, 3], [2, 3, 1, 0], [3, 0, 2, 1]])[1 + (r - 1) % 4][k]];
             PERFORM bench_use(v);
             PERFORM bench_merge_ms('bm', v = 'floor');            -- warm-up
             ms := '{}';

@@ -106,7 +106,7 @@ thread_local! {
     static WRITING: RefCell<Option<HashSet<String>>> = const { RefCell::new(None) };
     static BUFFER: RefCell<Buffer> = const { RefCell::new(Buffer { rows: Vec::new(), attnums: [0; 6], relid: pg_sys::InvalidOid, labels: Vec::new() }) };
     static STATEMENTS: RefCell<Option<Statements>> = const { RefCell::new(None) };
-    static LOG_TARGET: RefCell<Option<LogTarget>> = const { RefCell::new(None) };
+    static LOG_RELID: std::cell::Cell<pg_sys::Oid> = const { std::cell::Cell::new(pg_sys::InvalidOid) };
 }
 
 const PENDING_AT_COMMIT: &str =
@@ -119,8 +119,8 @@ const INSERT_MANY_SQL: &str = "\
     INSERT INTO @extschema@.category_assignment_logs \
         (session_id, document_id, old_category_id, new_category_id, old_status, new_status, \
          old_categorized_by, new_categorized_by, old_categorized_at, new_categorized_at, \
-         changed_by, attribution, source, changed_at, db_role) \
-    SELECT c.*, pg_catalog.clock_timestamp(), $2 FROM pg_catalog.unnest($1) AS c";
+         changed_by, attribution, source, db_role) \
+    SELECT c.*, $2 FROM pg_catalog.unnest($1) AS c";
 
 /// Row trigger (UPDATE, INSERT, DELETE): buffers one changed document (the `WHEN` clauses
 /// already compared).
@@ -265,8 +265,8 @@ fn legacy_backup_log_flush<'a>(
 
 /// Writes every buffered row with one INSERT, as the owner of the log, in a security-restricted
 /// operation. The trigger must be on the extension's extracted_documents, so no other table's
-/// trigger can put rows into the trail (`log_target`). This runs once per categorizing
-/// statement: nothing here queries the catalogs beyond the relation cache.
+/// trigger can put rows into the trail (`log_table`). This runs once per categorizing
+/// statement: nothing here queries the catalogs beyond their caches.
 fn flush(data: &pg_sys::TriggerData) -> LbResult<()> {
     // Only rows buffered at this subtransaction level or inside it: a flush that runs in a
     // savepoint must not take rows of an outer level, or rolling the savepoint back would lose
@@ -285,20 +285,19 @@ fn flush(data: &pg_sys::TriggerData) -> LbResult<()> {
     if rows.is_empty() {
         return Ok(());
     }
-    let (schema, log) = log_target(data)?;
-    let log_owner = crate::privilege::relation_owner(log)?;
+    let log = log_table(data)?;
     let db_role = crate::privilege::session_role();
     let role_actor = if rows.iter().any(|r| r.changed_by.is_none()) {
         format!("pg:{db_role}")
     } else {
         String::new()
     };
-    crate::privilege::as_role(log_owner, || {
+    crate::privilege::as_role(log.owner, || {
         if let [row] = rows.as_slice() {
             // One row (a categorization): straight into the table, no query to plan.
             use crate::direct_insert::{insert, Outcome, Value};
             let outcome = insert(
-                log,
+                log.relid,
                 &[
                     (c"session_id", Value::Text(Some(&row.session_id))),
                     (c"document_id", Value::Text(Some(&row.document_id))),
@@ -335,6 +334,7 @@ fn flush(data: &pg_sys::TriggerData) -> LbResult<()> {
                 return Ok(());
             }
         }
+        let schema = schema_name(log.namespace)?;
         Spi::connect_mut(|client| -> LbResult<()> {
             STATEMENTS.with(|cell| -> LbResult<()> {
                 let mut cached = cell.borrow_mut();
@@ -352,56 +352,71 @@ fn flush(data: &pg_sys::TriggerData) -> LbResult<()> {
     })
 }
 
-/// Where the trail writes, found from the trigger: its function's schema (the extension's) and
-/// the log table there. Kept per backend by the function's oid, which changes only when the
-/// extension is dropped and created again.
-struct LogTarget {
-    function: pg_sys::Oid,
+/// The log table the trail writes, and its owner.
+struct LogTable {
     namespace: pg_sys::Oid,
-    schema: String,
-    log: pg_sys::Oid,
+    relid: pg_sys::Oid,
+    owner: pg_sys::Oid,
 }
 
-/// The extension's schema and its log table, after checking that the trigger is on the
-/// extension's extracted_documents: no other table's trigger can put rows into the trail.
-fn log_target(data: &pg_sys::TriggerData) -> LbResult<(String, pg_sys::Oid)> {
-    // SAFETY: the trigger's open relation and its Trigger; catalog lookups by oid and name.
+/// The extension's schema (its trigger function's) and the log table there, after checking
+/// that the trigger is on the extension's extracted_documents: no other table's trigger can put
+/// rows into the trail. The log's oid is kept per backend and checked against the relation
+/// cache on every flush (a recreated or renamed table is looked up again).
+fn log_table(data: &pg_sys::TriggerData) -> LbResult<LogTable> {
+    // SAFETY: the trigger's open relation and its Trigger; syscache and relcache lookups by oid
+    // and name, each relcache entry closed again.
     unsafe {
         let rel = data.tg_relation;
-        let function = (*data.tg_trigger).tgfoid;
-        let cached = LOG_TARGET.with(|t| {
-            t.borrow()
-                .as_ref()
-                .filter(|t| t.function == function)
-                .map(|t| (t.namespace, t.schema.clone(), t.log))
-        });
-        let (namespace, schema, log) = match cached {
-            Some(target) => target,
-            None => {
-                let namespace = pg_sys::get_func_namespace(function);
-                let log =
-                    pg_sys::get_relname_relid(c"category_assignment_logs".as_ptr(), namespace);
-                let schema = pg_sys::get_namespace_name(namespace);
-                if log == pg_sys::InvalidOid || schema.is_null() {
-                    return Err(LbError::internal("the audit trail's table is missing"));
-                }
-                let schema = CStr::from_ptr(schema).to_string_lossy().into_owned();
-                LOG_TARGET.with(|t| {
-                    *t.borrow_mut() = Some(LogTarget {
-                        function,
-                        namespace,
-                        schema: schema.clone(),
-                        log,
-                    })
-                });
-                (namespace, schema, log)
-            }
-        };
+        let namespace = pg_sys::get_func_namespace((*data.tg_trigger).tgfoid);
         let name = CStr::from_ptr((*(*rel).rd_rel).relname.data.as_ptr());
         if (*(*rel).rd_rel).relnamespace != namespace || name != c"extracted_documents" {
             return Err(misuse("legacy_backup_log_flush"));
         }
-        Ok((schema, log))
+        let owner_if_log = |relid: pg_sys::Oid| {
+            if relid == pg_sys::InvalidOid {
+                return None;
+            }
+            let log = pg_sys::RelationIdGetRelation(relid);
+            if log.is_null() {
+                return None;
+            }
+            let class = &*(*log).rd_rel;
+            let is_log = class.relnamespace == namespace
+                && CStr::from_ptr(class.relname.data.as_ptr()) == c"category_assignment_logs";
+            let owner = class.relowner;
+            pg_sys::RelationClose(log);
+            is_log.then_some(owner)
+        };
+        let cached = LOG_RELID.get();
+        if let Some(owner) = owner_if_log(cached) {
+            return Ok(LogTable {
+                namespace,
+                relid: cached,
+                owner,
+            });
+        }
+        let relid = pg_sys::get_relname_relid(c"category_assignment_logs".as_ptr(), namespace);
+        let owner = owner_if_log(relid)
+            .ok_or_else(|| LbError::internal("the audit trail's table is missing"))?;
+        LOG_RELID.set(relid);
+        Ok(LogTable {
+            namespace,
+            relid,
+            owner,
+        })
+    }
+}
+
+/// The name of schema `namespace`.
+fn schema_name(namespace: pg_sys::Oid) -> LbResult<String> {
+    // SAFETY: a syscache lookup returning a palloc'd copy or NULL.
+    unsafe {
+        let name = pg_sys::get_namespace_name(namespace);
+        if name.is_null() {
+            return Err(LbError::internal("the extension's schema is missing"));
+        }
+        Ok(CStr::from_ptr(name).to_string_lossy().into_owned())
     }
 }
 

@@ -13,12 +13,15 @@
 //! compiling those trees happens on every insert, as in the executor.
 //!
 //! Tables this path does not cover are left to the caller's SQL: any trigger (row or statement)
-//! on INSERT, forced row-level security, generated columns, partitions and non-tables.
+//! on INSERT, rules, forced row-level security, generated columns, a domain-typed column left to
+//! its default, partitions and non-tables, and a role without INSERT privilege (the SQL then
+//! reports it). One difference remains by design: no executor hooks run, so pg_stat_statements
+//! and pgaudit see the categorizing statement but not this row's insert.
 
 use pgrx::datum::TimestampWithTimeZone;
 use pgrx::pg_sys;
 use pgrx::IntoDatum;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::ffi::CStr;
 
 /// A value for one column.
@@ -61,8 +64,6 @@ pub enum Outcome {
 /// What one insert needs from the catalog, for one table and one list of column names.
 struct TableCache {
     relid: pg_sys::Oid,
-    /// Cleared by the relation-cache callback; the next insert builds the cache again.
-    valid: bool,
     names: Vec<&'static CStr>,
     /// Why this path cannot write the table, or the positions of the named columns.
     covered: Result<Vec<i16>, &'static str>,
@@ -70,12 +71,16 @@ struct TableCache {
     defaults: Vec<(usize, *mut pg_sys::Node)>,
     /// Parsed CHECK constraints, in the relation cache's order (the order `ExecRelCheck` uses).
     checks: Vec<*mut pg_sys::Node>,
-    /// Holds the trees.
-    context: pg_sys::MemoryContext,
 }
 
 thread_local! {
     static CACHE: RefCell<Option<TableCache>> = const { RefCell::new(None) };
+    /// Apart from `CACHE`, so the relation-cache callback never needs its borrow: the callback
+    /// can run in the middle of a rebuild (a catalog read there may process invalidations).
+    static CACHE_VALID: Cell<bool> = const { Cell::new(false) };
+    static CACHE_RELID: Cell<pg_sys::Oid> = const { Cell::new(pg_sys::InvalidOid) };
+    /// Holds the cached trees; reset on every rebuild, kept for the backend's life.
+    static CACHE_CONTEXT: Cell<pg_sys::MemoryContext> = const { Cell::new(std::ptr::null_mut()) };
 }
 
 /// Registers the relation-cache callback that drops the cache; once, in `_PG_init`.
@@ -86,15 +91,9 @@ pub fn register_callbacks() {
 
 #[pgrx::pg_guard]
 unsafe extern "C-unwind" fn on_relcache(_arg: pg_sys::Datum, relid: pg_sys::Oid) {
-    // Only marks: an insert may be holding trees of the old cache (they are copied before use,
-    // and freed when the next insert rebuilds).
-    CACHE.with(|cache| {
-        if let Some(cache) = cache.borrow_mut().as_mut() {
-            if relid == pg_sys::InvalidOid || relid == cache.relid {
-                cache.valid = false;
-            }
-        }
-    });
+    if relid == pg_sys::InvalidOid || relid == CACHE_RELID.get() {
+        CACHE_VALID.set(false);
+    }
 }
 
 /// Inserts one row into table `relid`: `values` by column name, every other column its default.
@@ -112,11 +111,18 @@ pub fn insert(relid: pg_sys::Oid, values: &[(&'static CStr, Value)]) -> Outcome 
         let names: Vec<&'static CStr> = values.iter().map(|(name, _)| *name).collect();
         let (covered, default_trees, check_trees) = CACHE.with(|cache| {
             let mut cache = cache.borrow_mut();
-            let current = cache
-                .as_ref()
-                .is_some_and(|c| c.valid && c.relid == relid && c.names == names);
+            let current = CACHE_VALID.get()
+                && cache
+                    .as_ref()
+                    .is_some_and(|c| c.relid == relid && c.names == names);
             if !current {
-                *cache = Some(build_cache(rel, names, values, cache.take()));
+                // Valid from here on unless an invalidation arrives during the build; then this
+                // insert still uses what was read (the table cannot change while it is locked)
+                // and the next one builds again.
+                *cache = None;
+                CACHE_RELID.set(relid);
+                CACHE_VALID.set(true);
+                *cache = Some(build_cache(rel, names, values));
             }
             let cache = cache.as_ref().expect("built above");
             (
@@ -125,9 +131,19 @@ pub fn insert(relid: pg_sys::Oid, values: &[(&'static CStr, Value)]) -> Outcome 
                 cache.checks.clone(),
             )
         });
-        let attnums = match covered {
-            Ok(attnums) => attnums,
-            Err(reason) => {
+        // An INSERT checks the role's privilege; a REVOKE must stop this path too.
+        let allowed = pg_sys::pg_class_aclcheck(
+            relid,
+            pg_sys::GetUserId(),
+            pg_sys::ACL_INSERT as pg_sys::AclMode,
+        ) == pg_sys::AclResult::ACLCHECK_OK;
+        let attnums = match (covered, allowed) {
+            (Ok(attnums), true) => attnums,
+            (Ok(_), false) => {
+                pg_sys::table_close(rel, lock);
+                return Outcome::NotCovered("the role may not insert into the table");
+            }
+            (Err(reason), _) => {
                 pg_sys::table_close(rel, lock);
                 return Outcome::NotCovered(reason);
             }
@@ -140,13 +156,18 @@ pub fn insert(relid: pg_sys::Oid, values: &[(&'static CStr, Value)]) -> Outcome 
         pg_sys::InitResultRelInfo(result_rel, rel, 0, std::ptr::null_mut(), 0);
         (*estate).es_output_cid = pg_sys::GetCurrentCommandId(true);
         pg_sys::ExecOpenIndices(result_rel, false);
-        // Everything taken from the cache is copied into this insert's memory first: nothing
-        // evaluated below can pull a tree from under it.
-        let defaults: Vec<(usize, *mut pg_sys::ExprState)> = default_trees
+        // Every cached tree is copied into this insert's memory before any is planned: planning
+        // may run functions, and a write they made could rebuild the cache under us.
+        let default_copies: Vec<(usize, *mut pg_sys::Node)> = default_trees
             .iter()
-            .map(|&(i, tree)| (i, compile(tree)))
+            .map(|&(i, tree)| (i, copy(tree)))
             .collect();
-        set_checks(rel, result_rel, &check_trees);
+        let check_copies: Vec<*mut pg_sys::Node> = check_trees.iter().map(|&t| copy(t)).collect();
+        let defaults: Vec<(usize, *mut pg_sys::ExprState)> = default_copies
+            .into_iter()
+            .map(|(i, tree)| (i, compile(tree)))
+            .collect();
+        set_checks(rel, result_rel, &check_copies);
 
         let slot = pg_sys::table_slot_create(rel, &mut (*estate).es_tupleTable);
         let natts = (*(*rel).rd_att).natts as usize;
@@ -182,11 +203,18 @@ pub fn insert(relid: pg_sys::Oid, values: &[(&'static CStr, Value)]) -> Outcome 
     }
 }
 
-/// A cached tree copied, planned and compiled in the current memory context, as
-/// `ExecPrepareExpr` does with a freshly parsed one.
+/// A copy of a cached tree in the current memory context.
+unsafe fn copy(tree: *mut pg_sys::Node) -> *mut pg_sys::Node {
+    pg_sys::copyObjectImpl(tree.cast()).cast()
+}
+
+/// A parsed expression planned and compiled in the current memory context, as
+/// `ExecPrepareExpr` does.
 unsafe fn compile(tree: *mut pg_sys::Node) -> *mut pg_sys::ExprState {
-    let copy = pg_sys::copyObjectImpl(tree.cast()).cast::<pg_sys::Expr>();
-    pg_sys::ExecInitExpr(pg_sys::expression_planner(copy), std::ptr::null_mut())
+    pg_sys::ExecInitExpr(
+        pg_sys::expression_planner(tree.cast()),
+        std::ptr::null_mut(),
+    )
 }
 
 /// Gives `result_rel` its CHECK constraints ready to run, as `ExecRelCheck` would build them on
@@ -230,34 +258,31 @@ unsafe fn set_checks(
     }
 }
 
-/// Reads what inserts into `rel` need from the catalog, reusing the old cache's memory.
+/// Reads what inserts into `rel` need from the catalog, into the cache's memory (reset first).
 unsafe fn build_cache(
     rel: pg_sys::Relation,
     names: Vec<&'static CStr>,
     values: &[(&'static CStr, Value)],
-    old: Option<TableCache>,
 ) -> TableCache {
-    let context = match old {
-        Some(old) => {
-            pg_sys::MemoryContextReset(old.context);
-            old.context
-        }
-        None => pg_sys::AllocSetContextCreateInternal(
+    let mut context = CACHE_CONTEXT.get();
+    if context.is_null() {
+        context = pg_sys::AllocSetContextCreateInternal(
             pg_sys::TopMemoryContext,
             c"legacy_backup direct insert".as_ptr(),
             pg_sys::ALLOCSET_SMALL_MINSIZE as usize,
             pg_sys::ALLOCSET_SMALL_INITSIZE as usize,
             pg_sys::ALLOCSET_SMALL_MAXSIZE as usize,
-        ),
-    };
+        );
+        CACHE_CONTEXT.set(context);
+    } else {
+        pg_sys::MemoryContextReset(context);
+    }
     let mut cache = TableCache {
         relid: (*rel).rd_id,
-        valid: true,
         names,
         covered: Err(""),
         defaults: Vec::new(),
         checks: Vec::new(),
-        context,
     };
     if let Some(reason) = not_covered(rel) {
         cache.covered = Err(reason);
@@ -277,6 +302,17 @@ unsafe fn build_cache(
             return cache;
         }
         attnums.push(attnum as i16);
+    }
+    // A domain column left to its default must still meet the domain's constraints, which
+    // only a planned INSERT adds: such a table goes through it.
+    let domain_default = tupdesc.iter().enumerate().any(|(i, attr)| {
+        !attr.attisdropped
+            && !attnums.contains(&(i as i16 + 1))
+            && pg_sys::get_typtype(attr.atttypid) == pg_sys::TYPTYPE_DOMAIN as std::ffi::c_char
+    });
+    if domain_default {
+        cache.covered = Err("a column left to its default has a domain type");
+        return cache;
     }
     let old_context = pg_sys::MemoryContextSwitchTo(context);
     for (i, attr) in tupdesc.iter().enumerate() {
@@ -309,6 +345,9 @@ unsafe fn not_covered(rel: pg_sys::Relation) -> Option<&'static str> {
     }
     if class.relrowsecurity && class.relforcerowsecurity {
         return Some("row-level security is forced");
+    }
+    if class.relhasrules {
+        return Some("the table has rules");
     }
     let triggers = (*rel).trigdesc;
     if !triggers.is_null() {

@@ -48,7 +48,7 @@ pub fn as_owner_of<R>(table: &str, f: impl FnOnce() -> LbResult<R>) -> LbResult<
 }
 
 /// The owner of a relation, from the relation cache.
-pub fn relation_owner(relid: pg_sys::Oid) -> LbResult<pg_sys::Oid> {
+fn relation_owner(relid: pg_sys::Oid) -> LbResult<pg_sys::Oid> {
     // SAFETY: a relcache lookup, closed again before returning.
     unsafe {
         let rel = pg_sys::RelationIdGetRelation(relid);

@@ -111,8 +111,8 @@ COMMIT;
 
 -- The table's own rules hold on that path, and a change to them is seen by the next write in
 -- the same session: a CHECK constraint added to the log refuses the row (and the change with
--- it); a new column default is taken; with an INSERT trigger on the log the row goes through
--- the prepared INSERT, so the trigger fires.
+-- it); a new column default is taken (on both paths); with an INSERT trigger on the log the row
+-- goes through the prepared INSERT, so the trigger fires; so does a rule.
 SET legacy_backup.allow_drop = on;
 ALTER TABLE category_assignment_logs ADD CONSTRAINT regress_no_mallory CHECK (changed_by <> 'mallory');
 BEGIN;
@@ -125,7 +125,8 @@ ALTER TABLE category_assignment_logs ALTER COLUMN changed_at SET DEFAULT '2001-0
 BEGIN;
 SET LOCAL legacy_backup.actor = 'mallory';
 UPDATE extracted_documents SET category_id = 'trl-cat-001' WHERE id = 'trl-doc-000011';
-SELECT changed_by, changed_at FROM category_assignment_logs WHERE document_id = 'trl-doc-000011' ORDER BY id DESC LIMIT 1;
+UPDATE extracted_documents SET category_id = 'trl-cat-001' WHERE id IN ('trl-doc-000012', 'trl-doc-000013');
+SELECT document_id, changed_by, changed_at FROM category_assignment_logs WHERE changed_by = 'mallory' ORDER BY id;
 ROLLBACK;
 ALTER TABLE category_assignment_logs ALTER COLUMN changed_at SET DEFAULT clock_timestamp();
 CREATE TABLE regress.log_copies (document_id text);
@@ -137,6 +138,10 @@ SELECT document_id FROM regress.log_copies;
 DROP TRIGGER regress_copy ON category_assignment_logs;
 UPDATE extracted_documents SET category_id = 'trl-cat-001' WHERE id = 'trl-doc-000011';
 SELECT count(*) AS copies_after_the_trigger_was_dropped FROM regress.log_copies;
+CREATE RULE regress_copy_rule AS ON INSERT TO category_assignment_logs DO ALSO INSERT INTO regress.log_copies VALUES (NEW.document_id);
+UPDATE extracted_documents SET category_id = 'trl-cat-003' WHERE id = 'trl-doc-000011';
+SELECT count(*) AS copies_with_a_rule FROM regress.log_copies;
+DROP RULE regress_copy_rule ON category_assignment_logs;
 DROP TABLE regress.log_copies;
 DROP FUNCTION regress.copy_log_row();
 RESET legacy_backup.allow_drop;
