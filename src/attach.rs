@@ -55,7 +55,11 @@ fn extension_namespace() -> LbResult<pg_sys::Oid> {
 
 /// The schema the extension was created in, by name (for messages).
 pub fn extension_schema() -> LbResult<String> {
-    let nsp = extension_namespace()?;
+    extension_schema_name(extension_namespace()?)
+}
+
+/// The name of `nsp`, the extension's schema (however the caller found it).
+pub fn extension_schema_name(nsp: pg_sys::Oid) -> LbResult<String> {
     // SAFETY: get_namespace_name returns a palloc'd copy, or NULL for a vanished namespace.
     let name = unsafe { pg_sys::get_namespace_name(nsp) };
     if name.is_null() {

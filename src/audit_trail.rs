@@ -334,7 +334,8 @@ fn flush(data: &pg_sys::TriggerData) -> LbResult<()> {
                 return Ok(());
             }
         }
-        let schema = schema_name(log.namespace)?;
+        // The trigger function's schema, which log_table checked is the extension's.
+        let schema = crate::attach::extension_schema_name(log.namespace)?;
         Spi::connect_mut(|client| -> LbResult<()> {
             STATEMENTS.with(|cell| -> LbResult<()> {
                 let mut cached = cell.borrow_mut();
@@ -405,18 +406,6 @@ fn log_table(data: &pg_sys::TriggerData) -> LbResult<LogTable> {
             relid,
             owner,
         })
-    }
-}
-
-/// The name of schema `namespace`.
-fn schema_name(namespace: pg_sys::Oid) -> LbResult<String> {
-    // SAFETY: a syscache lookup returning a palloc'd copy or NULL.
-    unsafe {
-        let name = pg_sys::get_namespace_name(namespace);
-        if name.is_null() {
-            return Err(LbError::internal("the extension's schema is missing"));
-        }
-        Ok(CStr::from_ptr(name).to_string_lossy().into_owned())
     }
 }
 

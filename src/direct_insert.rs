@@ -108,13 +108,12 @@ pub fn insert(relid: pg_sys::Oid, values: &[(&'static CStr, Value)]) -> Outcome 
         // Opening takes the lock, which processes pending invalidations: the cache is checked
         // after it.
         let rel = pg_sys::table_open(relid, lock);
-        let names: Vec<&'static CStr> = values.iter().map(|(name, _)| *name).collect();
         let (covered, default_trees, check_trees) = CACHE.with(|cache| {
             let mut cache = cache.borrow_mut();
             let current = CACHE_VALID.get()
-                && cache
-                    .as_ref()
-                    .is_some_and(|c| c.relid == relid && c.names == names);
+                && cache.as_ref().is_some_and(|c| {
+                    c.relid == relid && c.names.iter().eq(values.iter().map(|(name, _)| name))
+                });
             if !current {
                 // Valid from here on unless an invalidation arrives during the build; then this
                 // insert still uses what was read (the table cannot change while it is locked)
@@ -122,7 +121,7 @@ pub fn insert(relid: pg_sys::Oid, values: &[(&'static CStr, Value)]) -> Outcome 
                 *cache = None;
                 CACHE_RELID.set(relid);
                 CACHE_VALID.set(true);
-                *cache = Some(build_cache(rel, names, values));
+                *cache = Some(build_cache(rel, values));
             }
             let cache = cache.as_ref().expect("built above");
             (
@@ -259,11 +258,7 @@ unsafe fn set_checks(
 }
 
 /// Reads what inserts into `rel` need from the catalog, into the cache's memory (reset first).
-unsafe fn build_cache(
-    rel: pg_sys::Relation,
-    names: Vec<&'static CStr>,
-    values: &[(&'static CStr, Value)],
-) -> TableCache {
+unsafe fn build_cache(rel: pg_sys::Relation, values: &[(&'static CStr, Value)]) -> TableCache {
     let mut context = CACHE_CONTEXT.get();
     if context.is_null() {
         context = pg_sys::AllocSetContextCreateInternal(
@@ -279,7 +274,7 @@ unsafe fn build_cache(
     }
     let mut cache = TableCache {
         relid: (*rel).rd_id,
-        names,
+        names: values.iter().map(|(name, _)| *name).collect(),
         covered: Err(""),
         defaults: Vec::new(),
         checks: Vec::new(),

@@ -23,6 +23,9 @@ passed=0; failed=0; failures=()
 qa() { "$BIN/psql" -X -q -At -v ON_ERROR_STOP=1 -h "$CLUSTER/sock" -p "$PORT" -U lb_app -d app "$@"; }
 # SQLSTATE of a statement run as lb_app ('ok' when it succeeded).
 state_of() { qa -c "SELECT public.sqlstate_of(\$q\$$1\$q\$)"; }
+# SQLSTATE of the first error psql reports for the given -c statements run as lb_app, or
+# nothing: for errors raised at COMMIT, which no PL/pgSQL handler can catch.
+client_error_of() { qa -c '\set VERBOSITY verbose' "$@" 2>&1 | sed -n 's/^ERROR:  \([0-9A-Z]\{5\}\):.*/\1/p' | head -1; }
 verdict() { # name blocked(0/1) detail
   if [ "$2" = 1 ]; then passed=$((passed + 1)); echo "  BLOCKED   $1${3:+ ($3)}"
   else failed=$((failed + 1)); failures+=("$1"); echo "  SUCCEEDED $1${3:+ ($3)}"; fi
@@ -408,7 +411,7 @@ BEGIN IF NEW.document_type = 'sneak' THEN NEW.category_id := NULL; NEW.status :=
 CREATE TRIGGER aa_sneak BEFORE UPDATE ON extracted_documents FOR EACH ROW EXECUTE FUNCTION public.sneak();
 SQL
 doc=$(q app -c "SELECT min(id) FROM extracted_documents WHERE session_id = 's7' AND status = 'Categorized'")
-code=$(qa -c '\set VERBOSITY verbose' -c "UPDATE extracted_documents SET document_type = 'sneak' WHERE id = '$doc'" 2>&1 | sed -n 's/^ERROR:  \([0-9A-Z]\{5\}\):.*/\1/p' | head -1)
+code=$(client_error_of -c "UPDATE extracted_documents SET document_type = 'sneak' WHERE id = '$doc'")
 kept=$(q app -c "SELECT status FROM extracted_documents WHERE id = '$doc'")
 refused_with "A32 a BEFORE trigger uncategorizes a document where no audit row is written (status now: $kept)" 55000 "${code:-ok}"
 qa -c "DROP TRIGGER aa_sneak ON extracted_documents" >/dev/null
@@ -432,9 +435,8 @@ BEGIN IF NEW.primary_language = 'sneak' THEN NEW.category_id := NULL; NEW.status
 CREATE TRIGGER aa_sneak2 BEFORE UPDATE ON extracted_documents FOR EACH ROW EXECUTE FUNCTION public.sneak2();
 SQL
 doc=$(q app -c "SELECT min(id) FROM extracted_documents WHERE session_id = 's7' AND status = 'Categorized'")
-code=$(qa -c '\set VERBOSITY verbose' -c "BEGIN" -c "UPDATE extracted_documents SET primary_language = 'sneak' WHERE id = '$doc'" \
-          -c "SAVEPOINT s" -c "UPDATE extracted_documents SET status = status WHERE false" -c "ROLLBACK TO s" -c "COMMIT" 2>&1 \
-       | sed -n 's/^ERROR:  \([0-9A-Z]\{5\}\):.*/\1/p' | head -1)
+code=$(client_error_of -c "BEGIN" -c "UPDATE extracted_documents SET primary_language = 'sneak' WHERE id = '$doc'" \
+          -c "SAVEPOINT s" -c "UPDATE extracted_documents SET status = status WHERE false" -c "ROLLBACK TO s" -c "COMMIT")
 refused_with "A36 an outer change flushed inside a savepoint that is rolled back (status now: $(q app -c "SELECT status FROM extracted_documents WHERE id = '$doc'"))" 55000 "${code:-ok}"
 qa -c "DROP TRIGGER aa_sneak2 ON extracted_documents" >/dev/null
 qa >/dev/null <<'SQL'
