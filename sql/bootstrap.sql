@@ -116,10 +116,20 @@ CREATE TABLE legacy_backup.cleanup_schedule (
     exported_at  timestamptz NOT NULL DEFAULT now(),
     set_by       text NOT NULL,
     db_role      text NOT NULL DEFAULT session_user,
-    updated_at   timestamptz NOT NULL DEFAULT now()
+    updated_at   timestamptz NOT NULL DEFAULT now(),
+    -- The grace counts from when the export became visible, not from its statement: the worker
+    -- stamps visible_at when it first sees the committed row, and the cleanup is due only once
+    -- visible_at + grace has passed too (a statement or transaction that ran past
+    -- cleanup_delay cannot make its own cleanup due at commit).
+    visible_at   timestamptz,
+    grace        interval NOT NULL DEFAULT '0'
 );
 COMMENT ON TABLE legacy_backup.cleanup_schedule IS
     'Scheduled cleanup per exported session, as the extension set it (export, postponement); the worker reads only this';
+COMMENT ON COLUMN legacy_backup.cleanup_schedule.visible_at IS
+    'When the worker first saw the committed export (NULL: not yet); the cleanup is due no earlier than visible_at + grace';
+COMMENT ON COLUMN legacy_backup.cleanup_schedule.grace IS
+    'legacy_backup.cleanup_delay at the export';
 SELECT pg_catalog.pg_extension_config_dump('legacy_backup.cleanup_schedule', '');
 
 -- Exports under way: legacy_export_begin() pinned the session's snapshot, fresh at the time.

@@ -103,7 +103,7 @@ GRANT EXECUTE ON FUNCTION
     @extschema@.legacy_backup_health()
 TO legacy_backup_reader;
 GRANT SELECT ON @extschema@.legacy_snapshots, @extschema@.legacy_backup_jobs,
-                @extschema@.category_assignment_logs TO legacy_backup_reader;
+                @extschema@.category_assignment_logs, @extschema@.category_change_logs TO legacy_backup_reader;
 GRANT EXECUTE ON FUNCTION
     @extschema@.legacy_snapshot_take(text, text),
     @extschema@.legacy_export_begin(text, text),
@@ -122,7 +122,8 @@ TO legacy_backup_admin;
 -- attaching them elsewhere.
 REVOKE EXECUTE ON FUNCTION @extschema@.legacy_backup_log_change(), @extschema@.legacy_backup_log_flush(),
                            @extschema@.legacy_backup_id_guard(), @extschema@.legacy_backup_truncate_guard(),
-                           @extschema@.legacy_backup_export_gate(), @extschema@.legacy_backup_export_check() FROM PUBLIC;
+                           @extschema@.legacy_backup_export_gate(), @extschema@.legacy_backup_export_check(),
+                           @extschema@.legacy_backup_log_category() FROM PUBLIC;
 -- Called only by the export check trigger, which runs as the extension's owner.
 REVOKE EXECUTE ON FUNCTION @extschema@.legacy_backup_export_verdict(text),
                            @extschema@.legacy_backup_audit(text, text, text, jsonb) FROM PUBLIC;

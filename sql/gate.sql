@@ -126,11 +126,12 @@ BEGIN
         END IF;
         -- The export that began on a pinned snapshot is done.
         DELETE FROM legacy_backup.export_begins b WHERE b.session_id = NEW.id;
-        INSERT INTO legacy_backup.cleanup_schedule AS c (session_id, scheduled_at, set_by)
-        VALUES (NEW.id, NEW.cleanup_scheduled_at, actor)
+        -- The grace counts again from when this export becomes visible (the worker stamps it).
+        INSERT INTO legacy_backup.cleanup_schedule AS c (session_id, scheduled_at, set_by, grace)
+        VALUES (NEW.id, NEW.cleanup_scheduled_at, actor, current_setting('legacy_backup.cleanup_delay')::interval)
         ON CONFLICT (session_id) DO UPDATE
             SET scheduled_at = EXCLUDED.scheduled_at, set_by = EXCLUDED.set_by, exported_at = now(),
-                db_role = session_user, updated_at = now();
+                db_role = session_user, updated_at = now(), visible_at = NULL, grace = EXCLUDED.grace;
         PERFORM @extschema@.legacy_backup_audit(NEW.id, actor, 'EXPORT_SNAPSHOT_VERIFIED',
             jsonb_build_object('snapshotId', verdict->'snapshotId', 'snapshotKey', verdict->'snapshotKey',
                                'snapshotAt', verdict->'lastSnapshotAt', 'snapshotAgeMinutes', verdict->'snapshotAgeMinutes',

@@ -49,7 +49,7 @@ BEGIN
     WHERE (d.object_type = 'extension' AND d.object_identity = 'legacy_backup')
        OR (d.object_type = 'schema' AND d.object_identity = 'legacy_backup')
        OR (d.object_type = 'table' AND (d.schema_name = 'legacy_backup'
-                                         OR (d.schema_name = '@extschema@' AND d.object_name = 'category_assignment_logs')));
+                                         OR (d.schema_name = '@extschema@' AND d.object_name IN ('category_assignment_logs', 'category_change_logs'))));
     IF lost IS NOT NULL THEN
         RAISE EXCEPTION '% would drop the data of extension legacy_backup: %', tg_tag, lost
             USING ERRCODE = '2BP01',

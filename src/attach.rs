@@ -226,12 +226,38 @@ pub const TRIGGERS: &[TriggerDef] = &[
         "FOR EACH STATEMENT",
         "legacy_backup_log_flush",
     ),
+    // A document keeps its id and its session, whatever changed them (the statement or a
+    // BEFORE trigger of the application: no column list).
     (
         "legacy_backup_document_id_guard",
-        "AFTER UPDATE OF id",
+        "AFTER UPDATE",
         "extracted_documents",
-        "FOR EACH ROW WHEN (OLD.id IS DISTINCT FROM NEW.id)",
+        "FOR EACH ROW WHEN (OLD.id IS DISTINCT FROM NEW.id OR OLD.session_id IS DISTINCT FROM NEW.session_id)",
         "legacy_backup_id_guard",
+    ),
+    // Categories: created, renamed, merged, moved or deleted (sql/audit_trail.sql); the
+    // application's counter updates do not qualify.
+    (
+        "legacy_backup_log_category",
+        "AFTER INSERT OR DELETE",
+        "import_categories",
+        "FOR EACH ROW",
+        "legacy_backup_log_category",
+    ),
+    (
+        "legacy_backup_log_category_update",
+        "AFTER UPDATE",
+        "import_categories",
+        "FOR EACH ROW WHEN (OLD.name IS DISTINCT FROM NEW.name OR OLD.merged_into IS DISTINCT FROM NEW.merged_into \
+         OR OLD.session_id IS DISTINCT FROM NEW.session_id OR OLD.id IS DISTINCT FROM NEW.id)",
+        "legacy_backup_log_category",
+    ),
+    (
+        "legacy_backup_category_truncate_guard",
+        "BEFORE TRUNCATE",
+        "import_categories",
+        "FOR EACH STATEMENT",
+        "legacy_backup_truncate_guard",
     ),
     (
         "legacy_backup_truncate_guard",
@@ -503,6 +529,10 @@ const COLUMN_KINDS: &[(&str, &str, &str)] = &[
         "cleanup_scheduled_at",
         "timestamptz",
     ),
+    ("import_categories", "id", "text"),
+    ("import_categories", "session_id", "text"),
+    ("import_categories", "name", "text"),
+    ("import_categories", "merged_into", "text"),
     ("users", "id", "text"),
 ];
 
@@ -531,7 +561,7 @@ pub fn structure_problems() -> LbResult<Vec<(String, String)>> {
              WHERE (a.attnum IS NULL \
                     AND x.col <> ALL ($6::text[]) \
                     AND EXISTS (SELECT 1 FROM pg_catalog.pg_trigger tg JOIN pg_catalog.pg_proc tp ON tp.oid = tg.tgfoid \
-                                WHERE tg.tgrelid = r.oid AND tp.pronamespace = $1 AND tp.proname LIKE 'legacy\\_backup\\_%')) \
+                                WHERE tg.tgrelid = r.oid AND tp.pronamespace = $1 AND pg_catalog.starts_with(tp.proname::pg_catalog.text, 'legacy_backup_'))) \
                 OR (a.attnum IS NOT NULL AND NOT CASE x.kind \
                  WHEN 'text' THEN a.atttypid IN ('pg_catalog.text'::pg_catalog.regtype, 'pg_catalog.varchar'::pg_catalog.regtype) \
                  WHEN 'timestamptz' THEN a.atttypid IN ('pg_catalog.timestamptz'::pg_catalog.regtype, 'pg_catalog.timestamp'::pg_catalog.regtype) \

@@ -75,6 +75,7 @@ SELECT pg_catalog.format('%s', s.status), to_char(s.cleanup_scheduled_at AT TIME
                   AND l.txid >= pg_snapshot_xmin(snap.visibility)
                   AND (NOT pg_visible_in_snapshot(l.txid, snap.visibility)
                        OR (l.txid = pg_current_xact_id_if_assigned() AND l.changed_at > snap.snapshot_at)))
+            + @category_changes@
        END,
        NULL::text,
        s.id IS NOT NULL,
@@ -82,6 +83,13 @@ SELECT pg_catalog.format('%s', s.status), to_char(s.cleanup_scheduled_at AT TIME
 FROM (SELECT 1) one LEFT JOIN snap ON true
 LEFT JOIN @extschema@.legacy_import_sessions s ON s.id = $1
 "#;
+
+/// Categories created, renamed, merged, moved or deleted since the snapshot: they are in it too.
+/// (Absent while a 0.4.0 database runs this library on its way to the update: none counted.)
+const CATEGORY_CHANGES: &str = "(SELECT count(*) FROM @extschema@.category_change_logs k
+                WHERE k.session_id = $1 AND k.txid >= pg_snapshot_xmin(snap.visibility)
+                  AND (NOT pg_visible_in_snapshot(k.txid, snap.visibility)
+                       OR (k.txid = pg_current_xact_id_if_assigned() AND k.changed_at > snap.snapshot_at)))";
 
 /// An export under way is judged against the snapshot it began on, whatever was taken since: a
 /// change after the begin refuses it even when a newer snapshot holds that change, because the
@@ -120,8 +128,12 @@ pub fn verdict(session_id: &str, include_status: bool) -> LbResult<Readiness> {
         "SELECT pg_catalog.to_regclass('legacy_backup.export_begins') IS NOT NULL",
     )?
     .unwrap_or(false);
-    let query = crate::attach::sql(VERDICT_QUERY)?
-        .replace("@pin_join@", if pins { PIN_JOIN } else { NO_PIN_JOIN });
+    let category_log = crate::attach::app_table_oid("category_change_logs")?.is_some();
+    let query = crate::attach::sql(&VERDICT_QUERY.replace(
+        "@category_changes@",
+        if category_log { CATEGORY_CHANGES } else { "0" },
+    ))?
+    .replace("@pin_join@", if pins { PIN_JOIN } else { NO_PIN_JOIN });
     Spi::connect(|client| {
         let max_age_secs = crate::guc::max_snapshot_age().as_secs_f64();
         let rows = client.select(&query, None, &[session_id.into(), max_age_secs.into()])?;

@@ -200,6 +200,28 @@ fn refuse_enum_rename(schema: Option<&str>, type_name: &str) {
     }
 }
 
+/// The roles whose DROP OWNED would drop the extension: its owner, and the owners of the schemas
+/// its objects live in (dropping such a schema drops the extension with it, CASCADE being what
+/// DROP OWNED does). With the extension in the application's schema, that is the application's
+/// role, or pg_database_owner.
+fn holders_of_the_extension() -> Vec<pg_sys::Oid> {
+    Spi::connect(|client| {
+        client
+            .select(
+                "SELECT e.extowner FROM pg_catalog.pg_extension e WHERE e.extname = 'legacy_backup' \
+                 UNION SELECT n.nspowner FROM pg_catalog.pg_namespace n, pg_catalog.pg_extension e \
+                 WHERE e.extname = 'legacy_backup' AND n.oid IN (e.extnamespace, \
+                       (SELECT l.oid FROM pg_catalog.pg_namespace l WHERE l.nspname = 'legacy_backup'))",
+                None,
+                &[],
+            )?
+            .map(|row| row.get::<pg_sys::Oid>(1))
+            .collect::<Result<Vec<_>, _>>()
+    })
+    .map(|owners| owners.into_iter().flatten().collect())
+    .unwrap_or_default()
+}
+
 /// The error to raise, or None when the statement does not reach the extension or there is
 /// nothing to lose.
 fn refusal(drop: &DropRequest) -> Option<LbError> {
@@ -232,9 +254,9 @@ fn refusal(drop: &DropRequest) -> Option<LbError> {
             format!("DROP SCHEMA {schema} CASCADE")
         }
         DropRequest::Owned { roles }
-            if crate::privilege::extension_owner().is_ok_and(|o| roles.contains(&o)) =>
+            if holders_of_the_extension().iter().any(|h| roles.contains(h)) =>
         {
-            "DROP OWNED BY the extension's owner".to_string()
+            "DROP OWNED BY the owner of the extension or of a schema holding it".to_string()
         }
         _ => return None,
     };
@@ -259,7 +281,7 @@ fn refusal(drop: &DropRequest) -> Option<LbError> {
         ),
         DropRequest::EnumRename { .. } | DropRequest::SchemaRename { .. } => return None,
         DropRequest::Owned { .. } => format!(
-            "cannot drop the objects owned by the owner of extension legacy_backup: it holds {snapshots} snapshot(s) and {changes} audit-trail change(s)"
+            "cannot drop the objects owned by the owner of extension legacy_backup or of a schema holding it: the extension holds {snapshots} snapshot(s) and {changes} audit-trail change(s)"
         ),
     };
     Some(

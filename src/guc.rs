@@ -72,6 +72,13 @@ pub static SNAPSHOT_RETENTION: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"30 days"));
 pub static HTTP_TIMEOUT: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"60s"));
+/// `legacy_backup.job_timeout`: the longest any one statement of the worker may run (and wait
+/// for a lock), application code it fires included.
+pub static JOB_TIMEOUT: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"30s"));
+/// `legacy_backup.max_upload_lag`: health is not ok while a snapshot waits longer than this.
+pub static MAX_UPLOAD_LAG: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"15min"));
 pub static R2_ENDPOINT: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static R2_ACCOUNT_ID: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static R2_BUCKET: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
@@ -198,6 +205,18 @@ duration_check_hook!(
     "1 second and 1 hour"
 );
 duration_check_hook!(
+    check_job_timeout,
+    SECOND_US,
+    3600 * SECOND_US,
+    "1 second and 1 hour"
+);
+duration_check_hook!(
+    check_max_upload_lag,
+    SECOND_US,
+    30 * DAY_US,
+    "1 second and 30 days"
+);
+duration_check_hook!(
     check_cleanup_wait,
     0,
     3600 * SECOND_US,
@@ -289,6 +308,16 @@ pub fn http_timeout() -> std::time::Duration {
     duration(&HTTP_TIMEOUT)
 }
 
+/// The bound on each statement of the worker (`legacy_backup.job_timeout`).
+pub fn job_timeout() -> std::time::Duration {
+    duration(&JOB_TIMEOUT)
+}
+
+/// How long a snapshot may wait for its upload before health says so (`legacy_backup.max_upload_lag`).
+pub fn max_upload_lag() -> std::time::Duration {
+    duration(&MAX_UPLOAD_LAG)
+}
+
 /// How long a manual cleanup waits for the worker (`legacy_backup.cleanup_wait`).
 pub fn cleanup_wait() -> std::time::Duration {
     duration(&CLEANUP_WAIT)
@@ -373,6 +402,8 @@ pub fn register() {
             (c"legacy_backup.naptime", c"How often the worker wakes without being woken (an interval, 1s to 1h; default 10s).", &NAPTIME, check_naptime as unsafe extern "C-unwind" fn(_, _, _) -> bool),
             (c"legacy_backup.snapshot_retention", c"How long bodies of uploaded snapshots stay in the database (an interval; default 30 days). The newest per session is always kept.", &SNAPSHOT_RETENTION, check_retention),
             (c"legacy_backup.http_timeout", c"Total time allowed for one object-storage request (an interval; default 60s).", &HTTP_TIMEOUT, check_http_timeout),
+            (c"legacy_backup.job_timeout", c"Longest time one statement of the worker may run or wait for a lock, application code it fires included (an interval, 1s to 1h; default 30s).", &JOB_TIMEOUT, check_job_timeout),
+            (c"legacy_backup.max_upload_lag", c"Health is not ok while a snapshot has waited longer than this for its upload (an interval; default 15min).", &MAX_UPLOAD_LAG, check_max_upload_lag),
         ] {
             GucRegistry::define_string_guc_with_hooks(name, short, c"", setting, GucContext::Sighup, GucFlags::default(), Some(hook), None, None);
         }

@@ -104,30 +104,26 @@ pub fn health() -> LbResult<Vec<HealthCheck>> {
             format!("only named roles may create objects in schema {schema}")
         },
     });
-    let pending = Spi::get_one::<i64>(
-        "SELECT count(*) FROM legacy_backup.snapshots WHERE upload_state <> 'uploaded'",
-    )?
-    .unwrap_or(0);
-    checks.push(HealthCheck {
-        check: "snapshots awaiting upload".into(),
-        ok: true,
-        detail: format!("{pending} snapshot(s) not yet in object storage"),
-    });
+    checks.push(upload_lag()?);
     let workers = Spi::get_one::<i64>(
         "SELECT count(*) FROM pg_catalog.pg_stat_activity WHERE backend_type = 'legacy_backup worker'",
     )?
     .unwrap_or(0);
     let worker_db = crate::guc::text(&crate::guc::DATABASE);
     let this_db = Spi::get_one::<String>("SELECT current_database()::text")?.unwrap_or_default();
+    let stalled_since = (workers > 0).then(worker_stalled_since).flatten();
     checks.push(HealthCheck {
         check: "background worker".into(),
-        ok: workers > 0 && worker_db == this_db,
-        detail: match (workers > 0, worker_db == this_db) {
-            (true, true) => "running".into(),
-            (true, false) => format!(
+        ok: workers > 0 && worker_db == this_db && stalled_since.is_none(),
+        detail: match (workers > 0, worker_db == this_db, stalled_since) {
+            (true, true, None) => "running".into(),
+            (true, true, Some(since)) => format!(
+                "running, but it has finished no transaction since {since} (stalled: application code on the tables it writes, or a lock; see the legacy_backup_jobs view and the server log)"
+            ),
+            (true, false, _) => format!(
                 "running, but for database \"{worker_db}\" (legacy_backup.database), not this one"
             ),
-            (false, _) => {
+            (false, _, _) => {
                 "not running: add legacy_backup to shared_preload_libraries and restart".into()
             }
         },
@@ -155,4 +151,68 @@ pub fn health() -> LbResult<Vec<HealthCheck>> {
         },
     });
     Ok(checks)
+}
+
+/// Uploads keep up: not ok while the oldest snapshot waiting for its upload has waited longer
+/// than `legacy_backup.max_upload_lag`, named with the time it was taken.
+fn upload_lag() -> LbResult<HealthCheck> {
+    let max_lag = crate::guc::max_upload_lag();
+    let row = Spi::connect(|client| {
+        let rows = client.select(
+            "SELECT count(*) OVER (), id, session_id, \
+                    to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), \
+                    statement_timestamp() - created_at > pg_catalog.make_interval(secs => $1) \
+             FROM legacy_backup.snapshots WHERE upload_state <> 'uploaded' \
+             ORDER BY created_at, id LIMIT 1",
+            None,
+            &[max_lag.as_secs_f64().into()],
+        )?;
+        if rows.is_empty() {
+            return Ok::<_, crate::error::LbError>(None);
+        }
+        let r = rows.first();
+        Ok(Some((
+            r.get::<i64>(1)?.unwrap_or(0),
+            r.get::<String>(2)?.unwrap_or_default(),
+            r.get::<String>(3)?.unwrap_or_default(),
+            r.get::<String>(4)?.unwrap_or_default(),
+            r.get::<bool>(5)?.unwrap_or(false),
+        )))
+    })?;
+    let limit = crate::guc::text(&crate::guc::MAX_UPLOAD_LAG);
+    Ok(match row {
+        None => HealthCheck {
+            check: "snapshots awaiting upload".into(),
+            ok: true,
+            detail: "every snapshot is in object storage".into(),
+        },
+        Some((count, id, session, since, late)) => HealthCheck {
+            check: "snapshots awaiting upload".into(),
+            ok: !late,
+            detail: format!(
+                "{count} snapshot(s) not yet in object storage; the oldest, {id} of session {session}, waits since {since}{}",
+                if late {
+                    format!(", longer than legacy_backup.max_upload_lag ({limit}): see the legacy_backup_jobs view")
+                } else {
+                    String::new()
+                }
+            ),
+        },
+    })
+}
+
+/// When the worker last made progress, if that is longer ago than a healthy cycle can take:
+/// a few naptimes, plus one request and one bounded statement.
+fn worker_stalled_since() -> Option<String> {
+    let last = crate::worker::last_progress()?;
+    let allowed =
+        crate::guc::naptime() * 3 + crate::guc::http_timeout() + crate::guc::job_timeout();
+    // SAFETY: reads the clock.
+    let now = unsafe { pg_sys::GetCurrentTimestamp() };
+    (now - last > allowed.as_micros() as i64).then(|| {
+        // SAFETY: timestamptz_to_str formats into a static buffer, copied at once.
+        unsafe { std::ffi::CStr::from_ptr(pg_sys::timestamptz_to_str(last)) }
+            .to_string_lossy()
+            .into_owned()
+    })
 }

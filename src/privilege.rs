@@ -78,14 +78,6 @@ pub fn as_role<R>(owner: pg_sys::Oid, f: impl FnOnce() -> LbResult<R>) -> LbResu
     f()
 }
 
-/// The role that owns the extension (for the DROP OWNED guard).
-pub fn extension_owner() -> LbResult<pg_sys::Oid> {
-    pgrx::Spi::get_one::<pg_sys::Oid>(
-        "SELECT extowner FROM pg_catalog.pg_extension WHERE extname = 'legacy_backup'",
-    )?
-    .ok_or_else(|| LbError::internal("extension legacy_backup is not installed"))
-}
-
 /// The authenticated database role (`session_user`): recorded beside every claimed actor.
 pub fn session_role() -> String {
     // SAFETY: GetSessionUserId is valid in any backend with a session.
@@ -216,4 +208,199 @@ fn set_local(name: &str, value: &str) -> LbResult<()> {
         );
     }
     Ok(())
+}
+
+/// The settings every statement run with more rights than the application's role is parsed and
+/// run under. `search_path`: no name resolves into a schema the application can write (an
+/// operator `public.~~(name, name)` is never a candidate). `row_security = off`: a policy that
+/// would filter a read makes it fail (42501) instead of leaving rows out. The last two keep the
+/// extension's SQL meaning what it says whatever the caller set (`\_` in a literal, `= NULL`).
+pub const PINNED_SETTINGS: [(&str, &str); 4] = [
+    ("search_path", "pg_catalog, pg_temp"),
+    ("row_security", "off"),
+    ("standard_conforming_strings", "on"),
+    ("transform_null_equals", "off"),
+];
+
+/// What else the worker pins: the database's owner can `ALTER DATABASE … SET` any of these for
+/// every session, the worker's included (read-only transactions would stop every upload).
+const WORKER_SETTINGS: [(&str, &str); 9] = [
+    ("default_transaction_read_only", "off"),
+    ("default_transaction_isolation", "read committed"),
+    ("default_transaction_deferrable", "off"),
+    ("statement_timeout", "0"), // armed per transaction by bounded_transaction
+    ("idle_in_transaction_session_timeout", "0"),
+    ("synchronous_commit", "on"),
+    ("DateStyle", "ISO, MDY"),
+    ("IntervalStyle", "postgres"),
+    ("bytea_output", "hex"),
+];
+
+/// Pins `PINNED_SETTINGS`, `WORKER_SETTINGS` and a lock wait bound for the whole life of the
+/// worker process, before it runs any statement. Set with the override source, so nothing the
+/// database's owner sets (`ALTER DATABASE … SET search_path`) replaces them; called again after
+/// every reload.
+pub fn pin_worker_session() {
+    let lock_timeout = format!("{}ms", crate::guc::job_timeout().as_millis());
+    for (name, value) in PINNED_SETTINGS
+        .iter()
+        .chain(WORKER_SETTINGS.iter())
+        .copied()
+        .chain([("lock_timeout", lock_timeout.as_str())])
+    {
+        set_option(
+            name,
+            value,
+            pg_sys::GucSource::PGC_S_OVERRIDE,
+            pg_sys::GucAction::GUC_ACTION_SET,
+        );
+    }
+}
+
+/// Runs `f` with `PINNED_SETTINGS` in force, restored afterwards (as a function's SET clause
+/// does): for privileged reads inside SQL functions, such as a snapshot read as the tables' owner.
+pub fn with_pinned_settings<R>(f: impl FnOnce() -> LbResult<R>) -> LbResult<R> {
+    // SAFETY: a GUC nest level opened and closed here; an error unwinding past it is cleaned up
+    // by the (sub)transaction abort, as for a function's SET clause.
+    let level = unsafe { pg_sys::NewGUCNestLevel() };
+    for (name, value) in PINNED_SETTINGS {
+        set_option(
+            name,
+            value,
+            pg_sys::GucSource::PGC_S_SESSION,
+            pg_sys::GucAction::GUC_ACTION_SAVE,
+        );
+    }
+    let result = f();
+    // SAFETY: pops exactly the level opened above.
+    unsafe { pg_sys::AtEOXact_GUC(true, level) };
+    result
+}
+
+/// Runs `f` in a transaction of its own whose every statement is bounded by
+/// `legacy_backup.job_timeout`. An error (application code that raised, a timeout, a lock wait
+/// that gave up) rolls the transaction back and is returned as its message: the worker goes on.
+/// Interrupts other than the timeout (SIGTERM, postmaster death) still end the process.
+pub fn bounded_transaction<R>(f: impl FnOnce() -> R) -> Result<R, String> {
+    // SAFETY: the transaction calls a background worker makes (pgrx's BackgroundWorker::transaction),
+    // with the abort path PostgresMain takes after an error.
+    unsafe {
+        pg_sys::SetCurrentStatementStartTimestamp();
+        pg_sys::StartTransactionCommand();
+        pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
+    }
+    let outcome = with_statement_timeout(|| {
+        caught(|| {
+            let value = f();
+            // SAFETY: ends the transaction begun above; commit-time code (deferred triggers)
+            // runs here, under the same bound and the same catch.
+            unsafe {
+                pg_sys::PopActiveSnapshot();
+                pg_sys::CommitTransactionCommand();
+            }
+            value
+        })
+    });
+    if outcome.is_err() {
+        // SAFETY: the error was caught and flushed; this is PostgresMain's recovery.
+        unsafe { pg_sys::AbortCurrentTransaction() };
+    }
+    outcome
+}
+
+/// Runs `f` in a subtransaction bounded by `legacy_backup.job_timeout`: what application code
+/// fired by `f` did is rolled back with it if it raises or overruns, and the error comes back as
+/// a message while the enclosing transaction goes on.
+pub fn bounded_subtransaction<R>(f: impl FnOnce() -> R) -> Result<R, String> {
+    // SAFETY: the internal-subtransaction pattern of PL/Python and PL/Perl: memory context and
+    // resource owner restored after release or rollback.
+    unsafe {
+        let context = pg_sys::CurrentMemoryContext;
+        let owner = pg_sys::CurrentResourceOwner;
+        pg_sys::BeginInternalSubTransaction(std::ptr::null());
+        pg_sys::MemoryContextSwitchTo(context);
+        let outcome = with_statement_timeout(|| caught(f));
+        if outcome.is_ok() {
+            pg_sys::ReleaseCurrentSubTransaction();
+        } else {
+            pg_sys::RollbackAndReleaseCurrentSubTransaction();
+        }
+        pg_sys::MemoryContextSwitchTo(context);
+        pg_sys::CurrentResourceOwner = owner;
+        outcome
+    }
+}
+
+/// `f`, with a PostgreSQL ERROR (or a Rust panic) turned into its message.
+fn caught<R>(f: impl FnOnce() -> R) -> Result<R, String> {
+    let f = std::panic::AssertUnwindSafe(f);
+    pgrx::PgTryBuilder::new(std::panic::AssertUnwindSafe(move || Ok((f.0)())))
+        .catch_others(|e| {
+            Err(match e {
+                pgrx::pg_sys::panic::CaughtError::PostgresError(r)
+                | pgrx::pg_sys::panic::CaughtError::ErrorReport(r)
+                | pgrx::pg_sys::panic::CaughtError::RustPanic { ereport: r, .. } => {
+                    r.message().to_string()
+                }
+            })
+        })
+        .execute()
+}
+
+// utils/timeout.h, which pgrx does not bind. `STATEMENT_TIMEOUT` is the fourth `TimeoutId` in
+// PostgreSQL 13 through 18.
+const STATEMENT_TIMEOUT: std::ffi::c_int = 3;
+extern "C-unwind" {
+    fn enable_timeout_after(id: std::ffi::c_int, delay_ms: std::ffi::c_int);
+    fn disable_timeout(id: std::ffi::c_int, keep_indicator: bool);
+    fn get_timeout_active(id: std::ffi::c_int) -> bool;
+    fn get_timeout_indicator(id: std::ffi::c_int, reset_indicator: bool) -> bool;
+}
+
+/// Arms PostgreSQL's statement timeout (a background worker has no statement loop to do it) for
+/// `f`, and disarms it after, so a timer that fires late cannot cancel the next statement. Nested
+/// calls share the outermost deadline.
+fn with_statement_timeout<R>(f: impl FnOnce() -> R) -> R {
+    // SAFETY: the timeout registered by InitPostgres for every backend, background workers
+    // included; its handler raises the usual 57014 at the next interrupt check.
+    if unsafe { get_timeout_active(STATEMENT_TIMEOUT) } {
+        return f();
+    }
+    let ms = crate::guc::job_timeout()
+        .as_millis()
+        .clamp(1, i32::MAX as u128) as i32;
+    // SAFETY: see above.
+    unsafe { enable_timeout_after(STATEMENT_TIMEOUT, ms) };
+    let result = f();
+    // SAFETY: see above; a cancel raised only by this timer is dropped with it.
+    unsafe {
+        disable_timeout(STATEMENT_TIMEOUT, false);
+        if get_timeout_indicator(STATEMENT_TIMEOUT, true) {
+            pg_sys::QueryCancelPending = 0;
+        }
+    }
+    result
+}
+
+fn set_option(
+    name: &str,
+    value: &str,
+    source: pg_sys::GucSource::Type,
+    action: pg_sys::GucAction::Type,
+) {
+    let name = CString::new(name).expect("setting names have no NUL");
+    let value = CString::new(value).expect("pinned values have no NUL");
+    // SAFETY: set_config_option copies both strings.
+    unsafe {
+        pg_sys::set_config_option(
+            name.as_ptr(),
+            value.as_ptr(),
+            pg_sys::GucContext::PGC_SUSET,
+            source,
+            action,
+            true,
+            0,
+            false,
+        );
+    }
 }

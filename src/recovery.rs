@@ -254,7 +254,7 @@ fn restore(
         q("SELECT 1 FROM @extschema@.legacy_import_sessions WHERE id = $1 FOR UPDATE")?,
         q("SELECT id, merged_into FROM @extschema@.import_categories WHERE session_id = $1")?,
         q(&format!(
-            "SELECT d.id, d.category_id, d.status::text, {}, {}, {} FROM @extschema@.extracted_documents d \
+            "SELECT d.id, d.category_id, pg_catalog.format('%s', d.status), {}, {}, {} FROM @extschema@.extracted_documents d \
              WHERE d.session_id = $1 ORDER BY d.id FOR UPDATE",
             current_later(0),
             current_later(1),
@@ -492,14 +492,14 @@ fn recount(client: &mut pgrx::spi::SpiClient<'_>, session_id: &str) -> LbResult<
                LEFT JOIN @extschema@.extracted_documents d ON d.category_id = c2.id WHERE c2.session_id = $1 GROUP BY c2.id) x \
          WHERE c.id = x.id AND c.document_count IS DISTINCT FROM x.n",
         "UPDATE @extschema@.document_batches b SET document_count = x.n, categorized_count = x.c, skipped_count = x.s, updated_at = now() \
-         FROM (SELECT b2.id, count(d.id) AS n, count(d.id) FILTER (WHERE d.status = 'Categorized') AS c, \
-                      count(d.id) FILTER (WHERE d.status = 'Skipped') AS s \
+         FROM (SELECT b2.id, count(d.id) AS n, count(d.id) FILTER (WHERE pg_catalog.format('%s', d.status) = 'Categorized') AS c, \
+                      count(d.id) FILTER (WHERE pg_catalog.format('%s', d.status) = 'Skipped') AS s \
                FROM @extschema@.document_batches b2 LEFT JOIN @extschema@.extracted_documents d ON d.batch_id = b2.id \
                WHERE b2.session_id = $1 GROUP BY b2.id) x \
          WHERE b.id = x.id AND (b.document_count, b.categorized_count, b.skipped_count) IS DISTINCT FROM (x.n, x.c, x.s)",
         "UPDATE @extschema@.legacy_import_sessions s SET total_documents = x.n, categorized_count = x.c, skipped_count = x.s, updated_at = now() \
-         FROM (SELECT count(*) AS n, count(*) FILTER (WHERE status = 'Categorized') AS c, \
-                      count(*) FILTER (WHERE status = 'Skipped') AS s FROM @extschema@.extracted_documents WHERE session_id = $1) x \
+         FROM (SELECT count(*) AS n, count(*) FILTER (WHERE pg_catalog.format('%s', status) = 'Categorized') AS c, \
+                      count(*) FILTER (WHERE pg_catalog.format('%s', status) = 'Skipped') AS s FROM @extschema@.extracted_documents WHERE session_id = $1) x \
          WHERE s.id = $1",
     ] {
         client.update(&crate::attach::sql(query)?, None, &[session_id.into()])?;

@@ -327,7 +327,7 @@ fn check_documents(
 ) -> LbResult<()> {
     let doc_ids: Vec<String> = plan.keys().cloned().collect();
     let last_ids: Vec<i64> = plan.values().map(|p| p.last_log_id).collect();
-    let lock = sql("SELECT id, category_id, status::text FROM @extschema@.extracted_documents WHERE id = ANY($1) ORDER BY id FOR UPDATE")?;
+    let lock = sql("SELECT id, category_id, pg_catalog.format('%s', status) FROM @extschema@.extracted_documents WHERE id = ANY($1) ORDER BY id FOR UPDATE")?;
     let mut found = BTreeMap::new();
     privilege::as_owner_of("extracted_documents", || {
         for row in client.update(&lock, None, &[doc_ids.clone().into()])? {

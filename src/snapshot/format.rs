@@ -70,6 +70,9 @@ pub struct SessionMeta {
     pub visibility: String,
     /// `clock_timestamp()` in microseconds since the Unix epoch.
     pub taken_at_us: i64,
+    /// The session's rows in extracted_documents, counted apart by the same statement: the
+    /// document rows read must be exactly these (`SnapshotWriter::check_complete`).
+    pub document_rows: i64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -360,6 +363,19 @@ impl<'s> SnapshotWriter<'s> {
             ids: Vec::with_capacity(expected * 40),
             index: Vec::with_capacity(expected),
             foreign_refs: Vec::new(),
+        }
+    }
+
+    /// Whether the documents pushed are as many as the session's rows counted apart in the same
+    /// statement: a read that left rows out (or saw some twice) must not become a snapshot.
+    pub fn check_complete(&self) -> Result<(), String> {
+        if self.stats.total == self.meta.document_rows {
+            Ok(())
+        } else {
+            Err(format!(
+                "{} document rows were read, but the session has {}",
+                self.stats.total, self.meta.document_rows
+            ))
         }
     }
 
@@ -806,9 +822,25 @@ mod tests {
                               {"id":"c2","name":"Old","mergedInto":"c1","documentCount":0}],
                 "batches":[{"id":"b1","monthYear":"2020-01","assignedTo":"u1","assignedToName":"Ann Lee",
                             "documentCount":3,"categorizedCount":1,"skippedCount":1}],
-                "visibility":"10:10:","takenAtUs":1765275630123456}"#,
+                "visibility":"10:10:","takenAtUs":1765275630123456,"documentRows":3}"#,
         )
         .unwrap()
+    }
+
+    #[test]
+    fn a_read_that_left_rows_out_is_not_complete() {
+        let mut staged = Vec::new();
+        let mut w = SnapshotWriter::new(meta(), &mut staged);
+        w.push_document(&doc("d1", Some("c1"), "Categorized"));
+        w.push_document(&doc("d2", None, "Uncategorized"));
+        assert_eq!(
+            w.check_complete().unwrap_err(),
+            "2 document rows were read, but the session has 3"
+        );
+        w.push_document(&doc("d3", None, "Uncategorized"));
+        assert!(w.check_complete().is_ok());
+        w.push_document(&doc("d4", None, "Uncategorized"));
+        assert!(w.check_complete().is_err());
     }
 
     fn doc<'a>(id: &'a str, cat: Option<&'a str>, status: &'a str) -> DocumentRow<'a> {

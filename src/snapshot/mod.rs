@@ -32,7 +32,7 @@ SELECT 0 AS kind, NULL::text AS id, NULL::text, NULL::text, NULL::text, NULL::te
        NULL::text, NULL::text, NULL::text, NULL::text, NULL::timestamptz, NULL::bool, NULL::text,
        NULL::text, NULL::timestamptz, NULL::text, NULL::text, NULL::text,
        json_build_object(
-         'id', s.id, 'firmId', s.firm_id, 'pstFileName', s.pst_file_name, 'status', s.status,
+         'id', s.id, 'firmId', s.firm_id, 'pstFileName', s.pst_file_name, 'status', pg_catalog.format('%s', s.status),
          'totalDocuments', s.total_documents, 'categorizedCount', s.categorized_count,
          'skippedCount', s.skipped_count,
          'categories', COALESCE((
@@ -50,12 +50,13 @@ SELECT 0 AS kind, NULL::text AS id, NULL::text, NULL::text, NULL::text, NULL::te
             FROM @extschema@.document_batches b LEFT JOIN @extschema@.users u ON u.id = b.assigned_to
             WHERE b.session_id = s.id), '[]'::json),
          'visibility', pg_current_snapshot()::text,
+         'documentRows', (SELECT count(*) FROM @extschema@.extracted_documents x WHERE x.session_id = s.id),
          'takenAtUs', (extract(epoch FROM clock_timestamp()) * 1000000)::int8
        )
 FROM @extschema@.legacy_import_sessions s WHERE s.id = $1
 UNION ALL
 SELECT 1, d.id, d.file_name::text, d.file_extension::text, d.storage_path,
-       d.folder_path, d.category_id, d.status::text, d.email_subject::text, d.email_sender::text,
+       d.folder_path, d.category_id, pg_catalog.format('%s', d.status), d.email_subject::text, d.email_sender::text,
        d.email_date, d.is_sent, d.batch_id, d.categorized_by, d.categorized_at,
        @skip_reason@, @validation_status@, @cluster_id@, NULL::json
 FROM @extschema@.extracted_documents d WHERE d.session_id = $1
@@ -135,8 +136,13 @@ impl BuiltSnapshot {
 /// Builds the snapshot of one session. Read-only; the caller validated the id and attachment.
 /// It reads only application tables, so it reads them as their owner: a cast the application
 /// defined on its own types (json_build_object of an enum uses one) runs with its own rights.
+/// Row-level security does not filter it: a policy that would hide rows makes it fail
+/// (`privilege::with_pinned_settings`), and the rows read must equal the session's rows counted
+/// apart in the same statement.
 pub fn build(session_id: &str) -> LbResult<BuiltSnapshot> {
-    crate::privilege::as_owner_of("extracted_documents", || build_as_owner(session_id))
+    crate::privilege::as_owner_of("extracted_documents", || {
+        crate::privilege::with_pinned_settings(|| build_as_owner(session_id))
+    })
 }
 
 fn build_as_owner(session_id: &str) -> LbResult<BuiltSnapshot> {
@@ -161,7 +167,16 @@ fn build_as_owner(session_id: &str) -> LbResult<BuiltSnapshot> {
                 pg_sys::SPI_freetuptable(tt);
             }
         }
-        let finished = writer.ok_or_else(|| unknown_session(session_id))?.finish();
+        let writer = writer.ok_or_else(|| unknown_session(session_id))?;
+        writer.check_complete().map_err(|why| {
+            LbError::new(
+                pgrx::PgSqlErrorCode::ERRCODE_DATA_CORRUPTED,
+                format!("snapshot of session \"{session_id}\" refused: {why}"),
+            )
+            .detail("The documents were read and counted by the same statement; they must agree.")
+            .hint("Look for a rule, policy or view that changes what extracted_documents returns.")
+        })?;
+        let finished = writer.finish();
         let len = finished.len();
         if len > MAX_SNAPSHOT_BYTES {
             return Err(LbError::new(

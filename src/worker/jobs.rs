@@ -7,7 +7,6 @@ use super::shutdown_requested;
 use crate::guc;
 use crate::ids;
 use crate::storage::{md5_hex, Client, StorageError};
-use pgrx::bgworkers::BackgroundWorker;
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 use serde_json::json;
@@ -131,30 +130,35 @@ pub struct Runner {
     idle_reason: Option<String>,
 }
 
-/// Runs `f` in its own transaction with the extension's schema on the search_path. Returns None
-/// when the extension is not installed in this database (the worker then idles).
-fn in_transaction<R>(
-    f: impl FnOnce(&mut SpiClient<'_>) -> R + std::panic::UnwindSafe + std::panic::RefUnwindSafe,
-) -> Option<R> {
-    let result = BackgroundWorker::transaction(|| {
+/// Runs `f` in a transaction of its own whose statements are all bounded by
+/// `legacy_backup.job_timeout` (`privilege::bounded_transaction`; the session's settings were
+/// pinned when the worker connected). `Ok(None)`: the extension is not installed in this database
+/// (the worker then idles). `Err`: the transaction failed and was rolled back (logged here); the
+/// worker goes on, and a job it left `running` is requeued at the start of the next cycle.
+fn in_transaction<R>(f: impl FnOnce(&mut SpiClient<'_>) -> R) -> Result<Option<R>, String> {
+    let result = crate::privilege::bounded_transaction(|| {
         // Installed in this database? (Names are qualified; the path holds pg_catalog only.)
         crate::attach::extension_schema().ok()?;
         // The application's tables are read by name below: locked, and checked to be tables.
         crate::attach::lock_app_tables().ok()?;
-        Spi::connect_mut(|client| {
-            client
-                .update(
-                    "SELECT set_config('search_path', $1, true)",
-                    None,
-                    &["pg_catalog, pg_temp".into()],
-                )
-                .expect("setting search_path cannot fail");
-            Some(f(client))
-        })
+        Spi::connect_mut(|client| Some(f(client)))
     });
     // SAFETY: reports this process's table statistics, so autovacuum sees the worker's churn.
     unsafe { pg_sys::pgstat_report_stat(false) };
+    match &result {
+        Ok(_) => super::record_progress(),
+        Err(e) => warning!("legacy_backup worker: a transaction was rolled back: {e}"),
+    }
     result
+}
+
+/// A job step's transaction: not installed or rolled back are both worth another attempt.
+fn job_transaction<R>(f: impl FnOnce(&mut SpiClient<'_>) -> R) -> Result<R, JobError> {
+    match in_transaction(f) {
+        Ok(Some(r)) => Ok(r),
+        Ok(None) => Err(JobError::transient("extension not installed")),
+        Err(e) => Err(JobError::transient(e)),
+    }
 }
 
 impl Default for Runner {
@@ -187,8 +191,10 @@ impl Runner {
         }
     }
 
-    /// Jobs left `running` by a crash go back to the queue, unless they have used up their
-    /// attempts (a job that crashes the worker every time must not crash it forever).
+    /// Jobs left `running` by a crash, or by a transaction that failed before it recorded their
+    /// outcome, go back to the queue (there is one worker, so between cycles none runs), unless
+    /// they have used up their attempts (a job that crashes the worker every time must not crash
+    /// it forever).
     pub fn recover_interrupted(&mut self) {
         let max_attempts = guc::MAX_ATTEMPTS.get();
         let recovered = in_transaction(|client| {
@@ -205,12 +211,12 @@ impl Runner {
                 .and_then(|t| t.first().get_one::<i64>())
         });
         let recovered = match recovered {
-            Some(Err(e)) => {
+            Ok(Some(Err(e))) => {
                 warning!("legacy_backup worker: could not requeue interrupted jobs: {e}");
                 None
             }
-            Some(Ok(n)) => n,
-            None => None,
+            Ok(Some(Ok(n))) => n,
+            Ok(None) | Err(_) => None,
         };
         if let Some(n) = recovered.filter(|n| *n > 0) {
             log!("legacy_backup worker: requeued {n} interrupted job(s)");
@@ -219,6 +225,7 @@ impl Runner {
 
     /// Schedules due work and runs due jobs until none is left. Returns whether to look again at once.
     pub fn run_once(&mut self) -> bool {
+        self.recover_interrupted();
         // Idle until the extension is installed and attached: every job touches the
         // application's tables (audit rows, sessions), and an ERROR would restart the worker.
         let attached = in_transaction(|client| {
@@ -231,9 +238,10 @@ impl Runner {
             is_attached
         });
         let state = match attached {
-            None => "not installed",
-            Some(false) => "installed but not attached",
-            Some(true) => "",
+            Ok(None) => "not installed",
+            Ok(Some(false)) => "installed but not attached",
+            Ok(Some(true)) => "",
+            Err(_) => return false, // logged; tried again next cycle
         };
         if !state.is_empty() {
             if self.idle_reason.as_deref() != Some(state) {
@@ -245,11 +253,12 @@ impl Runner {
         self.idle_reason = None;
         let mut ran = 0;
         while !shutdown_requested() {
-            let Some(Some(job)) = in_transaction(claim) else {
+            let Ok(Some(Some(job))) = in_transaction(claim) else {
                 break;
             };
             let outcome = self.run(&job);
-            in_transaction(|client| finish(client, &job, outcome));
+            // A failure here leaves the job `running`: requeued at the next cycle.
+            let _ = in_transaction(|client| finish(client, &job, outcome));
             ran += 1;
             if ran >= 100 {
                 return true; // let the loop check its latch and signals
@@ -272,7 +281,7 @@ impl Runner {
             .snapshot_id
             .clone()
             .ok_or_else(|| JobError::permanent("upload job without a snapshot"))?;
-        let row = in_transaction(
+        let row = job_transaction(
             |client| -> Result<(String, Option<Vec<u8>>, String), JobError> {
                 let t = client
                 .update(
@@ -295,8 +304,7 @@ impl Runner {
                     sha256.unwrap_or_default(),
                 ))
             },
-        )
-        .ok_or_else(|| JobError::transient("extension not installed"))??;
+        )??;
         let (key, body, sha256) = row;
         let body = body.ok_or_else(|| {
             JobError::permanent("the snapshot's body was pruned before it was uploaded")
@@ -328,8 +336,7 @@ impl Runner {
         ids::validate_id("session_id", Some(&session_id))
             .map_err(|e| JobError::permanent(e.message))?;
         let manual = job.manual;
-        let guard = in_transaction(|client| cleanup_guard(client, &session_id, manual))
-            .ok_or_else(|| JobError::transient("extension not installed"))??;
+        let guard = job_transaction(|client| cleanup_guard(client, &session_id, manual))??;
         let (snapshot_key, snapshot_bytes, snapshot_etag) = guard;
         let client = self.client()?;
         let info = client.head_object(&snapshot_key)?;
@@ -363,7 +370,7 @@ impl Runner {
                     }
                 }
                 let progress = json!({"deleted": deleted_total, "prefix": prefix});
-                in_transaction(|c| {
+                let _ = in_transaction(|c| {
                     let written = c.update(
                         "UPDATE legacy_backup.jobs SET progress = progress || $2::jsonb WHERE id = $1",
                         None,
@@ -404,13 +411,13 @@ fn cleanup_guard(
     let t = client
         .update(
             // Due by the extension's own schedule, never by the application's column.
-            &crate::attach::sql("SELECT pg_catalog.format('%s', s.status) AS status, \
-                    coalesce((SELECT c.scheduled_at <= now() FROM legacy_backup.cleanup_schedule c WHERE c.session_id = s.id), false) AS due, \
+            &crate::attach::sql(&format!("SELECT pg_catalog.format('%s', s.status) AS status, \
+                    coalesce((SELECT {CLEANUP_DUE} FROM legacy_backup.cleanup_schedule c WHERE c.session_id = s.id), false) AS due, \
                     s.cleaned_up_at IS NOT NULL AS cleaned, n.snapshot_key, n.bytes, n.etag \
              FROM @extschema@.legacy_import_sessions s \
              LEFT JOIN LATERAL (SELECT snapshot_key, bytes, etag FROM legacy_backup.snapshots \
                                 WHERE session_id = s.id AND upload_state = 'uploaded' ORDER BY snapshot_at DESC LIMIT 1) n ON true \
-             WHERE s.id = $1")
+             WHERE s.id = $1"))
             .map_err(lb_error)?,
             None,
             &[session_id.into()],
@@ -452,12 +459,17 @@ fn cleanup_guard(
     ))
 }
 
+/// When a scheduled cleanup is due, over `legacy_backup.cleanup_schedule c`: its time has come,
+/// and so has the grace counted from when the worker first saw the export committed.
+const CLEANUP_DUE: &str =
+    "(c.scheduled_at <= now() AND c.visible_at IS NOT NULL AND c.visible_at + c.grace <= now())";
+
 /// Drops bodies of uploaded snapshots older than the retention; never the newest uploaded one of
 /// a session. Metadata stays.
 fn prune() -> Result<serde_json::Value, JobError> {
     let retention = guc::text(&guc::SNAPSHOT_RETENTION);
     let retention_secs = guc::snapshot_retention().as_secs_f64();
-    let pruned = in_transaction(|client| {
+    let pruned = job_transaction(|client| {
         client
             .update(
                 "WITH p AS (UPDATE legacy_backup.snapshots s SET body = NULL, pruned_at = now() \
@@ -469,8 +481,7 @@ fn prune() -> Result<serde_json::Value, JobError> {
                 &[retention_secs.into()],
             )
             .and_then(|t| t.first().get_one::<i64>())
-    })
-    .ok_or_else(|| JobError::transient("extension not installed"))?
+    })?
     .map_err(spi_error)?
     .unwrap_or(0);
     Ok(json!({"pruned": pruned, "retention": retention}))
@@ -479,22 +490,25 @@ fn prune() -> Result<serde_json::Value, JobError> {
 /// Queues what is due: uploads of pending snapshots without a job (e.g. after a restore),
 /// cleanups of due sessions, and a prune at most hourly.
 fn schedule(client: &mut SpiClient<'_>) {
+    let cleanups = format!("INSERT INTO legacy_backup.jobs (kind, session_id, requested_by) \
+         SELECT 'cleanup', s.id, 'schedule' FROM legacy_backup.cleanup_schedule c \
+         JOIN @extschema@.legacy_import_sessions s ON s.id = c.session_id \
+         WHERE {CLEANUP_DUE} AND pg_catalog.format('%s', s.status) OPERATOR(pg_catalog.=) 'Exported' AND s.cleaned_up_at IS NULL \
+           AND EXISTS (SELECT 1 FROM legacy_backup.snapshots n WHERE n.session_id = s.id AND n.upload_state = 'uploaded') \
+           AND NOT EXISTS (SELECT 1 FROM legacy_backup.jobs j WHERE j.kind = 'cleanup' AND j.session_id = s.id \
+                           AND (j.state IN ('queued', 'running', 'retrying') \
+                                OR (j.state = 'failed' AND j.finished_at > now() - interval '1 hour'))) \
+         ON CONFLICT DO NOTHING");
     let statements = [
+        // Committed exports the worker sees for the first time: their grace starts now.
+        "UPDATE legacy_backup.cleanup_schedule SET visible_at = now() WHERE visible_at IS NULL",
         "INSERT INTO legacy_backup.jobs (kind, session_id, snapshot_id, requested_by) \
          SELECT 'upload', s.session_id, s.id, 'worker' FROM legacy_backup.snapshots s \
          WHERE s.upload_state = 'pending' AND s.body IS NOT NULL \
            AND NOT EXISTS (SELECT 1 FROM legacy_backup.jobs j WHERE j.kind = 'upload' AND j.snapshot_id = s.id \
                            AND j.state IN ('queued', 'running', 'retrying', 'failed')) \
          ON CONFLICT DO NOTHING",
-        "INSERT INTO legacy_backup.jobs (kind, session_id, requested_by) \
-         SELECT 'cleanup', s.id, 'schedule' FROM legacy_backup.cleanup_schedule c \
-         JOIN @extschema@.legacy_import_sessions s ON s.id = c.session_id \
-         WHERE c.scheduled_at <= now() AND pg_catalog.format('%s', s.status) OPERATOR(pg_catalog.=) 'Exported' AND s.cleaned_up_at IS NULL \
-           AND EXISTS (SELECT 1 FROM legacy_backup.snapshots n WHERE n.session_id = s.id AND n.upload_state = 'uploaded') \
-           AND NOT EXISTS (SELECT 1 FROM legacy_backup.jobs j WHERE j.kind = 'cleanup' AND j.session_id = s.id \
-                           AND (j.state IN ('queued', 'running', 'retrying') \
-                                OR (j.state = 'failed' AND j.finished_at > now() - interval '1 hour'))) \
-         ON CONFLICT DO NOTHING",
+        &cleanups,
         "INSERT INTO legacy_backup.jobs (kind, requested_by) SELECT 'prune', 'schedule' \
          WHERE NOT EXISTS (SELECT 1 FROM legacy_backup.jobs WHERE kind = 'prune' AND created_at > now() - interval '1 hour')",
     ];
@@ -576,8 +590,18 @@ fn warn_unless_written<T>(written: Result<T, pgrx::spi::SpiError>, job: &Job, wh
 /// Records the outcome, with the side effects that make it count (uploaded_at, cleaned_up_at,
 /// audit rows). A cleanup is marked done only if the session is still exported and not cleaned.
 fn finish(client: &mut SpiClient<'_>, job: &Job, outcome: Result<serde_json::Value, JobError>) {
+    // What makes a success count writes application tables, whose triggers run application
+    // code: in a bounded subtransaction, so that code failing or stalling fails this job (and
+    // undoes its writes) while the worker records that and goes on.
     let result = match outcome {
-        Ok(details) => record_success(client, job, &details),
+        Ok(details) => {
+            crate::privilege::bounded_subtransaction(|| record_success(client, job, &details))
+                .unwrap_or_else(|e| {
+                    Err(JobError::transient(format!(
+                "recording the outcome failed (application code on the tables it writes?): {e}"
+            )))
+                })
+        }
         Err(e) => Err(e),
     };
     match result {
@@ -659,7 +683,7 @@ fn record_success(
             // the application's rights, not the worker's.
             let mark = crate::attach::sql(
                 "UPDATE @extschema@.legacy_import_sessions SET cleaned_up_at = pg_catalog.now(), updated_at = pg_catalog.now() \
-                 WHERE id = $1 AND status = 'Exported' AND cleaned_up_at IS NULL RETURNING id",
+                 WHERE id = $1 AND pg_catalog.format('%s', status) = 'Exported' AND cleaned_up_at IS NULL RETURNING id",
             )
             .map_err(lb_error)?;
             // The export check accepts cleaned_up_at only from the extension's cleanup.

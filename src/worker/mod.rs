@@ -7,7 +7,8 @@
 //!   callback), and every `legacy_backup.naptime`.
 //! - Claims jobs with `FOR UPDATE SKIP LOCKED` in short transactions; never holds a transaction
 //!   open across an HTTP call.
-//! - Answers SIGTERM between requests (also mid-cleanup, leaving the job to resume), reloads its
+//! - Ends on SIGTERM like any backend, even inside application code its writes fire (a job
+//!   cut short stays `running` and is requeued), reloads its
 //!   settings on SIGHUP.
 
 pub mod jobs;
@@ -18,12 +19,17 @@ use pgrx::bgworkers::{
 };
 use pgrx::prelude::*;
 use pgrx::{pg_shmem_init, PgAtomic};
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, Ordering};
 use std::time::Duration;
 
 /// The worker's pgprocno + 1 (0: no worker running), so any backend can set its latch.
 pub static WORKER_PROCNO: PgAtomic<AtomicI32> =
     unsafe { PgAtomic::new(c"legacy_backup_worker_procno") };
+
+/// When the worker last finished a transaction (PostgreSQL timestamp, 0: never): health tells a
+/// stalled worker from a running one by it.
+pub static WORKER_PROGRESS: PgAtomic<AtomicI64> =
+    unsafe { PgAtomic::new(c"legacy_backup_worker_progress") };
 
 /// Whether shared memory was set up, i.e. the library was preloaded (inherited by every backend).
 static SHMEM_READY: AtomicBool = AtomicBool::new(false);
@@ -37,6 +43,7 @@ pub fn init() {
         return;
     }
     pg_shmem_init!(WORKER_PROCNO);
+    pg_shmem_init!(WORKER_PROGRESS);
     SHMEM_READY.store(true, Ordering::Relaxed);
     BackgroundWorkerBuilder::new(WORKER_TYPE)
         .set_type(WORKER_TYPE)
@@ -102,22 +109,52 @@ pub fn with_signals_blocked<R>(f: impl FnOnce() -> R) -> R {
 }
 
 pub fn shutdown_requested() -> bool {
-    // SAFETY: a flag set by the signal handler.
-    BackgroundWorker::sigterm_received() || unsafe { pg_sys::ShutdownRequestPending != 0 }
+    // SAFETY: flags set by the signal handlers.
+    BackgroundWorker::sigterm_received()
+        || unsafe { pg_sys::ShutdownRequestPending != 0 || pg_sys::ProcDiePending != 0 }
+}
+
+/// Records that the worker just finished a transaction.
+pub fn record_progress() {
+    // SAFETY: reads the clock.
+    let now = unsafe { pg_sys::GetCurrentTimestamp() };
+    WORKER_PROGRESS.get().store(now, Ordering::Release);
+}
+
+/// When the worker last finished a transaction, if it has since the server started.
+pub fn last_progress() -> Option<pg_sys::TimestampTz> {
+    if !preloaded() {
+        return None;
+    }
+    Some(WORKER_PROGRESS.get().load(Ordering::Acquire)).filter(|t| *t != 0)
+}
+
+extern "C-unwind" {
+    /// PostgreSQL's own SIGTERM handler (pgrx binds it as a guarded Rust function, which a
+    /// signal handler must not be).
+    #[link_name = "die"]
+    fn postgres_die(signal: std::ffi::c_int);
 }
 
 #[pg_guard]
 #[no_mangle]
 pub extern "C-unwind" fn legacy_backup_worker_main(_arg: pg_sys::Datum) {
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
+    // SIGTERM as in every backend: it interrupts whatever runs, application code fired by the
+    // worker's writes included (a flag alone would wait for a sleeping trigger to return).
+    // SAFETY: die is PostgreSQL's own SIGTERM handler for backends.
+    unsafe { pg_sys::pqsignal(libc::SIGTERM, Some(postgres_die)) };
     let database = crate::guc::text(&crate::guc::DATABASE);
     BackgroundWorker::connect_worker_to_spi(Some(&database), None);
+    // Before any statement: nothing the database's owner set or created may shape what the
+    // worker's SQL means.
+    crate::privilege::pin_worker_session();
+    record_progress();
     let procno = my_proc_number();
     WORKER_PROCNO.get().store(procno + 1, Ordering::Release);
     log!("legacy_backup worker started (database \"{database}\")");
 
     let mut runner = jobs::Runner::new();
-    runner.recover_interrupted();
     loop {
         let more = runner.run_once();
         if shutdown_requested() {
@@ -134,6 +171,7 @@ pub extern "C-unwind" fn legacy_backup_worker_main(_arg: pg_sys::Datum) {
         if BackgroundWorker::sighup_received() {
             // SAFETY: re-reading the configuration files is what a SIGHUP asks for.
             unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
+            crate::privilege::pin_worker_session();
             runner.reload();
         }
     }
@@ -209,6 +247,7 @@ pub extern "C-unwind" fn legacy_backup_request_main(_arg: pg_sys::Datum) {
         }
     };
     BackgroundWorker::connect_worker_to_spi_by_oid(Some(pg_sys::Oid::from(request.database)), None);
+    crate::privilege::pin_worker_session();
     let (session, actor) = (request.session_id, request.requested_by);
     BackgroundWorker::transaction(move || {
         Spi::run_with_args(
