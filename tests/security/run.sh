@@ -15,8 +15,9 @@ set +e
 start_s3
 BUCKET_DIR=$S3_DIR/data/legacy-import
 # The old secret setting stays in the configuration on purpose: it must not be readable (A13).
+# job_timeout and max_upload_lag are for A47 (a release without them drops them with a WARNING).
 start_cluster_with_worker "legacy_backup.r2_secret_access_key = 'conf-secret-must-stay-hidden'" \
-  "legacy_backup.max_snapshot_age = '1h'" >/dev/null
+  "legacy_backup.max_snapshot_age = '1h'" "legacy_backup.job_timeout = '2s'" "legacy_backup.max_upload_lag = '5s'" >/dev/null
 
 passed=0; failed=0; failures=()
 # psql as the application's role (trust auth on the private socket).
@@ -501,6 +502,272 @@ side=$(q app -c "SELECT count(*) FROM category_assignment_logs WHERE source = 'a
 if [ "$undone" -ge 1 ] && [ "$side" -ge 1 ] && [ "$forged" = 0 ]; then verdict "A40 a CHECK constraint's side change during undo recorded as the undo" 1 "side change logged as the application's"
 else verdict "A40 a CHECK constraint's side change during undo recorded as the undo" 0 "undo rows $undone, side changes as app $side, as undo $forged"; fi
 q app -c "SET legacy_backup.allow_drop = on" -c "ALTER TABLE extracted_documents DROP CONSTRAINT side_change" >/dev/null
+
+echo "13. classes (issue 19)"
+# Run last: each attack cleans up after itself, and A48/A49 may destroy a database when they get
+# through (A49 uses databases of its own).
+# The worker's pid (empty when it is not running), read from database postgres.
+worker_pid() { q postgres -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'legacy_backup worker' ORDER BY pid LIMIT 1"; }
+ms_now() { echo $(( $(date +%s%N) / 1000000 )); }
+# SQLSTATE of the first error of the given -c statements run as lb_app in database $1 (nothing
+# when all succeeded).
+lb_error_in() { local db=$1; shift
+  "$BIN/psql" -X -q -At -h "$CLUSTER/sock" -p "$PORT" -U lb_app -d "$db" -c '\set VERBOSITY verbose' "$@" 2>&1 \
+    | sed -n 's/^ERROR:  \([0-9A-Z]\{5\}\):.*/\1/p' | head -1; }
+
+# A41: an operator of the application's in the extension's schema, found by a catalog query the
+# worker runs before it pins its search_path (attach::structure_problems, `proname LIKE
+# 'legacy\_backup\_%'`, reached through lock_app_tables when a column it checks is missing).
+# The LIKE is evaluated only for triggers on the table whose function lives in the extension's
+# schema: a (never firing) trigger on users calling a function of the application's there.
+qa >/dev/null <<'SQL'
+-- (PL/pgSQL: an SQL function would be inlined, and the planner would then call the payload
+-- only where the LIKE is true.)
+CREATE FUNCTION public.a41_like(name, name) RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN RETURN public.payload('A41 operator ~~ (name, name)') AND $1::text LIKE $2::text; END $$;
+CREATE OPERATOR public.~~ (LEFTARG = name, RIGHTARG = name, FUNCTION = public.a41_like);
+CREATE FUNCTION public.a41_noop() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$;
+CREATE TRIGGER a41_probe AFTER TRUNCATE ON users FOR EACH STATEMENT EXECUTE FUNCTION public.a41_noop();
+SQL
+renamed=$(state_of "ALTER TABLE users RENAME COLUMN id TO id_renamed")
+sleep 4 # the worker's naptime is 1 s
+[ "$renamed" = ok ] && qa -c "ALTER TABLE users RENAME COLUMN id_renamed TO id"
+qa -c "DROP OPERATOR public.~~ (name, name)" -c "DROP FUNCTION public.a41_like(name, name)" \
+   -c "DROP TRIGGER IF EXISTS a41_probe ON users" -c "DROP FUNCTION public.a41_noop()"
+seen=$(escalation)
+if [ -z "$seen" ]; then verdict "A41 an operator ~~(name, name) in the extension's schema, run by the worker's catalog query" 1 "users.id rename: $renamed"
+else verdict "A41 an operator ~~(name, name) in the extension's schema, run by the worker's catalog query" 0 "users.id rename: $renamed; payload ran as $seen"; fi
+
+# A42: a document moved to another session: its change would be judged against the other
+# session's snapshot. Refused with LB008, directly and through a BEFORE trigger of the application.
+doc=$(q app -c "SELECT min(id) FROM extracted_documents WHERE session_id = 's1'")
+code=$(client_error_of -c "UPDATE extracted_documents SET session_id = 's2' WHERE id = '$doc'")
+now=$(q app -c "SELECT session_id FROM extracted_documents WHERE id = '$doc'")
+if [ "$code" = LB008 ] && [ "$now" = s1 ]; then verdict "A42 moving a document to another session (UPDATE … SET session_id)" 1 "refused, SQLSTATE LB008"
+else verdict "A42 moving a document to another session (UPDATE … SET session_id)" 0 "SQLSTATE ${code:-none}, session_id now $now"; fi
+q app -c "UPDATE extracted_documents SET session_id = 's1' WHERE id = '$doc' AND session_id <> 's1'" >/dev/null 2>&1
+qa >/dev/null <<SQL
+CREATE FUNCTION public.a42_move() RETURNS trigger LANGUAGE plpgsql AS \$\$
+BEGIN IF NEW.id = '$doc' THEN NEW.session_id := 's2'; END IF; RETURN NEW; END \$\$;
+CREATE TRIGGER zz_a42_move BEFORE UPDATE ON extracted_documents FOR EACH ROW EXECUTE FUNCTION public.a42_move();
+SQL
+code=$(client_error_of -c "UPDATE extracted_documents SET email_subject = email_subject WHERE id = '$doc'")
+now=$(q app -c "SELECT session_id FROM extracted_documents WHERE id = '$doc'")
+if [ "$code" = LB008 ] && [ "$now" = s1 ]; then verdict "A42t a BEFORE trigger moves a document to another session on an unrelated UPDATE" 1 "refused, SQLSTATE LB008"
+else verdict "A42t a BEFORE trigger moves a document to another session on an unrelated UPDATE" 0 "SQLSTATE ${code:-none}, session_id now $now"; fi
+qa -c "DROP TRIGGER zz_a42_move ON extracted_documents" -c "DROP FUNCTION public.a42_move()"
+q app -c "UPDATE extracted_documents SET session_id = 's1' WHERE id = '$doc' AND session_id <> 's1'" >/dev/null 2>&1
+
+# A43: row-level security forced on the owner hides rows from the snapshot, which is read as
+# the owner: the snapshot must fail (expected 42501, row_security off), not leave rows out.
+before=$(q app -c "SELECT count(*) FROM legacy_backup.snapshots WHERE session_id = 's1'")
+total=$(q app -c "SELECT count(*) FROM extracted_documents WHERE session_id = 's1'")
+qa >/dev/null <<'SQL'
+ALTER TABLE extracted_documents ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY;
+CREATE POLICY a43_hide ON extracted_documents USING (format('%s', status) <> 'Categorized');
+SQL
+took=$(state_of "SELECT legacy_snapshot_take('s1')")
+read=$(state_of "SELECT legacy_snapshot('s1')")
+after=$(q app -c "SELECT count(*) FROM legacy_backup.snapshots WHERE session_id = 's1'")
+held=$(q app -c "SELECT stats->>'totalDocuments' FROM legacy_backup.snapshots WHERE session_id = 's1' ORDER BY created_at DESC, snapshot_at DESC LIMIT 1")
+qa -c "DROP POLICY a43_hide ON extracted_documents" -c "ALTER TABLE extracted_documents NO FORCE ROW LEVEL SECURITY, DISABLE ROW LEVEL SECURITY"
+if [ "$took" != ok ] && [ "$read" != ok ] && [ "$after" = "$before" ]; then
+  verdict "A43 row-level security hides documents from a snapshot" 1 "legacy_snapshot_take: $took, legacy_snapshot: $read"
+else verdict "A43 row-level security hides documents from a snapshot" 0 "legacy_snapshot_take: $took, legacy_snapshot: $read, snapshots $before -> $after, newest holds $held of $total documents"; fi
+
+# A44: casts of the application's enum that lie: the snapshot must hold the true statuses.
+truth=$(q app -c "SELECT count(*) FILTER (WHERE format('%s', status) = 'Categorized') FROM extracted_documents WHERE session_id = 's1'")
+qa >/dev/null <<'SQL'
+CREATE FUNCTION public.a44_lie(s "DocumentCategorizationStatus") RETURNS text LANGUAGE plpgsql AS $$
+BEGIN PERFORM public.payload('A44 lying cast to text'); RETURN 'Uncategorized'; END $$;
+CREATE CAST ("DocumentCategorizationStatus" AS text) WITH FUNCTION public.a44_lie("DocumentCategorizationStatus") AS IMPLICIT;
+CREATE FUNCTION public.a44_lie_json(s "DocumentCategorizationStatus") RETURNS json LANGUAGE plpgsql AS $$
+BEGIN PERFORM public.payload('A44 lying cast to json'); RETURN '"Uncategorized"'::json; END $$;
+CREATE CAST ("DocumentCategorizationStatus" AS json) WITH FUNCTION public.a44_lie_json("DocumentCategorizationStatus");
+CREATE FUNCTION public.a44_lie_jsonb(s "DocumentCategorizationStatus") RETURNS jsonb LANGUAGE plpgsql AS $$
+BEGIN PERFORM public.payload('A44 lying cast to jsonb'); RETURN '"Uncategorized"'::jsonb; END $$;
+CREATE CAST ("DocumentCategorizationStatus" AS jsonb) WITH FUNCTION public.a44_lie_jsonb("DocumentCategorizationStatus");
+SQL
+IFS='|' read -r sid44 stat44 < <(qa -c "SELECT r->>'snapshotId', r->'stats'->>'categorizedCount' FROM (SELECT legacy_snapshot_take('s1') AS r) t" 2>/dev/null)
+IFS='|' read -r stored44 body44 < <(q app -c "SELECT stats->>'categorizedCount', (SELECT count(*) FROM json_array_elements(convert_from(s.body, 'UTF8')::json->'documents') d WHERE d->>'status' = 'Categorized')
+                                             FROM legacy_backup.snapshots s WHERE s.id = '${sid44:-none}'")
+qa -c "DROP CAST (\"DocumentCategorizationStatus\" AS text)" -c "DROP CAST (\"DocumentCategorizationStatus\" AS json)" \
+   -c "DROP CAST (\"DocumentCategorizationStatus\" AS jsonb)" \
+   -c "DROP FUNCTION public.a44_lie(\"DocumentCategorizationStatus\"), public.a44_lie_json(\"DocumentCategorizationStatus\"), public.a44_lie_jsonb(\"DocumentCategorizationStatus\")"
+seen=$(escalation)
+if [ -n "$sid44" ] && [ "$stat44" = "$truth" ] && [ "$stored44" = "$truth" ] && [ "$body44" = "$truth" ] && [ -z "$seen" ]; then
+  verdict "A44 casts of the document status enum that lie, read by a snapshot" 1 "categorized: $truth"
+else verdict "A44 casts of the document status enum that lie, read by a snapshot" 0 "categorized: true $truth, returned stats ${stat44:-none}, stored stats ${stored44:-none}, documents in body ${body44:-none}${seen:+; payload ran as $seen}"; fi
+
+# A45: a category renamed or merged after the snapshot: the snapshot no longer holds the
+# session's categorization (SNAPSHOT_OUTDATED, export refused with LB003).
+a45() { # name sid change
+  qa -v sid="$2" -v docs=10 -f "$ROOT/tests/fixtures/seed.sql" >/dev/null 2>&1
+  qa -c "SELECT legacy_snapshot_take('$2')" >/dev/null
+  local pre code ready st status
+  pre=$(qa -c "SELECT legacy_export_readiness('$2')->>'code'")
+  qa -c "$3" >/dev/null
+  code=$(qa -c "SELECT legacy_export_readiness('$2')->>'code'")
+  ready=$(qa -c "SELECT legacy_export_readiness('$2')->>'ready'")
+  st=$(client_error_of -c "UPDATE legacy_import_sessions SET status = 'Exported', updated_at = now() WHERE id = '$2'")
+  status=$(q app -c "SELECT format('%s', status) FROM legacy_import_sessions WHERE id = '$2'")
+  if [ "$pre" = READY ] && [ "$code" = SNAPSHOT_OUTDATED ] && [ "$ready" = false ] && [ "$st" = LB003 ] && [ "$status" != Exported ]; then
+    verdict "$1" 1 "SNAPSHOT_OUTDATED, refused with LB003"
+  else verdict "$1" 0 "readiness before the change $pre, after $code (ready $ready); export: SQLSTATE ${st:-none}, status now $status"; fi
+  q app -c "UPDATE legacy_import_sessions SET status = 'Completed', updated_at = now() WHERE id = '$2' AND format('%s', status) = 'Exported'" >/dev/null 2>&1
+}
+a45 "A45 a category renamed after the snapshot" c45 "UPDATE import_categories SET name = name || ' x', updated_at = now() WHERE id = 'c45-cat-001'"
+a45 "A45m a category merged into another after the snapshot" c45m "UPDATE import_categories SET merged_into = 'c45m-cat-002', updated_at = now() WHERE id = 'c45m-cat-003'"
+
+# A46: a statement that outlasts cleanup_delay between snapshot and export: the grace period
+# must count from COMMIT, not from the start of the statement.
+qa -v sid=c46 -v docs=5 -f "$ROOT/tests/fixtures/seed.sql" >/dev/null 2>&1
+mkdir -p "$BUCKET_DIR/pst/c46" "$BUCKET_DIR/documents/c46"
+echo pst >"$BUCKET_DIR/pst/c46/archive.pst"; echo doc >"$BUCKET_DIR/documents/c46/a.pdf"
+q postgres -c "ALTER SYSTEM SET legacy_backup.cleanup_delay = '6s'" -c "SELECT pg_reload_conf()" >/dev/null
+poll "SHOW legacy_backup.cleanup_delay" 6s 10 >/dev/null
+out=$(qa -c "DO \$\$ BEGIN
+    PERFORM legacy_snapshot_take('c46');
+    PERFORM pg_sleep(7);
+    UPDATE legacy_import_sessions SET status = 'Exported', updated_at = now() WHERE id = 'c46';
+END \$\$" 2>&1); rc=$?
+committed=$(ms_now)
+gone_after=
+while [ $(( $(ms_now) - committed )) -lt 26000 ]; do
+  if [ "$(find "$BUCKET_DIR/pst/c46" -type f 2>/dev/null | wc -l)" = 0 ]; then gone_after=$(( $(ms_now) - committed )); break; fi
+  sleep 0.2
+done
+q postgres -c "ALTER SYSTEM RESET legacy_backup.cleanup_delay" -c "SELECT pg_reload_conf()" >/dev/null
+if [ "$rc" = 0 ] && [ -n "$gone_after" ] && [ "$gone_after" -ge 4000 ]; then
+  verdict "A46 a long statement shortens the grace period (cleanup_delay 6s, 7 s between snapshot and export)" 1 "pst/c46 deleted $gone_after ms after commit"
+else verdict "A46 a long statement shortens the grace period (cleanup_delay 6s, 7 s between snapshot and export)" 0 \
+  "$( [ "$rc" = 0 ] || echo "export statement failed: $out; ")pst/c46 $( [ -n "$gone_after" ] && echo "deleted $gone_after ms after commit" || echo "still there 26 s after commit")"; fi
+
+# A47: an application trigger that sleeps in the worker's SNAPSHOT_UPLOADED row stalls every
+# upload. Fixed: application code runs under legacy_backup.job_timeout (2s here), other jobs
+# go on, health names the snapshot late beyond legacy_backup.max_upload_lag (5s here), and the
+# worker answers pg_terminate_backend while it sleeps.
+qa >/dev/null <<'SQL'
+CREATE TABLE public.a47_release (released boolean);
+CREATE FUNCTION public.a47_stall() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    -- pg_sleep(300), in steps, so the suite can release it afterwards.
+    FOR i IN 1..300 LOOP
+        EXIT WHEN EXISTS (SELECT 1 FROM public.a47_release);
+        PERFORM pg_catalog.pg_sleep(1);
+    END LOOP;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER a47_stall AFTER INSERT ON legacy_import_audit_logs FOR EACH ROW
+    WHEN (NEW.action = 'SNAPSHOT_UPLOADED' AND NEW.session_id = 's1') EXECUTE FUNCTION public.a47_stall();
+SQL
+s1id=$(qa -c "SELECT legacy_snapshot_take('s1')->>'snapshotId'")
+s2id=$(qa -c "SELECT legacy_snapshot_take('s2')->>'snapshotId'")
+s1key=$(q app -c "SELECT snapshot_key FROM legacy_backup.snapshots WHERE id = '$s1id'")
+start=$(ms_now); s2_at=; job_at=; health_at=; job=
+while [ $(( $(ms_now) - start )) -lt 20000 ]; do
+  [ -z "$s2_at" ] && [ "$(q app -c "SELECT upload_state FROM legacy_backup.snapshots WHERE id = '$s2id'")" = uploaded ] && s2_at=$(( $(ms_now) - start ))
+  job=$(q app -c "SELECT state || ': ' || coalesce(last_error, '') FROM legacy_backup.jobs WHERE kind = 'upload' AND snapshot_id = '$s1id' ORDER BY id DESC LIMIT 1" | tr '\n' ' ')
+  [ -z "$job_at" ] && echo "$job" | grep -Eiq '^(retrying|failed): .*(timeout|timed out|cancel)' && job_at=$(( $(ms_now) - start ))
+  [ -z "$health_at" ] && [ "$(q app -c "SELECT count(*) FILTER (WHERE NOT ok) > 0 AND count(*) FILTER (WHERE NOT ok AND (strpos(detail, '$s1id') > 0 OR strpos(detail, '$s1key') > 0)) > 0 FROM legacy_backup_health()")" = t ] \
+    && health_at=$(( $(ms_now) - start ))
+  [ -n "$s2_at" ] && [ -n "$job_at" ] && [ -n "$health_at" ] && break
+  sleep 0.5
+done
+wpid=$(worker_pid); slept=
+for _ in $(seq 1 100); do
+  [ -n "$wpid" ] && [ "$(q postgres -c "SELECT wait_event FROM pg_stat_activity WHERE pid = $wpid")" = PgSleep ] && { slept=1; break; }
+  sleep 0.2; wpid=$(worker_pid)
+done
+terminated=
+if [ -n "$wpid" ]; then
+  q postgres -c "SELECT pg_terminate_backend($wpid)" >/dev/null
+  for _ in $(seq 1 25); do [ "$(q postgres -c "SELECT count(*) FROM pg_stat_activity WHERE pid = $wpid")" = 0 ] && { terminated=1; break; }; sleep 0.2; done
+fi
+if [ -n "$s2_at" ] && [ -n "$job_at" ] && [ -n "$health_at" ] && [ "$health_at" -le 15000 ] && [ -n "$terminated" ]; then
+  verdict "A47 an application trigger stalls the worker (sleeps in its SNAPSHOT_UPLOADED row)" 1 "s2 uploaded after $s2_at ms; s1 job [$job]; health after $health_at ms; terminated"
+else verdict "A47 an application trigger stalls the worker (sleeps in its SNAPSHOT_UPLOADED row)" 0 \
+  "s2 uploaded: ${s2_at:-no (20 s)}; s1 job [$job]; health naming s1's snapshot: ${health_at:-no (20 s)}; worker ${wpid:-none} $( [ -n "$slept" ] && echo "sleeping in the trigger" || echo "not seen sleeping"), pg_terminate_backend: $( [ -n "$terminated" ] && echo "gone" || echo "still there after 5 s")"; fi
+qa -c "INSERT INTO public.a47_release VALUES (true)" >/dev/null
+for _ in $(seq 1 30); do qa -c "SET lock_timeout = '2s'" -c "DROP TRIGGER a47_stall ON legacy_import_audit_logs" >/dev/null 2>&1 && break; sleep 0.5; done
+qa -c "DROP FUNCTION public.a47_stall()" -c "DROP TABLE public.a47_release" >/dev/null 2>&1
+# (The s1 job may be waiting out a long retry delay: due now.)
+q app -c "UPDATE legacy_backup.jobs SET next_attempt_at = now() WHERE snapshot_id = '$s1id' AND state = 'retrying'" >/dev/null 2>&1
+if ! poll "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'legacy_backup worker'" 1 20 >/dev/null; then
+  # (A worker that stopped on SIGTERM with exit code 0 is not restarted: restart the cluster.)
+  echo "  (the worker did not come back: restarting the cluster)"
+  runuser -u postgres -- "$BIN/pg_ctl" -D "$CLUSTER/data" -l "$CLUSTER/server.log" -m fast -w restart >/dev/null
+  poll "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'legacy_backup worker'" 1 20 >/dev/null
+fi
+poll "SELECT upload_state FROM legacy_backup.snapshots WHERE id = '$s1id'" uploaded 30 >/dev/null
+
+# A48: an application trigger that raises in the worker's SNAPSHOT_UPLOADED row must not crash
+# the worker: while it is down nobody holds database app open, and its owner could drop it.
+poll "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'legacy_backup worker'" 1 20 >/dev/null
+pid0=$(worker_pid)
+qa >/dev/null <<'SQL'
+CREATE FUNCTION public.a48_raise() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN RAISE EXCEPTION 'A48: the application refuses this audit row'; END $$;
+CREATE TRIGGER a48_raise AFTER INSERT ON legacy_import_audit_logs FOR EACH ROW
+    WHEN (NEW.action = 'SNAPSHOT_UPLOADED' AND NEW.session_id = 's1') EXECUTE FUNCTION public.a48_raise();
+SQL
+s1id=$(qa -c "SELECT legacy_snapshot_take('s1')->>'snapshotId'")
+s2id=$(qa -c "SELECT legacy_snapshot_take('s2')->>'snapshotId'")
+drop_app() { # -> "code code" of DROP DATABASE app and DROP DATABASE app WITH (FORCE) as lb_app ('ok' when it went through)
+  local a b
+  a=$(lb_error_in postgres -c "DROP DATABASE app"); a=${a:-ok}
+  b=ok; [ "$a" = ok ] || { b=$(lb_error_in postgres -c "DROP DATABASE app WITH (FORCE)"); b=${b:-ok}; }
+  echo "$a $b"
+}
+app_exists() { q postgres -c "SELECT count(*) FROM pg_database WHERE datname = 'app'"; }
+pids="$pid0"; drops=; job_seen=; s2_up=; start=$(ms_now)
+while [ $(( $(ms_now) - start )) -lt 25000 ]; do
+  w=$(worker_pid)
+  [ "${w:-down}" != "${pids##* }" ] && pids="$pids ${w:-down}"
+  # While the worker is down, its database is open to DROP DATABASE by its owner.
+  [ -z "$w" ] && [ -z "$drops" ] && drops="while the worker was down: $(drop_app)"
+  [ "$(app_exists)" = 1 ] || break
+  [ "$(q app -c "SELECT count(*) FROM legacy_backup.jobs WHERE kind = 'upload' AND snapshot_id = '$s1id' AND attempts >= 1 AND last_error IS NOT NULL")" -ge 1 ] 2>/dev/null && job_seen=1
+  [ "$(q app -c "SELECT upload_state FROM legacy_backup.snapshots WHERE id = '$s2id'")" = uploaded ] && s2_up=1
+  [ -n "$job_seen" ] && [ -n "$s2_up" ] && break
+  sleep 0.2
+done
+[ "$(app_exists)" = 1 ] && drops="${drops:+$drops; }$(drop_app)"
+exists=$(app_exists)
+if [ "$pids" = "$pid0" ] && [ -n "$job_seen" ] && [ -n "$s2_up" ] && [ "$exists" = 1 ] && ! echo "$drops" | grep -qw ok; then
+  verdict "A48 an application trigger crashes the worker, then DROP DATABASE app by its owner" 1 "worker $pid0 kept; DROP DATABASE, WITH (FORCE): $drops"
+else verdict "A48 an application trigger crashes the worker, then DROP DATABASE app by its owner" 0 \
+  "worker pids: $pids; s1 job failed with last_error: ${job_seen:-no}; s2 uploaded: ${s2_up:-no}; DROP DATABASE, WITH (FORCE): $drops; app $( [ "$exists" = 1 ] && echo exists || echo DROPPED)"; fi
+if [ "$(app_exists)" = 1 ]; then
+  qa -c "DROP TRIGGER a48_raise ON legacy_import_audit_logs" -c "DROP FUNCTION public.a48_raise()" >/dev/null 2>&1
+fi
+
+# A49: the database's owner takes the schema that holds the extension, then DROP OWNED drops it
+# with the extension's data. Each variant runs in a database of its own (it may destroy it).
+a49_db() { # db sid: owned by lb_app, the application's tables, the extension, one snapshot
+  q postgres -c "CREATE DATABASE $1 OWNER lb_app" >/dev/null
+  "$BIN/psql" -X -q -h "$CLUSTER/sock" -p "$PORT" -U lb_app -d "$1" -v ON_ERROR_STOP=1 \
+    -f "$ROOT/tests/fixtures/app_schema.sql" -v sid="$2" -v docs=5 -f "$ROOT/tests/fixtures/seed.sql" >/dev/null 2>&1
+  q "$1" -c "CREATE EXTENSION legacy_backup" >/dev/null 2>&1
+  "$BIN/psql" -X -q -h "$CLUSTER/sock" -p "$PORT" -U lb_app -d "$1" -c "SELECT legacy_snapshot_take('$2')" >/dev/null 2>&1
+}
+a49() { # name db sid take-schema-statement drop-statement
+  a49_db "$2" "$3"
+  local before took dropped ext after
+  before=$(q "$2" -c "SELECT count(*) FROM legacy_backup.snapshots" 2>/dev/null)
+  took=$(lb_error_in "$2" -c "$4"); took=${took:-ok}
+  dropped=skipped; [ "$took" = ok ] && { dropped=$(lb_error_in "$2" -c "$5"); dropped=${dropped:-ok}; }
+  ext=$(q "$2" -c "SELECT count(*) FROM pg_extension WHERE extname = 'legacy_backup'" 2>/dev/null)
+  after=$(q "$2" -c "SELECT count(*) FROM legacy_backup.snapshots" 2>/dev/null || echo gone)
+  if [ "$before" = 1 ] && { [ "$took" != ok ] || [ "$dropped" != ok ]; } && [ "$ext" = 1 ] && [ "$after" = "$before" ]; then
+    verdict "$1" 1 "taking the schema: $took, dropping: $dropped"
+  else verdict "$1" 0 "taking the schema: $took, dropping: $dropped; extension installed: ${ext:-?}, snapshots $before -> $after"; fi
+  q postgres -c "DROP DATABASE IF EXISTS $2" >/dev/null 2>&1
+}
+a49 "A49 ALTER SCHEMA public OWNER TO lb_app, then DROP OWNED BY lb_app CASCADE" a49 o49 \
+  "ALTER SCHEMA public OWNER TO lb_app" "DROP OWNED BY lb_app CASCADE"
+a49 "A49c the same with DROP OWNED BY CURRENT_USER CASCADE" a49c o49c \
+  "ALTER SCHEMA public OWNER TO CURRENT_USER" "DROP OWNED BY CURRENT_USER CASCADE"
 
 ((failed)) && echo "attacks that succeeded: ${failures[*]}"
 echo "security: $passed passed, $failed failed"
