@@ -8,7 +8,8 @@
 --   legacy_backup_reader    snapshots, history, readiness, health, the views and the audit trail;
 --   legacy_backup_operator  + take snapshots, undo, postpone a cleanup (the application's role);
 --   legacy_backup_admin     + attach, manual cleanup, restore, import, verify, fetch, and the
---                           export snapshot-check bypass.
+--                           export snapshot-check bypass;
+--   legacy_backup_worker    the background worker (LOGIN, granted to nobody).
 DO $$
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'legacy_backup_reader') THEN
@@ -19,6 +20,14 @@ BEGIN
     END IF;
     IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'legacy_backup_admin') THEN
         CREATE ROLE legacy_backup_admin NOLOGIN IN ROLE legacy_backup_operator;
+    END IF;
+    -- The background worker's own role: no superuser, only the grants in finalize.sql and
+    -- legacy_backup_attach(). LOGIN because PostgreSQL 15 and 16 require it of a background
+    -- worker's role; background workers do not pass through pg_hba.conf, so a line rejecting it
+    -- there closes every other way in (docs/operations.md).
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'legacy_backup_worker') THEN
+        CREATE ROLE legacy_backup_worker LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOINHERIT
+            NOREPLICATION NOBYPASSRLS;
     END IF;
 END $$;
 

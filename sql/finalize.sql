@@ -141,3 +141,11 @@ COMMENT ON FUNCTION @extschema@.legacy_backup_protected_triggers() IS
     'Names of the extension''s triggers on application tables, for the event triggers that guard them';
 
 SELECT @extschema@.legacy_backup_on_create();
+
+-- The background worker's role (src/worker): its queue, the snapshots it uploads and prunes, the
+-- schedule it stamps and reads. It writes application tables only as their owner
+-- (privilege::as_owner_of); legacy_backup_attach() grants it SELECT on legacy_import_sessions.
+GRANT USAGE ON SCHEMA legacy_backup TO legacy_backup_worker;
+GRANT SELECT, INSERT, UPDATE ON legacy_backup.jobs TO legacy_backup_worker;
+GRANT SELECT, UPDATE ON legacy_backup.snapshots, legacy_backup.cleanup_schedule TO legacy_backup_worker;
+GRANT USAGE ON ALL SEQUENCES IN SCHEMA legacy_backup TO legacy_backup_worker;

@@ -22,12 +22,16 @@
 
 CREATE FUNCTION @extschema@.legacy_backup_export_gate() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    -- Enums are read through their output function, never cast (docs/security.md).
+    new_status text := format('%s', NEW.status);
+    old_status text := CASE WHEN TG_OP = 'UPDATE' THEN format('%s', OLD.status) END;
 BEGIN
-    IF NEW.status = 'Exported' AND (TG_OP = 'INSERT' OR OLD.status IS DISTINCT FROM 'Exported') THEN
+    IF new_status = 'Exported' AND (TG_OP = 'INSERT' OR old_status IS DISTINCT FROM 'Exported') THEN
         NEW.exported_at := coalesce(NEW.exported_at, statement_timestamp());
         NEW.cleanup_scheduled_at := greatest(NEW.cleanup_scheduled_at,
                                              statement_timestamp() + current_setting('legacy_backup.cleanup_delay')::interval);
-    ELSIF TG_OP = 'UPDATE' AND OLD.status = 'Exported' AND NEW.status IS DISTINCT FROM 'Exported'
+    ELSIF TG_OP = 'UPDATE' AND old_status = 'Exported' AND new_status IS DISTINCT FROM 'Exported'
           AND NEW.cleaned_up_at IS NULL THEN
         NEW.cleanup_scheduled_at := NULL;
     END IF;

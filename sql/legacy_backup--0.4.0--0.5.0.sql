@@ -41,10 +41,20 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION @extschema@.legacy_backup_id_guard() IS 'Trigger: refuses changing the id or the session of a document (LB008), which would break its history';
 COMMENT ON FUNCTION @extschema@.legacy_backup_truncate_guard() IS 'Trigger: refuses TRUNCATE of extracted_documents, legacy_import_sessions and import_categories (LB009); DELETE is logged';
+-- The triggers whose WHEN clauses compared the status enums through an operator now call
+-- enum_eq/enum_ne (a cast of the enum's owner cannot reach them) and go too.
 DO $$
 BEGIN
     IF pg_catalog.to_regclass('@extschema@.extracted_documents') IS NOT NULL THEN
         DROP TRIGGER IF EXISTS legacy_backup_document_id_guard ON @extschema@.extracted_documents;
+        DROP TRIGGER IF EXISTS legacy_backup_log_update ON @extschema@.extracted_documents;
+        DROP TRIGGER IF EXISTS legacy_backup_log_insert ON @extschema@.extracted_documents;
+    END IF;
+    IF pg_catalog.to_regclass('@extschema@.legacy_import_sessions') IS NOT NULL THEN
+        DROP TRIGGER IF EXISTS legacy_backup_export_gate ON @extschema@.legacy_import_sessions;
+        DROP TRIGGER IF EXISTS legacy_backup_export_gate_insert ON @extschema@.legacy_import_sessions;
+        DROP TRIGGER IF EXISTS legacy_backup_export_check ON @extschema@.legacy_import_sessions;
+        DROP TRIGGER IF EXISTS legacy_backup_export_check_insert ON @extschema@.legacy_import_sessions;
     END IF;
 END $$;
 
@@ -102,7 +112,26 @@ COMMENT ON FUNCTION @extschema@.legacy_backup_log_category() IS
 REVOKE EXECUTE ON FUNCTION @extschema@.legacy_backup_log_category() FROM PUBLIC;
 GRANT SELECT ON @extschema@.category_change_logs TO legacy_backup_reader;
 
--- 4. The export check records the grace; the drop guard protects the categories' log.
+-- 4. The export gate reads the status through its output function; the export check records
+-- the grace; the drop guard protects the categories' log.
+CREATE OR REPLACE FUNCTION @extschema@.legacy_backup_export_gate() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    -- Enums are read through their output function, never cast (docs/security.md).
+    new_status text := format('%s', NEW.status);
+    old_status text := CASE WHEN TG_OP = 'UPDATE' THEN format('%s', OLD.status) END;
+BEGIN
+    IF new_status = 'Exported' AND (TG_OP = 'INSERT' OR old_status IS DISTINCT FROM 'Exported') THEN
+        NEW.exported_at := coalesce(NEW.exported_at, statement_timestamp());
+        NEW.cleanup_scheduled_at := greatest(NEW.cleanup_scheduled_at,
+                                             statement_timestamp() + current_setting('legacy_backup.cleanup_delay')::interval);
+    ELSIF TG_OP = 'UPDATE' AND old_status = 'Exported' AND new_status IS DISTINCT FROM 'Exported'
+          AND NEW.cleaned_up_at IS NULL THEN
+        NEW.cleanup_scheduled_at := NULL;
+    END IF;
+    RETURN NEW;
+END $$;
+
 CREATE OR REPLACE FUNCTION @extschema@.legacy_backup_export_check() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -276,6 +305,20 @@ BEGIN
     END IF;
 END $$;
 
--- 5. The new triggers on the application's tables, when they exist (as at CREATE EXTENSION).
+-- 5. The background worker's own role (it connected as the bootstrap superuser before).
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'legacy_backup_worker') THEN
+        CREATE ROLE legacy_backup_worker LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOINHERIT
+            NOREPLICATION NOBYPASSRLS;
+    END IF;
+END $$;
+GRANT USAGE ON SCHEMA legacy_backup TO legacy_backup_worker;
+GRANT SELECT, INSERT, UPDATE ON legacy_backup.jobs TO legacy_backup_worker;
+GRANT SELECT, UPDATE ON legacy_backup.snapshots, legacy_backup.cleanup_schedule TO legacy_backup_worker;
+GRANT USAGE ON ALL SEQUENCES IN SCHEMA legacy_backup TO legacy_backup_worker;
+
+-- 6. The new triggers on the application's tables, when they exist (as at CREATE EXTENSION),
+-- and the worker's reads of legacy_import_sessions.
 SELECT @extschema@.legacy_backup_on_create();
 SELECT pg_catalog.set_config('legacy_backup.allow_drop', 'off', true);

@@ -196,20 +196,22 @@ pub const TRIGGERS: &[TriggerDef] = &[
     // The audit trail (src/audit_trail.rs): three row triggers whose WHEN clauses keep writes
     // that change neither category nor status (the AI pipeline's) from queueing anything, and
     // one statement trigger that writes what they buffered. The comparisons are pg_catalog's
-    // (triggers are created with search_path = pg_catalog).
+    // (triggers are created with search_path = pg_catalog); the status enums are compared by
+    // calling enum_eq/enum_ne, never through an operator, which a cast of the enum's owner
+    // (`CREATE CAST (its_enum AS text) … AS IMPLICIT`) could turn into text = text.
     (
         "legacy_backup_log_update",
         "AFTER UPDATE",
         "extracted_documents",
         "FOR EACH ROW WHEN (OLD.category_id COLLATE \"C\" IS DISTINCT FROM NEW.category_id COLLATE \"C\" \
-         OR OLD.status IS DISTINCT FROM NEW.status)",
+         OR (OLD.status IS NULL) <> (NEW.status IS NULL) OR pg_catalog.enum_ne(OLD.status, NEW.status))",
         "legacy_backup_log_change",
     ),
     (
         "legacy_backup_log_insert",
         "AFTER INSERT",
         "extracted_documents",
-        "FOR EACH ROW WHEN (NEW.category_id IS NOT NULL OR NEW.status <> 'Uncategorized')",
+        "FOR EACH ROW WHEN (NEW.category_id IS NOT NULL OR NEW.status IS NULL OR pg_catalog.enum_ne(NEW.status, 'Uncategorized'))",
         "legacy_backup_log_change",
     ),
     (
@@ -277,14 +279,15 @@ pub const TRIGGERS: &[TriggerDef] = &[
         "legacy_backup_export_gate",
         "BEFORE UPDATE OF status, cleaned_up_at",
         "legacy_import_sessions",
-        "FOR EACH ROW WHEN (OLD.status IS DISTINCT FROM NEW.status OR OLD.cleaned_up_at IS DISTINCT FROM NEW.cleaned_up_at)",
+        "FOR EACH ROW WHEN ((OLD.status IS NULL) <> (NEW.status IS NULL) OR pg_catalog.enum_ne(OLD.status, NEW.status) \
+         OR OLD.cleaned_up_at IS DISTINCT FROM NEW.cleaned_up_at)",
         "legacy_backup_export_gate",
     ),
     (
         "legacy_backup_export_gate_insert",
         "BEFORE INSERT",
         "legacy_import_sessions",
-        "FOR EACH ROW WHEN (NEW.status = 'Exported')",
+        "FOR EACH ROW WHEN (pg_catalog.enum_eq(NEW.status, 'Exported'))",
         "legacy_backup_export_gate",
     ),
     // AFTER row triggers see the row as it is stored, after every BEFORE trigger (including the
@@ -294,7 +297,8 @@ pub const TRIGGERS: &[TriggerDef] = &[
         "legacy_backup_export_check",
         "AFTER UPDATE",
         "legacy_import_sessions",
-        "FOR EACH ROW WHEN (OLD.status IS DISTINCT FROM NEW.status OR OLD.cleaned_up_at IS DISTINCT FROM NEW.cleaned_up_at \
+        "FOR EACH ROW WHEN ((OLD.status IS NULL) <> (NEW.status IS NULL) OR pg_catalog.enum_ne(OLD.status, NEW.status) \
+         OR OLD.cleaned_up_at IS DISTINCT FROM NEW.cleaned_up_at \
          OR OLD.cleanup_scheduled_at IS DISTINCT FROM NEW.cleanup_scheduled_at OR OLD.id IS DISTINCT FROM NEW.id)",
         "legacy_backup_export_check",
     ),
@@ -309,7 +313,7 @@ pub const TRIGGERS: &[TriggerDef] = &[
         "legacy_backup_export_check_insert",
         "AFTER INSERT",
         "legacy_import_sessions",
-        "FOR EACH ROW WHEN (NEW.status = 'Exported' OR NEW.cleaned_up_at IS NOT NULL OR NEW.cleanup_scheduled_at IS NOT NULL)",
+        "FOR EACH ROW WHEN (pg_catalog.enum_eq(NEW.status, 'Exported') OR NEW.cleaned_up_at IS NOT NULL OR NEW.cleanup_scheduled_at IS NOT NULL)",
         "legacy_backup_export_check",
     ),
 ];
@@ -760,6 +764,7 @@ pub fn attach() -> LbResult<Vec<AttachStep>> {
             outcome,
         });
     }
+    grant_worker_reads()?;
     let recorded = record_baseline()?;
     steps.push(AttachStep {
         step: "baseline",
@@ -775,6 +780,26 @@ pub fn attach() -> LbResult<Vec<AttachStep>> {
             format!("category_assignment_logs ({recorded} documents)");
     }
     Ok(steps)
+}
+
+/// The worker (connected as `legacy_backup_worker`, no superuser) reads which sessions are
+/// exported and due; it writes them only as their owner. (An older version's install script,
+/// run on the way to an update, has no such role yet: its update script grants this.)
+fn grant_worker_reads() -> LbResult<()> {
+    let role_exists = Spi::get_one_with_args::<bool>(
+        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1)",
+        &[crate::worker::WORKER_ROLE.into()],
+    )?
+    .unwrap_or(false);
+    if role_exists {
+        Spi::run(&sql(
+            "GRANT USAGE ON SCHEMA @extschema@ TO legacy_backup_worker",
+        )?)?;
+        Spi::run(&sql(
+            "GRANT SELECT ON @extschema@.legacy_import_sessions TO legacy_backup_worker",
+        )?)?;
+    }
+    Ok(())
 }
 
 /// Called at the end of CREATE EXTENSION: attach when the tables exist, else one WARNING naming

@@ -1,8 +1,10 @@
 //! The background worker: uploads snapshots to R2 and runs the delayed cleanup. It is the only
 //! code that ever deletes a session's files.
 //!
-//! - Registered in `_PG_init` when the library is in `shared_preload_libraries`; starts once
-//!   recovery has finished, so on a standby it never runs; restarts 5 s after a crash.
+//! - A launcher is registered in `_PG_init` when the library is in `shared_preload_libraries`;
+//!   it starts once recovery has finished, so on a standby it never runs, and restarts 5 s after
+//!   a crash. It starts the worker, connected as the role `legacy_backup_worker` (no superuser),
+//!   and starts it again within 5 s whenever it stopped.
 //! - Woken at COMMIT of a transaction that queued work (its latch is set from a commit
 //!   callback), and every `legacy_backup.naptime`.
 //! - Claims jobs with `FOR UPDATE SKIP LOCKED` in short transactions; never holds a transaction
@@ -15,7 +17,8 @@ pub mod jobs;
 pub mod settings;
 
 use pgrx::bgworkers::{
-    BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, SignalWakeFlags,
+    BackgroundWorker, BackgroundWorkerBuilder, BackgroundWorkerStatus, BgWorkerStartTime,
+    DynamicBackgroundWorker, SignalWakeFlags,
 };
 use pgrx::prelude::*;
 use pgrx::{pg_shmem_init, PgAtomic};
@@ -35,6 +38,14 @@ pub static WORKER_PROGRESS: PgAtomic<AtomicI64> =
 static SHMEM_READY: AtomicBool = AtomicBool::new(false);
 
 pub const WORKER_TYPE: &str = "legacy_backup worker";
+pub const LAUNCHER_TYPE: &str = "legacy_backup launcher";
+
+/// The role the worker connects as: no superuser, only the grants of sql/finalize.sql and
+/// `attach::attach` (docs/security.md). CREATE EXTENSION creates it.
+pub const WORKER_ROLE: &str = "legacy_backup_worker";
+
+/// How often the launcher looks for the role and for a worker that stopped.
+const LAUNCHER_NAP: Duration = Duration::from_secs(5);
 
 /// Called from `_PG_init`.
 pub fn init() {
@@ -45,10 +56,10 @@ pub fn init() {
     pg_shmem_init!(WORKER_PROCNO);
     pg_shmem_init!(WORKER_PROGRESS);
     SHMEM_READY.store(true, Ordering::Relaxed);
-    BackgroundWorkerBuilder::new(WORKER_TYPE)
-        .set_type(WORKER_TYPE)
+    BackgroundWorkerBuilder::new(LAUNCHER_TYPE)
+        .set_type(LAUNCHER_TYPE)
         .set_library("legacy_backup")
-        .set_function("legacy_backup_worker_main")
+        .set_function("legacy_backup_launcher_main")
         .enable_spi_access()
         .set_start_time(BgWorkerStartTime::RecoveryFinished)
         .set_restart_time(Some(Duration::from_secs(5)))
@@ -136,23 +147,120 @@ extern "C-unwind" {
     fn postgres_die(signal: std::ffi::c_int);
 }
 
+/// SIGTERM as in every backend: it interrupts whatever runs, application code fired by the
+/// worker's writes included (a flag alone would wait for a sleeping trigger to return).
+fn die_on_sigterm() {
+    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
+    // SAFETY: die is PostgreSQL's own SIGTERM handler for backends.
+    unsafe { pg_sys::pqsignal(libc::SIGTERM, Some(postgres_die)) };
+}
+
+/// The launcher: the only process of the extension connected as a superuser, and it runs nothing
+/// but two catalog queries. It starts the worker, as `legacy_backup_worker`, once that role
+/// exists, and again whenever it stopped (a worker that ended on an error, or was terminated).
+#[pg_guard]
+#[no_mangle]
+pub extern "C-unwind" fn legacy_backup_launcher_main(_arg: pg_sys::Datum) {
+    die_on_sigterm();
+    let database = crate::guc::text(&crate::guc::DATABASE);
+    BackgroundWorker::connect_worker_to_spi(Some(&database), None);
+    crate::privilege::pin_worker_session();
+    let mut waiting_logged = false;
+    // The worker this launcher started, while it has not stopped.
+    let mut child: Option<DynamicBackgroundWorker> = None;
+    loop {
+        if child.as_ref().is_some_and(|c| {
+            matches!(
+                c.pid(),
+                Err(BackgroundWorkerStatus::Stopped | BackgroundWorkerStatus::PostmasterDied)
+            )
+        }) {
+            child = None;
+        }
+        let found = crate::privilege::bounded_transaction(|| {
+            let role = Spi::get_one_with_args::<pg_sys::Oid>(
+                "SELECT oid FROM pg_catalog.pg_roles WHERE rolname = $1",
+                &[WORKER_ROLE.into()],
+            )?;
+            // One left over by an earlier launcher (it was restarted) keeps running.
+            let running = Spi::get_one_with_args::<i64>(
+                "SELECT count(*) FROM pg_catalog.pg_stat_activity WHERE backend_type = $1",
+                &[WORKER_TYPE.into()],
+            )?;
+            Ok::<_, pgrx::spi::SpiError>((role, running.unwrap_or(0) > 0))
+        });
+        match found {
+            Ok(Ok((Some(role), false))) if child.is_none() => {
+                waiting_logged = false;
+                // SAFETY: MyDatabaseId is set once connected.
+                let db = unsafe { pg_sys::MyDatabaseId };
+                match start_worker(db, role) {
+                    Ok(started) => child = Some(started),
+                    Err(e) => warning!("legacy_backup launcher: {e}"),
+                }
+            }
+            Ok(Ok((None, _))) if !waiting_logged => {
+                log!("legacy_backup launcher: waiting for role {WORKER_ROLE} (CREATE EXTENSION legacy_backup creates it)");
+                waiting_logged = true;
+            }
+            Ok(Err(e)) => warning!("legacy_backup launcher: {e}"),
+            Err(e) => warning!("legacy_backup launcher: {e}"),
+            _ => {}
+        }
+        if !BackgroundWorker::wait_latch(Some(LAUNCHER_NAP)) || shutdown_requested() {
+            break;
+        }
+        if BackgroundWorker::sighup_received() {
+            // SAFETY: re-reading the configuration files is what a SIGHUP asks for.
+            unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
+            crate::privilege::pin_worker_session();
+        }
+    }
+}
+
+/// Starts the worker for database `db` as `role`. It is never restarted by the postmaster: the
+/// launcher starts the next one, so there is never more than one.
+fn start_worker(db: pg_sys::Oid, role: pg_sys::Oid) -> Result<DynamicBackgroundWorker, String> {
+    BackgroundWorkerBuilder::new(WORKER_TYPE)
+        .set_type(WORKER_TYPE)
+        .set_library("legacy_backup")
+        .set_function("legacy_backup_worker_main")
+        .enable_spi_access()
+        .set_extra(&format!("{}:{}", u32::from(db), u32::from(role)))
+        .set_restart_time(None)
+        // SAFETY: this process's pid; the postmaster sets our latch when the worker stops.
+        .set_notify_pid(unsafe { pg_sys::MyProcPid })
+        .load_dynamic()
+        .map_err(|e| {
+            format!("could not start the worker ({e:?}); is max_worker_processes too low?")
+        })
+}
+
 #[pg_guard]
 #[no_mangle]
 pub extern "C-unwind" fn legacy_backup_worker_main(_arg: pg_sys::Datum) {
-    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
-    // SIGTERM as in every backend: it interrupts whatever runs, application code fired by the
-    // worker's writes included (a flag alone would wait for a sleeping trigger to return).
-    // SAFETY: die is PostgreSQL's own SIGTERM handler for backends.
-    unsafe { pg_sys::pqsignal(libc::SIGTERM, Some(postgres_die)) };
-    let database = crate::guc::text(&crate::guc::DATABASE);
-    BackgroundWorker::connect_worker_to_spi(Some(&database), None);
+    die_on_sigterm();
+    let Some((db, role)) = BackgroundWorker::get_extra()
+        .split_once(':')
+        .and_then(|(d, r)| Some((d.parse::<u32>().ok()?, r.parse::<u32>().ok()?)))
+    else {
+        warning!(
+            "legacy_backup worker: started without a database and role; the launcher starts it"
+        );
+        return;
+    };
+    BackgroundWorker::connect_worker_to_spi_by_oid(
+        Some(pg_sys::Oid::from(db)),
+        Some(pg_sys::Oid::from(role)),
+    );
     // Before any statement: nothing the database's owner set or created may shape what the
     // worker's SQL means.
     crate::privilege::pin_worker_session();
     record_progress();
+    let database = crate::guc::text(&crate::guc::DATABASE);
     let procno = my_proc_number();
     WORKER_PROCNO.get().store(procno + 1, Ordering::Release);
-    log!("legacy_backup worker started (database \"{database}\")");
+    log!("legacy_backup worker started (database \"{database}\", role {WORKER_ROLE})");
 
     let mut runner = jobs::Runner::new();
     loop {
