@@ -6,7 +6,8 @@
 #   2. cargo pgrx test       #[pg_test] in a temporary cluster, as the postgres user, per major
 #   3. installcheck          pg_regress suite (one expected-output set for every major), and the
 #                            check that docs/application.md's snippets are the ones it replays
-#   4. security              the red-team suite (tests/security/run.sh, docs/security.md): 15, 16
+#   4. security              the trap harness (tests/security/traps, the class test) on every
+#                            major; the red-team suite (tests/security/run.sh, docs/security.md)
 #   5. integration           real clusters across processes: all on 15; on 16 (the application's
 #                            major) the worker, recovery, dump/restore and upgrade tests
 # Order matters per major: `cargo pgrx test` installs its debug test build into that PostgreSQL,
@@ -36,6 +37,9 @@ for major in $MAJORS; do
   # Every SQL snippet of the integration guide is the one the suite replays.
   python3 tests/docs/check_application_guide.py
 
+  step "PostgreSQL $major: trap harness (the class test)"
+  bash tests/security/traps/run.sh
+
   case $major in
     15)
       step "PostgreSQL 15: red-team suite"
@@ -50,6 +54,10 @@ for major in $MAJORS; do
       # the fault, scale and standby suites stay on 15.
       step "PostgreSQL 16: integration tests (worker, recovery, dump/restore, upgrade); t_load skipped: no test_decoding in this build"
       SKIP_INSTALL=1 bash tests/integration/run.sh t_worker t_recovery t_dump_restore t_upgrade t_concurrent_snapshot
+      ;;
+    18)
+      step "PostgreSQL 18: red-team suite"
+      bash tests/security/run.sh
       ;;
   esac
 done

@@ -88,18 +88,22 @@ BEGIN
     IF to_regprocedure('@extschema@.legacy_backup_trigger_problems()') IS NULL THEN
         RETURN;
     END IF;
-    -- Tables other than the two carrying the triggers (under any name they now have) and their
-    -- children are none of our business.
+    -- Tables other than the application's six (attach::REQUIRED_TABLES), those carrying the
+    -- extension's triggers (under any name they now have) and their children are none of our
+    -- business.
     IF tg_tag IN ('ALTER TABLE', 'CREATE TABLE') AND NOT EXISTS (
            SELECT 1 FROM pg_event_trigger_ddl_commands() c
            WHERE c.classid = 'pg_catalog.pg_class'::regclass
-             AND (c.objid IN (to_regclass('@extschema@.extracted_documents'), to_regclass('@extschema@.legacy_import_sessions'))
+             AND (c.objid IN (SELECT r.oid FROM pg_class r WHERE r.relnamespace = '@extschema@'::regnamespace
+                              AND r.relname IN ('legacy_import_sessions', 'extracted_documents', 'import_categories',
+                                                'document_batches', 'legacy_import_audit_logs', 'users'))
                   OR EXISTS (SELECT 1 FROM pg_trigger t JOIN pg_proc p ON p.oid = t.tgfoid
-                             WHERE t.tgrelid = c.objid AND p.proname LIKE 'legacy\_backup\_%'
+                             WHERE t.tgrelid = c.objid AND starts_with(p.proname::text, 'legacy_backup_')
                                AND p.pronamespace = '@extschema@'::regnamespace)
-                  OR EXISTS (SELECT 1 FROM pg_inherits i WHERE i.inhrelid = c.objid
-                             AND i.inhparent IN (to_regclass('@extschema@.extracted_documents'),
-                                                 to_regclass('@extschema@.legacy_import_sessions'))))) THEN
+                  OR EXISTS (SELECT 1 FROM pg_inherits i JOIN pg_class r ON r.oid = i.inhparent
+                             WHERE i.inhrelid = c.objid AND r.relnamespace = '@extschema@'::regnamespace
+                               AND r.relname IN ('legacy_import_sessions', 'extracted_documents', 'import_categories',
+                                                 'document_batches', 'legacy_import_audit_logs', 'users')))) THEN
         RETURN;
     END IF;
     SELECT string_agg(p.trigger_name || ' ' || p.problem, '; ') INTO problems

@@ -305,6 +305,47 @@ BEGIN
     END IF;
 END $$;
 
+-- The trigger guard looks at all six application tables and their children.
+CREATE OR REPLACE FUNCTION legacy_backup.trigger_guard() RETURNS event_trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    problems text;
+BEGIN
+    IF coalesce(nullif(current_setting('legacy_backup.allow_drop', true), ''), 'off')::boolean THEN
+        RETURN;
+    END IF;
+    -- While the extension itself is being created or updated, its checks may not exist yet.
+    IF to_regprocedure('@extschema@.legacy_backup_trigger_problems()') IS NULL THEN
+        RETURN;
+    END IF;
+    -- Tables other than the application's six (attach::REQUIRED_TABLES), those carrying the
+    -- extension's triggers (under any name they now have) and their children are none of our
+    -- business.
+    IF tg_tag IN ('ALTER TABLE', 'CREATE TABLE') AND NOT EXISTS (
+           SELECT 1 FROM pg_event_trigger_ddl_commands() c
+           WHERE c.classid = 'pg_catalog.pg_class'::regclass
+             AND (c.objid IN (SELECT r.oid FROM pg_class r WHERE r.relnamespace = '@extschema@'::regnamespace
+                              AND r.relname IN ('legacy_import_sessions', 'extracted_documents', 'import_categories',
+                                                'document_batches', 'legacy_import_audit_logs', 'users'))
+                  OR EXISTS (SELECT 1 FROM pg_trigger t JOIN pg_proc p ON p.oid = t.tgfoid
+                             WHERE t.tgrelid = c.objid AND starts_with(p.proname::text, 'legacy_backup_')
+                               AND p.pronamespace = '@extschema@'::regnamespace)
+                  OR EXISTS (SELECT 1 FROM pg_inherits i JOIN pg_class r ON r.oid = i.inhparent
+                             WHERE i.inhrelid = c.objid AND r.relnamespace = '@extschema@'::regnamespace
+                               AND r.relname IN ('legacy_import_sessions', 'extracted_documents', 'import_categories',
+                                                 'document_batches', 'legacy_import_audit_logs', 'users')))) THEN
+        RETURN;
+    END IF;
+    SELECT string_agg(p.trigger_name || ' ' || p.problem, '; ') INTO problems
+    FROM @extschema@.legacy_backup_trigger_problems() p;
+    IF problems IS NOT NULL THEN
+        RAISE EXCEPTION 'refused: % would leave the triggers of legacy_backup not doing their job', tg_tag
+            USING ERRCODE = 'LB006',
+                  DETAIL = 'After it: ' || problems || '.',
+                  HINT = 'These triggers and columns keep the audit trail and the export gate (docs/security.md). A superuser may confirm with SET legacy_backup.allow_drop = on.';
+    END IF;
+END $$;
+
 -- 5. The background worker's own role (it connected as the bootstrap superuser before).
 DO $$
 BEGIN

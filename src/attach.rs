@@ -543,8 +543,10 @@ const COLUMN_KINDS: &[(&str, &str, &str)] = &[
 /// What would let application-defined code into the extension's privileged reads, or changes
 /// past the audit trail: a column above retyped, or missing from a table that carries the
 /// extension's triggers (a column swapped in under its name); a table inheriting from (or
-/// partition of) the two tables that carry the triggers (statement triggers do not fire for its
-/// rows); an index or statistics object on an application table whose expressions call a
+/// partition of) an application table (a read of the parent plans the child, its indexes and
+/// constraints, and statement triggers do not fire for its rows); row-level security on one (a
+/// policy must not decide what a snapshot holds); an index or statistics object on an
+/// application table whose expressions call a
 /// function or operator outside pg_catalog (the planner folds such expressions when it loads
 /// them, with the rights of whoever plans a query on the table).
 pub fn structure_problems() -> LbResult<Vec<(String, String)>> {
@@ -572,9 +574,13 @@ pub fn structure_problems() -> LbResult<Vec<(String, String)>> {
                  ELSE t.typtype = 'e' END) \
              UNION ALL \
              SELECT i.inhrelid::pg_catalog.regclass::text, 'inherits from ' || r.relname \
-                    || ': changes made directly to it would not be logged' \
+                    || ': a read of ' || r.relname || ' plans it too (its indexes and constraints with the reader''s rights), and changes made directly to it are not logged' \
              FROM pg_catalog.pg_inherits i JOIN pg_catalog.pg_class r ON r.oid = i.inhparent \
-             WHERE r.relnamespace = $1 AND r.relname IN ('extracted_documents', 'legacy_import_sessions') \
+             WHERE r.relnamespace = $1 AND r.relname = ANY($5) \
+             UNION ALL \
+             SELECT r.relname, 'has row-level security enabled: the extension reads it with row_security = off, so that no policy can hide rows from a snapshot or a verdict, and every such read is refused' \
+             FROM pg_catalog.pg_class r \
+             WHERE r.relnamespace = $1 AND r.relname = ANY($5) AND (r.relrowsecurity OR r.relforcerowsecurity) \
              UNION ALL \
              SELECT o.what || ' on ' || r.relname, 'calls ' || CASE d.refclassid \
                       WHEN 'pg_catalog.pg_proc'::pg_catalog.regclass THEN 'function ' || d.refobjid::pg_catalog.regprocedure::text \
@@ -619,6 +625,8 @@ pub fn structure_problems() -> LbResult<Vec<(String, String)>> {
 /// and a view put in a table's place would run its functions with the reader's rights. Returns
 /// the tables that are missing.
 pub fn lock_app_tables() -> LbResult<Vec<String>> {
+    // What follows in this (sub)transaction or function call reads them under the pinned settings.
+    crate::privilege::pin_for_transaction();
     let nsp = extension_namespace()?;
     let mut missing = Vec::new();
     for table in REQUIRED_TABLES {

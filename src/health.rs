@@ -70,6 +70,14 @@ pub fn health() -> LbResult<Vec<HealthCheck>> {
                 detail: problem,
             });
         }
+        // Anything that makes the extension refuse to read the application's tables.
+        for (object, problem) in crate::attach::structure_problems()? {
+            checks.push(HealthCheck {
+                check: format!("structure {object}"),
+                ok: false,
+                detail: problem,
+            });
+        }
     }
     // The event trigger can be disabled (ALTER EVENT TRIGGER … DISABLE); say so.
     for (guard, what) in crate::guard::EVENT_TRIGGERS {

@@ -215,9 +215,12 @@ fn set_local(name: &str, value: &str) -> LbResult<()> {
 /// operator `public.~~(name, name)` is never a candidate). `row_security = off`: a policy that
 /// would filter a read makes it fail (42501) instead of leaving rows out. The last two keep the
 /// extension's SQL meaning what it says whatever the caller set (`\_` in a literal, `= NULL`).
-pub const PINNED_SETTINGS: [(&str, &str); 4] = [
+pub const PINNED_SETTINGS: [(&str, &str); 5] = [
     ("search_path", "pg_catalog, pg_temp"),
     ("row_security", "off"),
+    // `on` makes the planner fold CHECK constraints of the tables it reads, calling what they
+    // call with the reader's rights; `partition` (the default) only looks at partitions.
+    ("constraint_exclusion", "partition"),
     ("standard_conforming_strings", "on"),
     ("transform_null_equals", "off"),
 ];
@@ -253,6 +256,21 @@ pub fn pin_worker_session() {
             value,
             pg_sys::GucSource::PGC_S_OVERRIDE,
             pg_sys::GucAction::GUC_ACTION_SET,
+        );
+    }
+}
+
+/// Sets `PINNED_SETTINGS` until the end of the current transaction, or of the current function
+/// call (every SQL function of the extension has a `SET` clause, which restores them at its exit):
+/// `attach::lock_app_tables`, which every privileged read of application tables begins with,
+/// calls it, whatever settings the caller's session chose.
+pub fn pin_for_transaction() {
+    for (name, value) in PINNED_SETTINGS {
+        set_option(
+            name,
+            value,
+            pg_sys::GucSource::PGC_S_SESSION,
+            pg_sys::GucAction::GUC_ACTION_LOCAL,
         );
     }
 }
@@ -372,10 +390,12 @@ fn with_statement_timeout<R>(f: impl FnOnce() -> R) -> R {
     // SAFETY: see above.
     unsafe { enable_timeout_after(STATEMENT_TIMEOUT, ms) };
     let result = f();
-    // SAFETY: see above; a cancel raised only by this timer is dropped with it.
+    // SAFETY: see above. A timer that fired after `f` returned left a cancel pending that no
+    // statement consumed: dropped with it (the indicator is read before disarming resets it).
     unsafe {
+        let fired_late = get_timeout_indicator(STATEMENT_TIMEOUT, false);
         disable_timeout(STATEMENT_TIMEOUT, false);
-        if get_timeout_indicator(STATEMENT_TIMEOUT, true) {
+        if fired_late {
             pg_sys::QueryCancelPending = 0;
         }
     }

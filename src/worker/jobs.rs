@@ -145,9 +145,8 @@ fn in_transaction<R>(f: impl FnOnce(&mut SpiClient<'_>) -> R) -> Result<Option<R
     });
     // SAFETY: reports this process's table statistics, so autovacuum sees the worker's churn.
     unsafe { pg_sys::pgstat_report_stat(false) };
-    match &result {
-        Ok(_) => super::record_progress(),
-        Err(e) => warning!("legacy_backup worker: a transaction was rolled back: {e}"),
+    if let Err(e) = &result {
+        warning!("legacy_backup worker: a transaction was rolled back: {e}");
     }
     result
 }
@@ -240,7 +239,12 @@ impl Runner {
         let state = match attached {
             Ok(None) => "not installed",
             Ok(Some(false)) => "installed but not attached",
-            Ok(Some(true)) => "",
+            Ok(Some(true)) => {
+                // Progress, for health: a cycle that scheduled its work, or a job recorded. (Not
+                // any transaction: the requeue alone commits even when nothing else can.)
+                super::record_progress();
+                ""
+            }
             Err(_) => return false, // logged; tried again next cycle
         };
         if !state.is_empty() {
@@ -258,7 +262,9 @@ impl Runner {
             };
             let outcome = self.run(&job);
             // A failure here leaves the job `running`: requeued at the next cycle.
-            let _ = in_transaction(|client| finish(client, &job, outcome));
+            if let Ok(Some(())) = in_transaction(|client| finish(client, &job, outcome)) {
+                super::record_progress();
+            }
             ran += 1;
             if ran >= 100 {
                 return true; // let the loop check its latch and signals
@@ -370,7 +376,7 @@ impl Runner {
                     }
                 }
                 let progress = json!({"deleted": deleted_total, "prefix": prefix});
-                let _ = in_transaction(|c| {
+                let recorded = in_transaction(|c| {
                     let written = c.update(
                         "UPDATE legacy_backup.jobs SET progress = progress || $2::jsonb WHERE id = $1",
                         None,
@@ -378,6 +384,9 @@ impl Runner {
                     );
                     warn_unless_written(written, job, "progress");
                 });
+                if let Ok(Some(())) = recorded {
+                    super::record_progress(); // a long cleanup is progress too
+                }
                 if let Some((key, why)) = outcome.failed.first() {
                     return Err(JobError::transient(format!(
                         "{} object(s) could not be deleted, e.g. {key}: {why}",
@@ -501,7 +510,9 @@ fn schedule(client: &mut SpiClient<'_>) {
          ON CONFLICT DO NOTHING");
     let statements = [
         // Committed exports the worker sees for the first time: their grace starts now.
-        "UPDATE legacy_backup.cleanup_schedule SET visible_at = now() WHERE visible_at IS NULL",
+        // (The clock, not the transaction's start: a row committed while this transaction waited
+        // for a lock is visible to this statement, and became so after the transaction began.)
+        "UPDATE legacy_backup.cleanup_schedule SET visible_at = pg_catalog.clock_timestamp() WHERE visible_at IS NULL",
         "INSERT INTO legacy_backup.jobs (kind, session_id, snapshot_id, requested_by) \
          SELECT 'upload', s.session_id, s.id, 'worker' FROM legacy_backup.snapshots s \
          WHERE s.upload_state = 'pending' AND s.body IS NOT NULL \

@@ -47,6 +47,8 @@ TEST_NAME=traps
 source "$HERE/../../integration/s3.sh"
 set +e
 BOUND=${TRAPS_BOUND:-10}
+# The worker's bound on application code (legacy_backup.job_timeout), well inside BOUND.
+JOB_TIMEOUT=${TRAPS_JOB_TIMEOUT:-2s}
 SLEEP=${TRAPS_SLEEP:-30}
 USER_SCHEMA=${TRAPS_USER_SCHEMA:-1}
 APP=lb_app
@@ -118,7 +120,8 @@ scenario() {
   BUCKET_DIR=$S3_DIR/data/legacy-import
   echo "== $SCEN: cluster, application, $( [ "$SCEN" = traps ] && echo 'traps, ')extension"
   start_s3
-  start_cluster_with_worker "legacy_backup.max_snapshot_age = '1h'" "log_min_messages = warning" >/dev/null \
+  start_cluster_with_worker "legacy_backup.max_snapshot_age = '1h'" "log_min_messages = warning" \
+    "legacy_backup.job_timeout = '$JOB_TIMEOUT'" >/dev/null \
     || { echo "setup failed: cluster"; exit 1; }
   DB=postgres qs -c "CREATE ROLE $APP LOGIN" -c "CREATE DATABASE app OWNER $APP" >/dev/null || { echo "setup failed: roles"; exit 1; }
   qa -f "$ROOT/tests/fixtures/app_schema.sql" >/dev/null 2>&1 || { echo "setup failed: schema"; exit 1; }
@@ -150,7 +153,7 @@ scenario() {
     echo "  schemas lb_app may CREATE in: $(qa -c "SELECT string_agg(nspname, ', ' ORDER BY nspname) FROM pg_namespace WHERE has_schema_privilege(current_user, oid, 'CREATE') AND nspname !~ '^pg_(toast_)?temp_'")"
     local t0=$(date +%s%N)
     qa -v ops="$(cat "$WORK/lists/operators.txt")" -v fns="$(cat "$WORK/lists/functions.txt")" \
-       -f <(echo "SELECT set_config('traps.operators', :'ops', false), set_config('traps.functions', :'fns', false), set_config('traps.types', :'types', false) \\g /dev/null") \
+       -f <(echo "SELECT set_config('traps.operators', :'ops', false), set_config('traps.functions', :'fns', false), set_config('traps.types', :'types', false), set_config('traps.rls', '0', false) \\g /dev/null") \
        -v types="$TYPES" -f "$HERE/plant_pre.sql" >/dev/null || { echo "planting failed"; exit 1; }
     echo "  planted before CREATE EXTENSION in $(( ($(date +%s%N) - t0) / 1000000 )) ms"
   fi
@@ -175,7 +178,7 @@ scenario() {
 INDIRECT="legacy_backup_on_create:E01 legacy_backup_export_gate:E27 legacy_backup_export_check:E27
 legacy_backup_export_verdict:E27 legacy_backup_audit:E27 legacy_backup_log_change:E09 legacy_backup_log_flush:E09
 drop_guard:E34h sql_drop_guard:E34c trigger_guard:E34 rewrite_guard:E34i legacy_backup_id_guard:E34j
-legacy_backup_truncate_guard:E34e"
+legacy_backup_truncate_guard:E34e legacy_backup_log_category:E40"
 check_coverage() {
   local name missing="" body
   body=$(sed -n '/^run_entry_points() {/,/^}/p' "$HERE/run.sh")
@@ -299,6 +302,10 @@ audit: $(qs -c "SELECT count(*) FROM public.legacy_import_audit_logs WHERE actio
   ep E35-attach su -c "SELECT step, object, outcome FROM public.legacy_backup_attach() ORDER BY 1, 2"
   ep E36-health su -c "SELECT check_name, ok FROM public.legacy_backup_health() ORDER BY 1"
   ep E36b-readiness-app app -c "SELECT legacy_export_readiness('s1')"
+  # Categories: renamed and merged as the application does (their log rows are compared).
+  ep E40-categories app -c "UPDATE import_categories SET name = name || ' (renamed)', updated_at = now() WHERE id = 's4-cat-001'" \
+     -c "UPDATE import_categories SET merged_into = 's4-cat-002', updated_at = now() WHERE id = 's4-cat-003'" \
+     -c "SELECT category_id, change, old_name, new_name, new_merged_into, changed_by FROM category_change_logs WHERE session_id = 's4' AND change <> 'created' ORDER BY id"
   set_phase done
   SNAP1=$snap1; KEY1=$key1; DOC2=$doc2
   SNAP3=$(qs -c "SELECT id FROM legacy_backup.snapshots WHERE session_id = 's3' ORDER BY snapshot_at DESC LIMIT 1")
@@ -313,10 +320,9 @@ assert_roles() {
   # its FORCE row-level security.
   PGAPPNAME=control timeout "$CALL_TIMEOUT" "$BIN/psql" -X -q -At -h "$CLUSTER/sock" -p "$PORT" -U postgres -d app \
     -c "SELECT count(*) FROM pg_class WHERE relname LIKE 'pg\_%' AND relname || '.' <> ''" >/dev/null
-  APPNAME=control qa -c "SELECT count(*) FROM users" >/dev/null
-  rows=$(qs -c "SELECT count(DISTINCT role) FROM public.trap_log WHERE phase = 'control'")
-  if [ "$rows" = 2 ]; then pass "control: the traps fire (a superuser's unpinned operator, lb_app's read under FORCE RLS)"
-  else fail "control: the traps fire (roles caught: ${rows:-none}): the harness itself is broken"; fi
+  rows=$(qs -c "SELECT count(DISTINCT role) FROM public.trap_log WHERE phase = 'control' AND superuser")
+  if [ "$rows" = 1 ]; then pass "control: the traps fire (a superuser's unpinned operator)"
+  else fail "control: the traps fire (superuser roles caught: ${rows:-none}): the harness itself is broken"; fi
   ep_labels=$(ls "$RES" | sed 's/\.out$//' | grep '^E')
   for label in $ep_labels; do
     rows=$(qs -c "SELECT tag || ' | ran as ' || role || CASE WHEN superuser THEN ' (superuser)' ELSE '' END || ' | session ' || session_role || ' | ' || backend_type
@@ -367,7 +373,12 @@ parse_call() {
 }
 # The application's own code on a table: what rule 1 runs (as the owner) when the extension
 # writes that table.
-TABLE_CODE="^(trigger [a-z_]+|default|check|policy USING|policy WITH CHECK) on public\."
+# The application's own code on the tables an entry point writes (rule 1 runs it as the table's
+# owner): its triggers, defaults, checks, policies, and the casts into its own enum types that
+# writing their columns applies.
+TABLE_CODE="^(trigger [a-z_]+|default|check|policy USING|policy WITH CHECK) on (public\\.)?"
+WRITE_CASTS='^cast (text|character varying) AS public\.'
+
 
 slept_in() { # phase-regex [backend-regex] -> "tag | ran as role | backend" for each trap the server
   # log says slept there since LOG_FROM (machinery.sql: trap-sleep|role|session|backend|phase|tag)
@@ -388,7 +399,9 @@ assert_sleep() {
   mkdir -p "$WORK/sleep"
   t0=$(date +%s%N)
   # The worker: a snapshot lb_app takes now (in its own backend, where nothing sleeps) must be
-  # uploaded within the bound.
+  # uploaded within the bound, or, where the application's own code on the tables the worker
+  # writes sleeps (its audit row), that job must have come back from it within the bound,
+  # failed by legacy_backup.job_timeout and retried: the worker goes on (C6).
   snap4=$(APPNAME=S-take-app qa -c "SELECT legacy_snapshot_take('s4')->>'snapshotId'")
   for spec in "${SLEEP_CALLS[@]}"; do
     parse_call "$spec"
@@ -401,12 +414,16 @@ assert_sleep() {
     pids+=($!)
   done
   if poll "SELECT upload_state FROM legacy_backup.snapshots WHERE id = '$snap4'" uploaded "$BOUND"; then waited=ok
+  elif poll "SELECT j.state = 'retrying' AND j.last_error LIKE '%statement timeout%' FROM legacy_backup.jobs j WHERE j.snapshot_id = '$snap4' ORDER BY j.id DESC LIMIT 1" t 1; then
+    waited=bounded
   else waited=$(qs -c "SELECT s.upload_state || coalesce(', job ' || j.state, ', no job yet') FROM legacy_backup.snapshots s
                        LEFT JOIN legacy_backup.jobs j ON j.snapshot_id = s.id WHERE s.id = '$snap4'"); fi
   for i in "${pids[@]}"; do wait "$i"; done
   qs -c "UPDATE public.trap_mode SET mode = 'record'" >/dev/null
   sleep 1
   if [ "$waited" = ok ]; then pass "sleep: the worker uploads a new snapshot within ${BOUND}s"
+  elif [ "$waited" = bounded ]; then
+    pass "sleep: the worker came back from the application's sleeping code within ${BOUND}s (job failed by job_timeout $JOB_TIMEOUT, retrying)"
   else
     fail "sleep: the worker uploads a new snapshot within ${BOUND}s (after ${BOUND}s: $waited)"
     echo "    the worker slept in:"; slept_in '.' 'legacy_backup worker' | sed 's/^/      /'
@@ -420,7 +437,7 @@ assert_sleep() {
     if [ "$rc" = 0 ] && [ "$ms" -le $((BOUND * 1000)) ]; then
       pass "sleep: superuser's $NAME returns within ${BOUND}s (${ms} ms)"
     elif [ "$KIND" = W ] && [ -n "$rows" ] \
-         && ! grep -Evq "${TABLE_CODE}($WRITES)\$" <<<"$(sed 's/ | ran as .*//' <<<"$rows"; ran_in "$EPS")"; then
+         && ! grep -Evq "${TABLE_CODE}($WRITES)\$|${WRITE_CASTS}" <<<"$(sed 's/ | ran as .*//' <<<"$rows"; ran_in "$EPS")"; then
       pass "sleep: superuser's $NAME waited ${ms} ms, only on the application's own code on tables it writes (rule 1)"
       echo "$rows" | sed 's/^/      /'
     else
@@ -449,6 +466,51 @@ inform_raise() {
   qs -c "UPDATE public.trap_mode SET mode = 'record'" >/dev/null
 }
 
+# --- assertion 4: row-level security ---------------------------------------------------------
+# The extension reads application tables with row_security = off and refuses to read a table
+# that has row-level security at all (C3): no policy may decide what a snapshot or a verdict
+# holds. So FORCE RLS with a trap policy is planted in a phase of its own, after the comparison:
+# lb_app cannot enable it (LB006); planted anyway (by a superuser, confirmed), every privileged
+# read refuses with a clear error, health names it, nothing is stored, and no policy runs as
+# another role.
+assert_rls() {
+  echo "== assertion 4: row-level security on every application table"
+  local state tables t n0 n1 out
+  state=$(qa -c '\set VERBOSITY verbose' -c "ALTER TABLE extracted_documents ENABLE ROW LEVEL SECURITY" 2>&1 | sed -n 's/^ERROR:  \([0-9A-Z]\{5\}\):.*/\1/p' | head -1)
+  if [ "$state" = LB006 ]; then pass "lb_app cannot enable row-level security on an application table (LB006)"
+  else fail "lb_app cannot enable row-level security on an application table (got ${state:-no error})"; fi
+  tables="legacy_import_sessions extracted_documents import_categories document_batches legacy_import_audit_logs users"
+  for t in $tables; do
+    qs -c "SET legacy_backup.allow_drop = on" -c "ALTER TABLE public.$t ENABLE ROW LEVEL SECURITY" -c "ALTER TABLE public.$t FORCE ROW LEVEL SECURITY" \
+       -c "CREATE POLICY trap_policy ON public.$t USING (public.trap_const('policy USING on $t')) WITH CHECK (public.trap('policy WITH CHECK on $t'))" >/dev/null \
+      || fail "planting row-level security on $t"
+  done
+  set_phase rls
+  n0=$(qs -c "SELECT count(*) FROM legacy_backup.snapshots")
+  for spec in "app|SELECT legacy_snapshot('s1')" "app|SELECT legacy_snapshot_take('s1')" "su|SELECT public.legacy_snapshot_take('s2')" \
+              "app|SELECT legacy_export_readiness('s1')" "app|SELECT legacy_export_begin('s2')"; do
+    if [ "${spec%%|*}" = app ]; then out=$(qa -c '\set VERBOSITY verbose' -c "${spec#*|}" 2>&1)
+    else out=$(qs -c '\set VERBOSITY verbose' -c "${spec#*|}" 2>&1); fi
+    state=$(sed -n 's/^ERROR:  \([0-9A-Z]\{5\}\):.*/\1/p' <<<"$out" | head -1)
+    if [[ "$state" =~ ^(55000|42501)$ ]]; then pass "refused under row-level security ($state): ${spec#*|}"
+    else fail "refused under row-level security: ${spec#*|} (got ${state:-an answer}: ${out:0:160})"; fi
+  done
+  n1=$(qs -c "SELECT count(*) FROM legacy_backup.snapshots")
+  if [ "$n0" = "$n1" ]; then pass "no snapshot stored under row-level security"; else fail "no snapshot stored under row-level security ($n0 -> $n1)"; fi
+  out=$(qs -c "SELECT count(*) FROM public.legacy_backup_health() WHERE NOT ok AND detail LIKE '%row-level security%'")
+  if [ "${out:-0}" -ge 6 ]; then pass "health names row-level security on every application table ($out)"
+  else fail "health names row-level security on every application table (${out:-0} of 6)"; fi
+  sleep 3   # a worker cycle or more
+  out=$(qs -c "SELECT string_agg(DISTINCT tag || ' as ' || role, '; ') FROM public.trap_log WHERE phase = 'rls' AND role <> '$APP' AND tag LIKE 'policy%'")
+  if [ -z "$out" ]; then pass "no policy ran as another role under row-level security (worker included)"
+  else fail "no policy ran as another role under row-level security: $out"; fi
+  for t in $tables; do
+    qs -c "SET legacy_backup.allow_drop = on" -c "DROP POLICY trap_policy ON public.$t" -c "ALTER TABLE public.$t NO FORCE ROW LEVEL SECURITY" \
+       -c "ALTER TABLE public.$t DISABLE ROW LEVEL SECURITY" >/dev/null || fail "removing row-level security from $t"
+  done
+  set_phase done
+}
+
 # --- main ---------------------------------------------------------------------------------------
 echo "lists generated from the extension's SQL (src/**/*.rs, sql/*.sql):"
 python3 "$HERE/gen_lists.py" "$ROOT" "$WORK/lists" | sed 's/^/  /'
@@ -471,6 +533,7 @@ while IFS= read -r line; do
 done <"$WORK/compare.txt"
 assert_sleep
 inform_raise
+assert_rls
 bash "$ROOT/scripts/pgcluster.sh" stop "$CLUSTER"; stop_s3
 
 echo "took $(( $(date +%s) - STARTED )) s (results in $WORK)"
