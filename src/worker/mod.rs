@@ -4,7 +4,7 @@
 //! - A launcher is registered in `_PG_init` when the library is in `shared_preload_libraries`;
 //!   it starts once recovery has finished, so on a standby it never runs, and restarts 5 s after
 //!   a crash. It starts the worker, connected as the role `legacy_backup_worker` (no superuser),
-//!   and starts it again within 5 s whenever it stopped.
+//!   and starts it again within a second whenever it stopped.
 //! - Woken at COMMIT of a transaction that queued work (its latch is set from a commit
 //!   callback), and every `legacy_backup.naptime`.
 //! - Claims jobs with `FOR UPDATE SKIP LOCKED` in short transactions; never holds a transaction
@@ -44,8 +44,8 @@ pub const LAUNCHER_TYPE: &str = "legacy_backup launcher";
 /// `attach::attach` (docs/security.md). CREATE EXTENSION creates it.
 pub const WORKER_ROLE: &str = "legacy_backup_worker";
 
-/// How often the launcher looks for the role and for a worker that stopped.
-const LAUNCHER_NAP: Duration = Duration::from_secs(5);
+/// How often the launcher looks for the role and for a worker that stopped (two catalog reads).
+const LAUNCHER_NAP: Duration = Duration::from_secs(1);
 
 /// Called from `_PG_init`.
 pub fn init() {
@@ -157,7 +157,8 @@ fn die_on_sigterm() {
 
 /// The launcher: the only process of the extension connected as a superuser, and it runs nothing
 /// but two catalog queries. It starts the worker, as `legacy_backup_worker`, once that role
-/// exists, and again whenever it stopped (a worker that ended on an error, or was terminated).
+/// exists, and again whenever it stopped (a worker that ended on an error, or was terminated),
+/// within a second.
 #[pg_guard]
 #[no_mangle]
 pub extern "C-unwind" fn legacy_backup_launcher_main(_arg: pg_sys::Datum) {

@@ -158,9 +158,10 @@ scenario() {
     echo "  planted before CREATE EXTENSION in $(( ($(date +%s%N) - t0) / 1000000 )) ms"
   fi
   SCHEMAS_BEFORE=$(qs -c "SELECT string_agg(nspname, ',' ORDER BY nspname) FROM pg_namespace WHERE has_schema_privilege('$APP', oid, 'CREATE') AND nspname !~ '^pg_(toast_)?temp_'")
-  poll "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'legacy_backup worker'" 1 20 || echo "  (the worker did not start)"
 
   ep E01-create-extension su -c "CREATE EXTENSION legacy_backup SCHEMA public" -c "GRANT legacy_backup_operator TO $APP"
+  # The launcher starts the worker once CREATE EXTENSION has created its role.
+  poll "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'legacy_backup worker'" 1 20 || echo "  (the worker did not start)"
   if [ "$(cat "$RES/E01-create-extension.out")" != "" ]; then echo "  CREATE EXTENSION: $(cat "$RES/E01-create-extension.out")"; fi
   if [ "$SCEN" = traps ]; then
     qa -f "$HERE/plant_post.sql" | sed 's/^/  planted: /'
