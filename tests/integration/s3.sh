@@ -2,7 +2,9 @@
 # Sourced after lib.sh; start_s3 registers its own cleanup.
 S3_ACCESS_KEY=lbtestaccess
 S3_SECRET_KEY=lbtestsecret-do-not-use-elsewhere
-S3_PORT=${S3_PORT:-$((55000 + RANDOM % 500))}
+# Below Linux's ephemeral range (32768-60999): a port there can be held, in TIME_WAIT, by one of
+# the many client connections a test makes, and s3s-fs does not set SO_REUSEADDR.
+S3_PORT=${S3_PORT:-$((21000 + RANDOM % 500))}
 S3_DIR=$ROOT/.tmp/integration/${TEST_NAME}-s3
 rm -rf "$S3_DIR"
 
