@@ -151,8 +151,16 @@ extern "C-unwind" {
 /// worker's writes included (a flag alone would wait for a sleeping trigger to return).
 fn die_on_sigterm() {
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
-    // SAFETY: die is PostgreSQL's own SIGTERM handler for backends.
-    unsafe { pg_sys::pqsignal(libc::SIGTERM, Some(postgres_die)) };
+    // SAFETY: die is PostgreSQL's own SIGTERM handler for backends. (PostgreSQL 17 renamed the
+    // backend's pqsignal to pqsignal_be, keeping the name as a macro.)
+    #[cfg(any(feature = "pg13", feature = "pg14", feature = "pg15", feature = "pg16"))]
+    unsafe {
+        pg_sys::pqsignal(libc::SIGTERM, Some(postgres_die))
+    };
+    #[cfg(not(any(feature = "pg13", feature = "pg14", feature = "pg15", feature = "pg16")))]
+    unsafe {
+        pg_sys::pqsignal_be(libc::SIGTERM, Some(postgres_die))
+    };
 }
 
 /// The launcher: the only process of the extension connected as a superuser, and it runs nothing
