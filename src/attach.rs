@@ -474,12 +474,18 @@ pub fn tampered_triggers() -> LbResult<Vec<(String, String)>> {
             Some(state) => problems.push((format!("{table}.{name}"), state.describe())),
         }
     }
-    // Every trigger calling one of the extension's functions must be the one of that name on
-    // that table: a renamed trigger, or a trigger left on a renamed (or moved) table, is not.
+    problems.extend(misplaced_triggers()?);
+    problems.extend(structure_problems()?);
+    Ok(problems)
+}
+
+/// Every trigger calling one of the extension's functions must be the one of that name on that
+/// table: a renamed trigger, or a trigger left on a renamed (or moved) table, is not.
+pub fn misplaced_triggers() -> LbResult<Vec<(String, String)>> {
     let names: Vec<&str> = TRIGGERS.iter().map(|t| t.0).collect();
     let tables: Vec<&str> = TRIGGERS.iter().map(|t| t.2).collect();
     let functions: Vec<&str> = TRIGGERS.iter().map(|t| t.4).collect();
-    let misplaced = Spi::connect(|c| -> LbResult<Vec<(String, String)>> {
+    Spi::connect(|c| -> LbResult<Vec<(String, String)>> {
         let rows = c.select(
             "SELECT t.tgrelid::regclass::text || '.' || t.tgname, p.proname::text \
              FROM pg_catalog.pg_trigger t JOIN pg_catalog.pg_proc p ON p.oid = t.tgfoid \
@@ -507,10 +513,7 @@ pub fn tampered_triggers() -> LbResult<Vec<(String, String)>> {
             ));
         }
         Ok(found)
-    })?;
-    problems.extend(misplaced);
-    problems.extend(structure_problems()?);
-    Ok(problems)
+    })
 }
 
 /// Columns the extension's SECURITY DEFINER code reads from application tables, with the kinds
@@ -625,8 +628,8 @@ pub fn structure_problems() -> LbResult<Vec<(String, String)>> {
 /// and a view put in a table's place would run its functions with the reader's rights. Returns
 /// the tables that are missing.
 pub fn lock_app_tables() -> LbResult<Vec<String>> {
-    // What follows in this (sub)transaction or function call reads them under the pinned settings.
-    crate::privilege::pin_for_transaction();
+    // What follows in this function call (or the worker's transaction) reads them pinned.
+    crate::privilege::pin_for_this_call();
     let nsp = extension_namespace()?;
     let mut missing = Vec::new();
     for table in REQUIRED_TABLES {
@@ -800,12 +803,13 @@ fn grant_worker_reads() -> LbResult<()> {
     )?
     .unwrap_or(false);
     if role_exists {
-        Spi::run(&sql(
-            "GRANT USAGE ON SCHEMA @extschema@ TO legacy_backup_worker",
-        )?)?;
-        Spi::run(&sql(
-            "GRANT SELECT ON @extschema@.legacy_import_sessions TO legacy_backup_worker",
-        )?)?;
+        let role = pgrx::spi::quote_identifier(crate::worker::WORKER_ROLE);
+        Spi::run(&sql(&format!(
+            "GRANT USAGE ON SCHEMA @extschema@ TO {role}"
+        ))?)?;
+        Spi::run(&sql(&format!(
+            "GRANT SELECT ON @extschema@.legacy_import_sessions TO {role}"
+        ))?)?;
     }
     Ok(())
 }

@@ -263,11 +263,7 @@ fn refusal(drop: &DropRequest) -> Option<LbError> {
     let log = format!("{schema}.category_assignment_logs");
     // Counted as the extension's owner: whoever runs the statement (the application's role,
     // dropping what it owns) may not read the extension's tables. Only those are read.
-    let owner = Spi::get_one::<pg_sys::Oid>(
-        "SELECT extowner FROM pg_catalog.pg_extension WHERE extname = 'legacy_backup'",
-    )
-    .ok()
-    .flatten()?;
+    let owner = crate::privilege::extension_owner().ok()?;
     let counts = crate::privilege::as_role(owner, || {
         Ok(Spi::get_two::<i64, i64>(&format!(
             "SELECT (SELECT count(*) FROM legacy_backup.snapshots), (SELECT count(*) FROM {log} WHERE source <> 'baseline')"

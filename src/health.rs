@@ -2,7 +2,7 @@
 //! catalog or the extension's tables; nothing is stored.
 
 use crate::attach::{
-    extension_schema, missing_session_columns, missing_tables, tampered_triggers, trigger_state,
+    extension_schema, missing_session_columns, missing_tables, trigger_state,
     triggers_of_installed_version, TriggerState, REQUIRED_TABLES, SESSION_COLUMNS,
 };
 use crate::error::LbResult;
@@ -60,10 +60,7 @@ pub fn health() -> LbResult<Vec<HealthCheck>> {
                 },
             });
         }
-        for (trigger, problem) in tampered_triggers()?
-            .into_iter()
-            .filter(|(_, p)| p.contains("another name"))
-        {
+        for (trigger, problem) in crate::attach::misplaced_triggers()? {
             checks.push(HealthCheck {
                 check: format!("trigger {trigger}"),
                 ok: false,

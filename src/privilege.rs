@@ -78,6 +78,14 @@ pub fn as_role<R>(owner: pg_sys::Oid, f: impl FnOnce() -> LbResult<R>) -> LbResu
     f()
 }
 
+/// The role that owns the extension.
+pub fn extension_owner() -> LbResult<pg_sys::Oid> {
+    pgrx::Spi::get_one::<pg_sys::Oid>(
+        "SELECT extowner FROM pg_catalog.pg_extension WHERE extname = 'legacy_backup'",
+    )?
+    .ok_or_else(|| LbError::internal("extension legacy_backup is not installed"))
+}
+
 /// The authenticated database role (`session_user`): recorded beside every claimed actor.
 pub fn session_role() -> String {
     // SAFETY: GetSessionUserId is valid in any backend with a session.
@@ -188,26 +196,12 @@ pub fn verify_written(
 }
 
 fn set_local(name: &str, value: &str) -> LbResult<()> {
-    let (name, value) = (CString::new(name), CString::new(value));
-    let (Ok(name), Ok(value)) = (name, value) else {
-        return Err(LbError::invalid_parameter(
-            "setting values may not contain NUL",
-        ));
-    };
-    // SAFETY: set_config_option copies both strings; GUC_ACTION_LOCAL ends with the transaction.
-    unsafe {
-        pg_sys::set_config_option(
-            name.as_ptr(),
-            value.as_ptr(),
-            pg_sys::GucContext::PGC_SUSET,
-            pg_sys::GucSource::PGC_S_SESSION,
-            pg_sys::GucAction::GUC_ACTION_LOCAL,
-            true,
-            0,
-            false,
-        );
-    }
-    Ok(())
+    set_option(
+        name,
+        value,
+        pg_sys::GucSource::PGC_S_SESSION,
+        pg_sys::GucAction::GUC_ACTION_LOCAL,
+    )
 }
 
 /// The settings every statement run with more rights than the application's role is parsed and
@@ -256,43 +250,26 @@ pub fn pin_worker_session() {
             value,
             pg_sys::GucSource::PGC_S_OVERRIDE,
             pg_sys::GucAction::GUC_ACTION_SET,
-        );
+        )
+        .expect("pinned values have no NUL");
     }
 }
 
-/// Sets `PINNED_SETTINGS` until the end of the current transaction, or of the current function
-/// call (every SQL function of the extension has a `SET` clause, which restores them at its exit):
-/// `attach::lock_app_tables`, which every privileged read of application tables begins with,
-/// calls it, whatever settings the caller's session chose.
-pub fn pin_for_transaction() {
-    for (name, value) in PINNED_SETTINGS {
-        set_option(
-            name,
-            value,
-            pg_sys::GucSource::PGC_S_SESSION,
-            pg_sys::GucAction::GUC_ACTION_LOCAL,
-        );
-    }
-}
-
-/// Runs `f` with `PINNED_SETTINGS` in force, restored afterwards (as a function's SET clause
-/// does): for privileged reads inside SQL functions, such as a snapshot read as the tables' owner.
-pub fn with_pinned_settings<R>(f: impl FnOnce() -> LbResult<R>) -> LbResult<R> {
-    // SAFETY: a GUC nest level opened and closed here; an error unwinding past it is cleaned up
-    // by the (sub)transaction abort, as for a function's SET clause.
-    let level = unsafe { pg_sys::NewGUCNestLevel() };
+/// Sets `PINNED_SETTINGS` until the current function call ends (every SQL function of the
+/// extension has a `SET` clause, whose nest level restores what was saved in it at its exit), or
+/// the current transaction where there is none (the worker's). `attach::lock_app_tables`, which
+/// every privileged read of application tables begins with, calls it, whatever settings the
+/// caller's session chose; the caller's own settings are back once the call returns.
+pub fn pin_for_this_call() {
     for (name, value) in PINNED_SETTINGS {
         set_option(
             name,
             value,
             pg_sys::GucSource::PGC_S_SESSION,
             pg_sys::GucAction::GUC_ACTION_SAVE,
-        );
+        )
+        .expect("pinned values have no NUL");
     }
-    let result = f();
-    // SAFETY: pops exactly the level opened above.
-    unsafe { pg_sys::AtEOXact_GUC(true, level) };
-    result
 }
 
 /// Runs `f` in a transaction of its own whose every statement is bounded by
@@ -402,14 +379,19 @@ fn with_statement_timeout<R>(f: impl FnOnce() -> R) -> R {
     result
 }
 
+/// Sets a setting with superuser context (the caller decided it may), as `source` and `action` say.
 fn set_option(
     name: &str,
     value: &str,
     source: pg_sys::GucSource::Type,
     action: pg_sys::GucAction::Type,
-) {
-    let name = CString::new(name).expect("setting names have no NUL");
-    let value = CString::new(value).expect("pinned values have no NUL");
+) -> LbResult<()> {
+    let (name, value) = (CString::new(name), CString::new(value));
+    let (Ok(name), Ok(value)) = (name, value) else {
+        return Err(LbError::invalid_parameter(
+            "setting values may not contain NUL",
+        ));
+    };
     // SAFETY: set_config_option copies both strings.
     unsafe {
         pg_sys::set_config_option(
@@ -423,4 +405,5 @@ fn set_option(
             false,
         );
     }
+    Ok(())
 }

@@ -134,15 +134,14 @@ impl BuiltSnapshot {
 }
 
 /// Builds the snapshot of one session. Read-only; the caller validated the id and attachment.
-/// It reads only application tables, so it reads them as their owner: a cast the application
-/// defined on its own types (json_build_object of an enum uses one) runs with its own rights.
-/// Row-level security does not filter it: a policy that would hide rows makes it fail
-/// (`privilege::with_pinned_settings`), and the rows read must equal the session's rows counted
-/// apart in the same statement.
+/// It reads only application tables, so it reads them as their owner: whatever the planner
+/// evaluates of theirs runs with the application's own rights. Enums are read through their
+/// output function (no cast of the application's applies); row-level security does not filter
+/// (`privilege::pin_for_this_call`: a policy makes the read fail); and the rows read must equal
+/// the session's rows counted apart in the same statement.
 pub fn build(session_id: &str) -> LbResult<BuiltSnapshot> {
-    crate::privilege::as_owner_of("extracted_documents", || {
-        crate::privilege::with_pinned_settings(|| build_as_owner(session_id))
-    })
+    crate::privilege::pin_for_this_call();
+    crate::privilege::as_owner_of("extracted_documents", || build_as_owner(session_id))
 }
 
 fn build_as_owner(session_id: &str) -> LbResult<BuiltSnapshot> {

@@ -163,6 +163,13 @@ fn die_on_sigterm() {
     };
 }
 
+/// After a SIGHUP: the configuration files again, and the pinned settings over them.
+fn reload_settings() {
+    // SAFETY: re-reading the configuration files is what a SIGHUP asks for.
+    unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
+    crate::privilege::pin_worker_session();
+}
+
 /// The launcher: the only process of the extension connected as a superuser, and it runs nothing
 /// but two catalog queries. It starts the worker, as `legacy_backup_worker`, once that role
 /// exists, and again whenever it stopped (a worker that ended on an error, or was terminated),
@@ -220,9 +227,7 @@ pub extern "C-unwind" fn legacy_backup_launcher_main(_arg: pg_sys::Datum) {
             break;
         }
         if BackgroundWorker::sighup_received() {
-            // SAFETY: re-reading the configuration files is what a SIGHUP asks for.
-            unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
-            crate::privilege::pin_worker_session();
+            reload_settings();
         }
     }
 }
@@ -286,9 +291,7 @@ pub extern "C-unwind" fn legacy_backup_worker_main(_arg: pg_sys::Datum) {
             break;
         }
         if BackgroundWorker::sighup_received() {
-            // SAFETY: re-reading the configuration files is what a SIGHUP asks for.
-            unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
-            crate::privilege::pin_worker_session();
+            reload_settings();
             runner.reload();
         }
     }

@@ -73,3 +73,12 @@ DROP ROLE regress_identity_app;
 -- 3. The snapshot reads the session's rows, all of them, counted apart in the same statement.
 SELECT (legacy_snapshot('ident-b')::jsonb->'stats'->>'totalDocuments')::int
        = (SELECT count(*) FROM extracted_documents WHERE session_id = 'ident-b') AS complete;
+
+-- 4. Privileged reads pin their settings for the call only: the caller's are back afterwards.
+BEGIN;
+SET LOCAL row_security = on;
+SET LOCAL constraint_exclusion = on;
+SELECT legacy_export_readiness('ident-b')->>'code' IS NOT NULL AS answered;
+SELECT (legacy_snapshot('ident-b')::jsonb->>'sessionId') AS snapshot_of;
+SELECT current_setting('row_security') AS row_security, current_setting('constraint_exclusion') AS constraint_exclusion;
+COMMIT;
