@@ -38,11 +38,9 @@ P -q -d legacy_demo -f tests/fixtures/app_schema.sql
 P -q -d legacy_demo -v sid=demo-session -v docs=8000 -v cats=40 -v months=24 -f tests/fixtures/seed.sql
 # The application's write paths (categorize, skip, merge), as the demo replays them.
 P -q -d legacy_demo -f tests/fixtures/app_workload.sql
-# The worker started before its database existed; it retries every 5 s until it can connect.
-for _ in $(seq 1 30); do
-  [ "$(P -At -d legacy_demo -c "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'legacy_backup worker'")" = 1 ] && break
-  sleep 0.5
-done
+# The launcher connects once legacy_demo exists (it retries every 5 s) and starts the worker, as
+# legacy_backup_worker, within a second of CREATE EXTENSION (the first step of demo.sql)
+# creating that role.
 P -d legacy_demo -f scripts/demo.sql
 echo
 echo "The demo cluster is still running. Explore it with:"
