@@ -56,9 +56,19 @@ CREATE TABLE legacy_backup.snapshots (
     etag           text,
     pruned_at      timestamptz,
     verified_at    timestamptz,
-    verify_result  text CHECK (verify_result IN ('verified', 'mismatch', 'missing')),
+    -- The last check of the object (legacy_snapshot_verify, legacy_backup_verify_all, the scrub).
+    verify_result  text,
     created_at     timestamptz NOT NULL DEFAULT now(),
-    CHECK (snapshot_key LIKE 'backups/' || session_id || '/categorization-%.json')
+    -- The chain: the sha256 of the session's previous snapshot (NULL for the first, and for
+    -- snapshots taken before 0.6.0).
+    previous_sha256 text CHECK (previous_sha256 ~ '^[0-9a-f]{64}$'),
+    -- The key id the object was sealed with (NULL: uploaded plain, or not uploaded yet).
+    sealed_key_id  text,
+    -- The object's size in storage (sealed: body + envelope); NULL before 0.6.0 (= bytes).
+    object_bytes   bigint CHECK (object_bytes >= 0),
+    CHECK (snapshot_key LIKE 'backups/' || session_id || '/categorization-%.json'),
+    CONSTRAINT snapshots_verify_result_check
+        CHECK (verify_result IN ('verified', 'mismatch', 'missing', 'repaired'))
 );
 CREATE INDEX snapshots_session_idx ON legacy_backup.snapshots (session_id, snapshot_at DESC);
 CREATE INDEX snapshots_pending_idx ON legacy_backup.snapshots (created_at) WHERE upload_state = 'pending';

@@ -14,11 +14,16 @@ SELECT s.session_id,
        s.body IS NOT NULL AS body_in_database,
        s.sha256,
        s.snapshot_key,
-       s.id AS snapshot_id
+       s.id AS snapshot_id,
+       s.sealed_key_id IS NOT NULL AS sealed,
+       s.sealed_key_id AS key_id,
+       s.previous_sha256,
+       s.verified_at AS checked_at,
+       s.verify_result AS check_state
 FROM legacy_backup.snapshots s
 ORDER BY s.session_id, s.snapshot_at DESC;
 COMMENT ON VIEW @extschema@.legacy_snapshots IS
-    'Snapshots per session, newest first: when, by whom, size, sha256 and upload state';
+    'Snapshots per session, newest first: when, by whom, size, sha256, upload state, seal (key id), chain link and last check of the object';
 
 -- The worker's jobs, for psql. No snapshot bodies, no settings, no secrets.
 CREATE VIEW @extschema@.legacy_backup_jobs AS
@@ -60,8 +65,48 @@ COMMENT ON FUNCTION @extschema@.legacy_postpone_cleanup(text, text, timestamptz)
 
 COMMENT ON FUNCTION @extschema@.legacy_snapshot_verify(text) IS
     'Downloads the snapshot from object storage and compares its sha256 with the stored one; records and returns the result';
+-- Fetching is verifying (src/backup.rs): a refused object raises LB010 here, in SQL, because a
+-- function written in Rust can raise only PostgreSQL's own SQLSTATEs.
+CREATE FUNCTION @extschema@.legacy_snapshot_fetch(key text) RETURNS json
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    r record;
+BEGIN
+    SELECT * INTO STRICT r FROM legacy_backup.fetch_backup(key, NULL);
+    IF r.refusal IS NOT NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'LB010', MESSAGE = r.refusal, DETAIL = r.detail,
+            HINT = 'Only sealed objects that open with this server''s keys, or plain ones whose sha256 this database recorded, are trusted. A partner may admit a plain file this database has no record of with legacy_snapshot_fetch_unverified(key, actor_id) (audited).';
+    END IF;
+    RETURN r.body::json;
+END $$;
+
+CREATE FUNCTION @extschema@.legacy_snapshot_fetch_unverified(key text, actor_id text) RETURNS json
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    r record;
+BEGIN
+    IF actor_id IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = '22004', MESSAGE = 'actor_id must not be NULL',
+            HINT = 'Pass the users.id of the partner admitting the file; it is written to the audit log.';
+    END IF;
+    SELECT * INTO STRICT r FROM legacy_backup.fetch_backup(key, actor_id);
+    IF r.refusal IS NOT NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'LB010', MESSAGE = r.refusal, DETAIL = r.detail,
+            HINT = 'The override admits only plain files this database has no record of; never a sealed object that fails, nor one that contradicts the record.';
+    END IF;
+    RETURN r.body::json;
+END $$;
+
 COMMENT ON FUNCTION @extschema@.legacy_snapshot_fetch(text) IS
-    'A snapshot document fetched from object storage by key (for legacy_snapshot_import)';
+    'A snapshot document fetched from object storage by key, only if it verifies (sealed and opening, or plain with the recorded sha256); LB010 otherwise';
+COMMENT ON FUNCTION @extschema@.legacy_snapshot_fetch_unverified(text, text) IS
+    'Partner override: also admits a plain file this database has no record of (the application''s own older snapshots); writes SNAPSHOT_FETCHED_UNVERIFIED';
+COMMENT ON FUNCTION legacy_backup.fetch_backup(text, text) IS
+    'Internal: fetches and opens a backup object; the legacy_snapshot_fetch functions raise its refusals';
+COMMENT ON FUNCTION @extschema@.legacy_backup_verify_all() IS
+    'Every snapshot the database knows checked in object storage (ok, unsealed, missing, mismatch, broken_chain, repaired, pending) and every unknown object under backups/ (unexpected)';
+COMMENT ON FUNCTION @extschema@.legacy_backup_verify_storage() IS
+    'The same walk from object storage alone, for a lost database: seals opened, chains followed, gaps found';
 COMMENT ON FUNCTION @extschema@.legacy_restore_snapshot(text, text, boolean) IS
     'Restores a session''s categorization from a stored snapshot; dry run by default; partners only';
 COMMENT ON FUNCTION @extschema@.legacy_snapshot_import(json, text, boolean) IS
@@ -90,7 +135,11 @@ REVOKE EXECUTE ON FUNCTION
     @extschema@.legacy_restore_snapshot(text, text, boolean),
     @extschema@.legacy_snapshot_import(json, text, boolean),
     @extschema@.legacy_snapshot_verify(text),
-    @extschema@.legacy_snapshot_fetch(text)
+    @extschema@.legacy_snapshot_fetch(text),
+    @extschema@.legacy_snapshot_fetch_unverified(text, text),
+    @extschema@.legacy_backup_verify_all(),
+    @extschema@.legacy_backup_verify_storage(),
+    legacy_backup.fetch_backup(text, text)
 FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION
     @extschema@.legacy_backup_check_id(text, text),
@@ -116,7 +165,10 @@ GRANT EXECUTE ON FUNCTION
     @extschema@.legacy_restore_snapshot(text, text, boolean),
     @extschema@.legacy_snapshot_import(json, text, boolean),
     @extschema@.legacy_snapshot_verify(text),
-    @extschema@.legacy_snapshot_fetch(text)
+    @extschema@.legacy_snapshot_fetch(text),
+    @extschema@.legacy_snapshot_fetch_unverified(text, text),
+    @extschema@.legacy_backup_verify_all(),
+    @extschema@.legacy_backup_verify_storage()
 TO legacy_backup_admin;
 -- Trigger functions fire whatever their EXECUTE privilege; revoking it only stops anyone from
 -- attaching them elsewhere.

@@ -180,20 +180,88 @@ fn legacy_snapshot_verify(snapshot_id: Option<&str>) -> JsonB {
     JsonB(serde_json::to_value(recovery::verify(&snapshot_id).or_raise()).expect("serializes"))
 }
 
-/// A snapshot document fetched from R2 by key, as json, for legacy_snapshot_import.
+/// Internal: a backup object fetched and opened by the one rule of `backup::open_fetched`.
+/// `legacy_snapshot_fetch` and `legacy_snapshot_fetch_unverified` (sql/finalize.sql) raise
+/// `LB010` on a refusal: PostgreSQL's own SQLSTATEs are all a Rust function can raise.
 #[pg_extern(sql = r#"
-CREATE FUNCTION "legacy_snapshot_fetch"("key" TEXT) RETURNS json
+CREATE FUNCTION legacy_backup."fetch_backup"("key" TEXT, "override_actor" TEXT)
+RETURNS TABLE ("body" TEXT, "refusal" TEXT, "detail" TEXT, "state" TEXT)
 VOLATILE PARALLEL UNSAFE SECURITY DEFINER
 SET search_path TO pg_catalog, pg_temp
-LANGUAGE c AS 'MODULE_PATHNAME', 'legacy_snapshot_fetch_wrapper';
+LANGUAGE c AS 'MODULE_PATHNAME', 'legacy_backup_fetch_backup_wrapper';
 "#)]
-fn legacy_snapshot_fetch(key: Option<&str>) -> String {
+#[allow(clippy::type_complexity)]
+fn legacy_backup_fetch_backup(
+    key: Option<&str>,
+    override_actor: Option<&str>,
+) -> TableIterator<
+    'static,
+    (
+        name!(body, Option<String>),
+        name!(refusal, Option<String>),
+        name!(detail, Option<String>),
+        name!(state, Option<String>),
+    ),
+> {
     let key = recovery::validate_snapshot_key(key).or_raise();
-    let body = recovery::fetch(&key).or_raise();
-    // Checked to be JSON by fetch; JSON is UTF-8.
-    String::from_utf8(body)
-        .map_err(|_| crate::error::LbError::invalid_parameter("snapshot object is not UTF-8"))
-        .or_raise()
+    let actor = override_actor
+        .map(|a| ids::validate_id("actor_id", Some(a)))
+        .transpose()
+        .or_raise();
+    let row = match recovery::fetch(&key, actor.as_deref()).or_raise() {
+        recovery::Fetched::Trusted { body, finding } => (
+            // Checked to be JSON by fetch; JSON is UTF-8.
+            Some(
+                String::from_utf8(body)
+                    .map_err(|_| crate::error::LbError::invalid_parameter("snapshot object is not UTF-8"))
+                    .or_raise(),
+            ),
+            None,
+            Some(finding.detail()),
+            Some(finding.state().to_string()),
+        ),
+        recovery::Fetched::Refused(r) => (None, Some(r.message), Some(r.detail), Some("refused".into())),
+    };
+    TableIterator::once(row)
+}
+
+/// Every snapshot the database knows, checked in object storage and along its chain, and every
+/// unknown object under backups/.
+#[pg_extern(volatile, parallel_unsafe, security_definer)]
+#[search_path(pg_catalog, pg_temp)]
+fn legacy_backup_verify_all() -> TableIterator<
+    'static,
+    (
+        name!(snapshot_key, String),
+        name!(session_id, String),
+        name!(state, String),
+        name!(detail, String),
+    ),
+> {
+    let rows = recovery::verify_all().or_raise();
+    TableIterator::new(
+        rows.into_iter()
+            .map(|r| (r.snapshot_key, r.session_id, r.state.to_string(), r.detail)),
+    )
+}
+
+/// The same walk from object storage alone (seals, chains, gaps), for a database that was lost.
+#[pg_extern(volatile, parallel_unsafe, security_definer)]
+#[search_path(pg_catalog, pg_temp)]
+fn legacy_backup_verify_storage() -> TableIterator<
+    'static,
+    (
+        name!(snapshot_key, String),
+        name!(session_id, String),
+        name!(state, String),
+        name!(detail, String),
+    ),
+> {
+    let rows = recovery::verify_storage().or_raise();
+    TableIterator::new(
+        rows.into_iter()
+            .map(|r| (r.snapshot_key, r.session_id, r.state.to_string(), r.detail)),
+    )
 }
 
 /// Restores a session's categorization from a stored snapshot (dry run by default). Partners only.

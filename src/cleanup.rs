@@ -31,7 +31,7 @@ fn state(message: String) -> LbError {
 fn preconditions(session_id: &str) -> LbResult<Target> {
     let target = Spi::connect(|c| -> LbResult<Target> {
         let t = c.select(
-            &crate::attach::sql("SELECT pg_catalog.format('%s', s.status), s.cleaned_up_at IS NOT NULL, c.scheduled_at::text, n.id, n.snapshot_key, n.bytes, n.etag \
+            &crate::attach::sql("SELECT pg_catalog.format('%s', s.status), s.cleaned_up_at IS NOT NULL, c.scheduled_at::text, n.id, n.snapshot_key, coalesce(n.object_bytes, n.bytes), n.etag \
              FROM @extschema@.legacy_import_sessions s \
              LEFT JOIN legacy_backup.cleanup_schedule c ON c.session_id = s.id \
              LEFT JOIN LATERAL (SELECT id, snapshot_key, bytes, etag FROM legacy_backup.snapshots \
@@ -88,8 +88,10 @@ pub fn cleanup_session(
 ) -> LbResult<serde_json::Value> {
     require_partner(actor)?;
     let target = preconditions(session_id)?;
-    let client = settings::sql_client()?;
-    match client.head_object(&target.snapshot_key)? {
+    let storage = settings::sql_storage()?;
+    // The preview lists the source bucket; the snapshot is checked in the backup bucket.
+    let client = &storage.source;
+    match storage.backups.head_object(&target.snapshot_key)? {
         Some(i) if i.is(target.snapshot_bytes as u64, &target.snapshot_etag) => {}
         _ => {
             return Err(state(format!("snapshot {} is not verified in object storage", target.snapshot_key))

@@ -89,6 +89,13 @@ pub static R2_SECRET_ACCESS_KEY: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(None);
 pub static R2_CREDENTIALS_FILE: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(None);
+/// `legacy_backup.r2_backup_bucket`: where `backups/` goes (default: `r2_bucket`); a bucket the
+/// application's token cannot reach.
+pub static R2_BACKUP_BUCKET: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(None);
+/// `legacy_backup.scrub_interval`: every backup object is re-read once per this interval.
+pub static SCRUB_INTERVAL: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"7 days"));
 
 const SECOND_US: i64 = 1_000_000;
 const DAY_US: i64 = 86_400 * SECOND_US;
@@ -217,6 +224,12 @@ duration_check_hook!(
     "1 second and 30 days"
 );
 duration_check_hook!(
+    check_scrub_interval,
+    SECOND_US,
+    366 * DAY_US,
+    "1 second and 366 days"
+);
+duration_check_hook!(
     check_cleanup_wait,
     0,
     3600 * SECOND_US,
@@ -318,6 +331,11 @@ pub fn max_upload_lag() -> std::time::Duration {
     duration(&MAX_UPLOAD_LAG)
 }
 
+/// How often each backup object is re-read (`legacy_backup.scrub_interval`).
+pub fn scrub_interval() -> std::time::Duration {
+    duration(&SCRUB_INTERVAL)
+}
+
 /// How long a manual cleanup waits for the worker (`legacy_backup.cleanup_wait`).
 pub fn cleanup_wait() -> std::time::Duration {
     duration(&CLEANUP_WAIT)
@@ -404,6 +422,7 @@ pub fn register() {
             (c"legacy_backup.http_timeout", c"Total time allowed for one object-storage request (an interval; default 60s).", &HTTP_TIMEOUT, check_http_timeout),
             (c"legacy_backup.job_timeout", c"Longest time one statement of the worker may run or wait for a lock, application code it fires included (an interval, 1s to 1h; default 30s).", &JOB_TIMEOUT, check_job_timeout),
             (c"legacy_backup.max_upload_lag", c"Health is not ok while a snapshot has waited longer than this for its upload (an interval; default 15min).", &MAX_UPLOAD_LAG, check_max_upload_lag),
+            (c"legacy_backup.scrub_interval", c"The worker re-reads every backup object once per this interval, checking presence, seal and sha256 (an interval, 1s to 366 days; default 7 days).", &SCRUB_INTERVAL, check_scrub_interval),
         ] {
             GucRegistry::define_string_guc_with_hooks(name, short, c"", setting, GucContext::Sighup, GucFlags::default(), Some(hook), None, None);
         }
@@ -474,6 +493,11 @@ pub fn register() {
             c"legacy_backup.r2_bucket",
             c"Bucket name (default legacy-import).",
             &R2_BUCKET,
+        ),
+        (
+            c"legacy_backup.r2_backup_bucket",
+            c"Bucket for backups/ (snapshots, audit trail); default: legacy_backup.r2_bucket.",
+            &R2_BACKUP_BUCKET,
         ),
         (
             c"legacy_backup.r2_region",

@@ -110,6 +110,8 @@ pub fn health() -> LbResult<Vec<HealthCheck>> {
         },
     });
     checks.push(upload_lag()?);
+    checks.push(sealing_key());
+    checks.push(damaged_backups()?);
     let workers = Spi::get_one::<i64>(
         "SELECT count(*) FROM pg_catalog.pg_stat_activity WHERE backend_type = 'legacy_backup worker'",
     )?
@@ -219,5 +221,59 @@ fn worker_stalled_since() -> Option<String> {
         unsafe { std::ffi::CStr::from_ptr(pg_sys::timestamptz_to_str(last)) }
             .to_string_lossy()
             .into_owned()
+    })
+}
+
+/// Backups are sealed: a usable current key (`LEGACY_BACKUP_KEY`). Without one, uploads go on
+/// in plain form (losing a backup is worse than a plain one), and health says so.
+fn sealing_key() -> HealthCheck {
+    let (ok, detail) = match crate::worker::settings::key_ring_from_settings() {
+        Ok(ring) => match ring.current() {
+            Some(key) => (
+                true,
+                format!(
+                    "new backups are sealed with key {}; {} key(s) open old ones",
+                    key.id(),
+                    ring.ids().len()
+                ),
+            ),
+            None => (false, "no LEGACY_BACKUP_KEY: backups are uploaded in plain form, readable and forgeable by anyone holding the bucket's credentials (docs/operations.md, Sealed backups)".into()),
+        },
+        Err(e) => (false, format!("unusable, nothing is uploaded until it is fixed: {e}")),
+    };
+    HealthCheck {
+        check: "backup sealing key".into(),
+        ok,
+        detail,
+    }
+}
+
+/// No backup object found missing or different by its last check (the scrub, verify) and not
+/// repaired since.
+fn damaged_backups() -> LbResult<HealthCheck> {
+    let (count, first) = Spi::connect(|c| {
+        let t = c.select(
+            "SELECT count(*) OVER (), snapshot_key || ' (' || verify_result || ')' FROM legacy_backup.snapshots \
+             WHERE verify_result IN ('missing', 'mismatch') ORDER BY verified_at LIMIT 1",
+            None,
+            &[],
+        )?;
+        if t.is_empty() {
+            return Ok::<_, crate::error::LbError>((0, String::new()));
+        }
+        let r = t.first();
+        Ok((r.get::<i64>(1)?.unwrap_or(0), r.get::<String>(2)?.unwrap_or_default()))
+    })?;
+    Ok(HealthCheck {
+        check: "backup objects".into(),
+        ok: count == 0,
+        detail: if count == 0 {
+            format!(
+                "no damage found; each object is re-read every legacy_backup.scrub_interval ({})",
+                crate::guc::text(&crate::guc::SCRUB_INTERVAL)
+            )
+        } else {
+            format!("{count} backup object(s) missing or not as written, e.g. {first}; the scrub puts back what the database still holds (see legacy_backup_verify_all() and the R2_BACKUP_DAMAGED audit rows)")
+        },
     })
 }

@@ -28,6 +28,7 @@ pub mod api;
 pub mod app_audit_log;
 pub mod attach;
 pub mod audit_trail;
+pub mod backup;
 pub mod cleanup;
 pub mod direct_insert;
 pub mod error;

@@ -13,7 +13,9 @@
 //! - Applying recomputes every denormalized counter of the session from the rows, logs each
 //!   change with source `restore`, and writes a `SNAPSHOT_RESTORED` audit row.
 
+use crate::backup::{classify, open_fetched, Finding, Recorded, Refusal};
 use crate::error::{LbError, LbResult};
+use crate::storage::seal::KeyRing;
 use crate::snapshot::format::{
     parse_snapshot, LaterColumn, ParsedSnapshot, SnapshotDocument, SnapshotFormat, LATER_COLUMNS,
 };
@@ -49,18 +51,81 @@ pub fn validate_snapshot_key(key: Option<&str>) -> LbResult<String> {
     Ok(key.to_string())
 }
 
-/// Downloads a snapshot object and checks it is JSON.
-pub fn fetch(key: &str) -> LbResult<Vec<u8>> {
-    let body = settings::sql_client()?.get_object(key)?.ok_or_else(|| {
+/// What the database records of the snapshot at `key`, if it knows it.
+fn recorded_at(key: &str) -> LbResult<Option<Recorded>> {
+    Spi::connect(|c| {
+        let t = c.select(
+            "SELECT id, session_id, sha256, sealed_key_id FROM legacy_backup.snapshots WHERE snapshot_key = $1",
+            None,
+            &[key.into()],
+        )?;
+        if t.is_empty() {
+            return Ok(None);
+        }
+        let r = t.first();
+        Ok(Some(Recorded {
+            object_key: key.to_string(),
+            object_id: r.get(1)?.unwrap_or_default(),
+            session_id: r.get(2)?.unwrap_or_default(),
+            sha256: r.get(3)?.unwrap_or_default(),
+            sealed_key_id: r.get(4)?,
+        }))
+    })
+}
+
+/// The object storage and keys for SQL functions; an unusable key is a configuration error.
+fn storage_and_keys() -> LbResult<(settings::Storage, KeyRing)> {
+    let storage = settings::sql_storage()?;
+    let keys = storage.keys.clone().map_err(|e| {
+        LbError::new(PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE, format!("the backup sealing key is unusable: {e}"))
+            .hint("Fix LEGACY_BACKUP_KEY / LEGACY_BACKUP_KEY_PREVIOUS in the credentials file or the server's environment (docs/operations.md, Sealed backups).")
+    })?;
+    Ok((storage, keys))
+}
+
+/// A fetched object: trusted content, or why it is refused (raised as `LB010` by the SQL
+/// wrapper).
+pub enum Fetched {
+    Trusted { body: Vec<u8>, finding: Finding },
+    Refused(Refusal),
+}
+
+/// Downloads a backup object and opens it by the one rule of `backup::open_fetched`; then checks
+/// it is JSON. `override_actor`: a partner admitting a plain object this database has no record
+/// of (audited here).
+pub fn fetch(key: &str, override_actor: Option<&str>) -> LbResult<Fetched> {
+    if let Some(actor) = override_actor {
+        crate::partner::require_partner(actor)?;
+    }
+    let (storage, keys) = storage_and_keys()?;
+    let body = storage.backups.get_object(key)?.ok_or_else(|| {
         LbError::not_found(format!("object {key} does not exist in object storage"))
     })?;
+    let recorded = recorded_at(key)?;
+    let (body, finding) =
+        match open_fetched(&keys, key, body, recorded.as_ref(), override_actor.is_some()) {
+            Ok(opened) => opened,
+            Err(refusal) => return Ok(Fetched::Refused(refusal)),
+        };
     serde_json::from_slice::<serde::de::IgnoredAny>(&body).map_err(|e| {
         LbError::new(
             PgSqlErrorCode::ERRCODE_INVALID_TEXT_REPRESENTATION,
             format!("object {key} is not valid JSON: {e}"),
         )
     })?;
-    Ok(body)
+    if let (Some(actor), Finding::Different(_)) = (override_actor, &finding) {
+        let session = key.split('/').nth(1).unwrap_or_default().to_string();
+        Spi::connect_mut(|client| {
+            crate::app_audit_log::write(
+                client,
+                &session,
+                actor,
+                "SNAPSHOT_FETCHED_UNVERIFIED",
+                &serde_json::json!({"snapshotKey": key, "sha256": crate::storage::seal::sha256_hex(&body), "bytes": body.len()}),
+            )
+        })?;
+    }
+    Ok(Fetched::Trusted { body, finding })
 }
 
 #[derive(Serialize)]
@@ -69,18 +134,21 @@ pub struct Verification {
     snapshot_id: String,
     snapshot_key: String,
     result: &'static str,
+    /// ok, unsealed, missing, mismatch (`backup::Finding::state`).
+    state: &'static str,
+    detail: String,
     expected_sha256: String,
-    actual_sha256: Option<String>,
+    sealed_key_id: Option<String>,
     expected_bytes: i64,
-    actual_bytes: Option<usize>,
+    object_bytes: Option<usize>,
 }
 
-/// Downloads the snapshot's object and compares its sha256 with the stored one. Records the
-/// result; a mismatch is reported, never repaired.
+/// Downloads the snapshot's object and checks it by the scrub's rule (`backup::classify`).
+/// Records the result; damage is reported here, and repaired by the worker's scrub.
 pub fn verify(snapshot_id: &str) -> LbResult<Verification> {
-    let (key, sha, bytes) = Spi::connect(|c| -> LbResult<(String, String, i64)> {
+    let (key, bytes) = Spi::connect(|c| -> LbResult<(String, i64)> {
         let t = c.select(
-            "SELECT snapshot_key, sha256, bytes FROM legacy_backup.snapshots WHERE id = $1",
+            "SELECT snapshot_key, bytes FROM legacy_backup.snapshots WHERE id = $1",
             None,
             &[snapshot_id.into()],
         )?;
@@ -90,19 +158,17 @@ pub fn verify(snapshot_id: &str) -> LbResult<Verification> {
             )));
         }
         let r = t.first();
-        Ok((
-            r.get(1)?.unwrap_or_default(),
-            r.get(2)?.unwrap_or_default(),
-            r.get(3)?.unwrap_or(0),
-        ))
+        Ok((r.get(1)?.unwrap_or_default(), r.get(2)?.unwrap_or(0)))
     })?;
+    let recorded = recorded_at(&key)?.ok_or_else(|| LbError::internal("snapshot vanished"))?;
+    let (storage, keys) = storage_and_keys()?;
     // No lock is held here: the HTTP request runs before this function writes anything.
-    let body = settings::sql_client()?.get_object(&key)?;
-    let actual = body.as_ref().map(|b| hex::encode(Sha256::digest(b)));
-    let result = match &actual {
-        None => "missing",
-        Some(a) if *a == sha => "verified",
-        Some(_) => "mismatch",
+    let body = storage.backups.get_object(&key)?;
+    let finding = classify(&keys, &recorded, body.as_deref());
+    let result = match &finding {
+        Finding::Missing => "missing",
+        Finding::Different(_) => "mismatch",
+        Finding::Sealed { .. } | Finding::Plain => "verified",
     };
     Spi::run_with_args(
         "UPDATE legacy_backup.snapshots SET verified_at = now(), verify_result = $2 WHERE id = $1",
@@ -112,11 +178,179 @@ pub fn verify(snapshot_id: &str) -> LbResult<Verification> {
         snapshot_id: snapshot_id.to_string(),
         snapshot_key: key,
         result,
-        expected_sha256: sha,
-        actual_sha256: actual,
+        state: finding.state(),
+        detail: finding.detail(),
+        expected_sha256: recorded.sha256,
+        sealed_key_id: match &finding {
+            Finding::Sealed { key_id } => Some(key_id.clone()),
+            _ => None,
+        },
         expected_bytes: bytes,
-        actual_bytes: body.map(|b| b.len()),
+        object_bytes: body.map(|b| b.len()),
     })
+}
+
+/// One line of `legacy_backup_verify_all()` / `legacy_backup_verify_storage()`.
+pub struct WalkRow {
+    pub snapshot_key: String,
+    pub session_id: String,
+    pub state: &'static str,
+    pub detail: String,
+}
+
+/// Every snapshot the database knows, checked in object storage (`backup::classify`, the scrub's
+/// rule) and along its session's chain; then every object under `backups/` it does not know.
+/// Check results are recorded as `legacy_snapshot_verify` records them.
+pub fn verify_all() -> LbResult<Vec<WalkRow>> {
+    let (storage, keys) = storage_and_keys()?;
+    type Known = (String, Recorded, Option<String>, i32, String, Option<String>);
+    let known: Vec<Known> = Spi::connect(|c| {
+        let t = c.select(
+            "SELECT id, session_id, snapshot_key, sha256, sealed_key_id, previous_sha256, format_version, upload_state, verify_result \
+             FROM legacy_backup.snapshots ORDER BY session_id, snapshot_at, id",
+            None,
+            &[],
+        )?;
+        let mut rows = Vec::new();
+        for r in t {
+            let text = |i: usize| r.get::<String>(i).map(Option::unwrap_or_default);
+            rows.push((
+                text(1)?,
+                Recorded {
+                    object_key: text(3)?,
+                    object_id: text(1)?,
+                    session_id: text(2)?,
+                    sha256: text(4)?,
+                    sealed_key_id: r.get(5)?,
+                },
+                r.get::<String>(6)?,
+                r.get::<i32>(7)?.unwrap_or(0),
+                text(8)?,
+                r.get::<String>(9)?,
+            ));
+        }
+        Ok::<_, LbError>(rows)
+    })?;
+    let listed = storage.backups.list_all("backups/", |_| {})?;
+    let known_keys: std::collections::HashSet<&str> =
+        known.iter().map(|k| k.1.object_key.as_str()).collect();
+    let mut out = Vec::new();
+    let mut previous: HashMap<String, String> = HashMap::new();
+    for (id, recorded, link, format, upload_state, last_state) in &known {
+        let expected_link = previous.insert(recorded.session_id.clone(), recorded.sha256.clone());
+        let row = |state: &'static str, detail: String| WalkRow {
+            snapshot_key: recorded.object_key.clone(),
+            session_id: recorded.session_id.clone(),
+            state,
+            detail,
+        };
+        if *format >= 3 && link != &expected_link {
+            out.push(row("broken_chain", format!(
+                "links to {}, but the session's previous snapshot is {}",
+                link.as_deref().unwrap_or("nothing"),
+                expected_link.as_deref().unwrap_or("none")
+            )));
+            continue;
+        }
+        if upload_state != "uploaded" {
+            out.push(row("pending", format!("not uploaded yet ({upload_state})")));
+            continue;
+        }
+        let found = storage.backups.get_object(&recorded.object_key)?;
+        let finding = classify(&keys, recorded, found.as_deref());
+        let result = if finding.is_intact() { "verified" } else { finding.state() };
+        Spi::run_with_args(
+            "UPDATE legacy_backup.snapshots SET verified_at = now(), verify_result = CASE WHEN $2 = 'verified' AND verify_result = 'repaired' THEN 'repaired' ELSE $2 END WHERE id = $1",
+            &[id.as_str().into(), result.into()],
+        )?;
+        let state = match (&finding, last_state.as_deref()) {
+            (f, Some("repaired")) if f.is_intact() => "repaired",
+            (f, _) => f.state(),
+        };
+        out.push(row(state, finding.detail()));
+    }
+    for object in listed {
+        if !known_keys.contains(object.key.as_str()) {
+            out.push(WalkRow {
+                session_id: object.key.split('/').nth(1).unwrap_or_default().to_string(),
+                detail: format!("{} bytes; this database has no record of it", object.size),
+                snapshot_key: object.key,
+                state: "unexpected",
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// The same walk from object storage alone, for a database that was lost: every object under
+/// `backups/`, per session in key (time) order; seals opened (the header must name the key the
+/// object is at), chains followed (each `previousSha256` must be the sha256 of the object before
+/// it: a deleted, inserted or reordered snapshot breaks it). Plain objects cannot be vouched for.
+pub fn verify_storage() -> LbResult<Vec<WalkRow>> {
+    let (storage, keys) = storage_and_keys()?;
+    let mut listed: Vec<String> = storage
+        .backups
+        .list_all("backups/", |_| {})?
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
+    listed.sort();
+    let mut out = Vec::new();
+    let mut previous: HashMap<String, String> = HashMap::new();
+    for key in listed {
+        let session_id = key.split('/').nth(1).unwrap_or_default().to_string();
+        let mut row = |state: &'static str, detail: String| {
+            out.push(WalkRow {
+                snapshot_key: key.clone(),
+                session_id: session_id.clone(),
+                state,
+                detail,
+            })
+        };
+        if validate_snapshot_key(Some(&key)).is_err() {
+            row("unexpected", "not a snapshot key of this extension".into());
+            continue;
+        }
+        let Some(bytes) = storage.backups.get_object(&key)? else {
+            row("missing", "listed, but gone when read".into());
+            continue;
+        };
+        let (plaintext, sealed_detail) = if crate::storage::seal::is_sealed(&bytes) {
+            match crate::storage::seal::open(&keys, &bytes, &key, None) {
+                Ok(opened) if opened.context.session_id == session_id => {
+                    (opened.plaintext, Some(format!("sealed with key {}", opened.key_id)))
+                }
+                Ok(opened) => {
+                    row("mismatch", format!("sealed for session {:?}", opened.context.session_id));
+                    continue;
+                }
+                Err(e) => {
+                    row("mismatch", e.to_string());
+                    continue;
+                }
+            }
+        } else {
+            (bytes, None)
+        };
+        let sha = crate::storage::seal::sha256_hex(&plaintext);
+        let expected = previous.insert(session_id.clone(), sha.clone());
+        match crate::snapshot::format::chain_link(&plaintext) {
+            Err(e) => row("mismatch", e),
+            Ok(Some(link)) if link != expected => row(
+                "broken_chain",
+                format!(
+                    "links to {}, but the object before it is {} (a snapshot deleted, inserted or reordered)",
+                    link.as_deref().unwrap_or("nothing"),
+                    expected.as_deref().unwrap_or("none")
+                ),
+            ),
+            Ok(_) => match sealed_detail {
+                Some(d) => row("ok", format!("{d}; seal, sha256 {sha} and chain verified")),
+                None => row("unsealed", format!("plain (sha256 {sha}): cannot be vouched for without the database's record")),
+            },
+        }
+    }
+    Ok(out)
 }
 
 #[derive(Serialize, Clone)]
@@ -177,7 +411,14 @@ fn snapshot_bytes(snapshot_id: &str) -> LbResult<(Vec<u8>, String)> {
     })?;
     let (body, source) = match body {
         Some(b) => (b, "database".to_string()),
-        None => (fetch(&key)?, format!("object storage ({key})")),
+        None => match fetch(&key, None)? {
+            Fetched::Trusted { body, .. } => (body, format!("object storage ({key})")),
+            Fetched::Refused(refusal) => {
+                return Err(LbError::new(PgSqlErrorCode::ERRCODE_DATA_CORRUPTED, refusal.message)
+                    .detail(refusal.detail)
+                    .hint("The body of this snapshot was pruned from the database and its object fails verification: see legacy_backup_verify_all(); restore from another snapshot."))
+            }
+        },
     };
     if hex::encode(Sha256::digest(&body)) != sha {
         return Err(LbError::new(

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::io::Write;
 
-pub const FORMAT_VERSION: i32 = 2;
+pub const FORMAT_VERSION: i32 = 3;
 
 /// One of the application's later columns of `extracted_documents` that format 2 carries.
 pub struct LaterColumn {
@@ -73,6 +73,10 @@ pub struct SessionMeta {
     /// The session's rows in extracted_documents, counted apart by the same statement: the
     /// document rows read must be exactly these (`SnapshotWriter::check_complete`).
     pub document_rows: i64,
+    /// The sha256 of the same session's previous snapshot (None for the first): the chain link,
+    /// set by the caller from the extension's own record (`SnapshotWriter::link_to`).
+    #[serde(skip)]
+    pub previous_sha256: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -314,6 +318,7 @@ pub struct SnapshotSummary {
     pub inconsistencies: usize,
     pub taken_at_us: i64,
     pub visibility: String,
+    pub previous_sha256: Option<String>,
 }
 
 /// A snapshot ready to be written out: `len()` bytes, written by `write_to`.
@@ -529,6 +534,11 @@ impl<'s> SnapshotWriter<'s> {
         out
     }
 
+    /// Links this snapshot to the session's previous one (format 3's `previousSha256`).
+    pub fn link_to(&mut self, previous_sha256: Option<String>) {
+        self.meta.previous_sha256 = previous_sha256;
+    }
+
     /// Sorts documents by id (bytewise) and serializes the header and summaries.
     pub fn finish(mut self) -> Finished<'s> {
         let ids = &self.ids;
@@ -541,6 +551,8 @@ impl<'s> SnapshotWriter<'s> {
         let mut head = Vec::with_capacity(512);
         write_raw(&mut head, b"{\"formatVersion\":");
         write_json(&mut head, &FORMAT_VERSION);
+        write_raw(&mut head, b",\"previousSha256\":");
+        write_json(&mut head, &m.previous_sha256);
         for (key, value) in [
             ("sessionId", &m.id),
             ("snapshotAt", &Timestamp::Micros(m.taken_at_us).to_rfc3339()),
@@ -601,6 +613,7 @@ impl<'s> SnapshotWriter<'s> {
             inconsistencies: inconsistencies.len(),
             taken_at_us: m.taken_at_us,
             visibility: m.visibility.clone(),
+            previous_sha256: m.previous_sha256.clone(),
         };
         Finished {
             head,
@@ -654,6 +667,9 @@ impl Finished<'_> {
 /// Who wrote a snapshot document, told apart by `formatVersion`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum SnapshotFormat {
+    /// This extension since 0.6.0: format 2 with `previousSha256`, the chain link.
+    #[serde(rename = "3")]
+    V3,
     /// This extension since 0.4.0: stats under the application's names, later columns.
     #[serde(rename = "2")]
     V2,
@@ -725,11 +741,12 @@ pub fn parse_snapshot(bytes: &[u8]) -> LbResult<ParsedSnapshot> {
     let doc: SnapshotDoc = serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
     let format = match &doc.format_version {
         None => SnapshotFormat::Application,
+        Some(v) if v.as_i64() == Some(3) => SnapshotFormat::V3,
         Some(v) if v.as_i64() == Some(2) => SnapshotFormat::V2,
         Some(v) if v.as_i64() == Some(1) => SnapshotFormat::V1,
         Some(v) => {
             return Err(bad(format!(
-                "formatVersion {v} is not supported (expected 2, 1, or none for the application's own files)"
+                "formatVersion {v} is not supported (expected 3, 2, 1, or none for the application's own files)"
             )))
         }
     };
@@ -743,13 +760,13 @@ pub fn parse_snapshot(bytes: &[u8]) -> LbResult<ParsedSnapshot> {
     match format {
         // This extension counts its stats from the documents it wrote: a difference means a
         // document that lost its end.
-        SnapshotFormat::V2 | SnapshotFormat::V1 => {
-            let total = if format == SnapshotFormat::V2 {
+        SnapshotFormat::V3 | SnapshotFormat::V2 | SnapshotFormat::V1 => {
+            let total = if format != SnapshotFormat::V1 {
                 stats.total_documents
             } else {
                 stats.total
             };
-            let key = if format == SnapshotFormat::V2 {
+            let key = if format != SnapshotFormat::V1 {
                 "totalDocuments"
             } else {
                 "total"
@@ -921,7 +938,7 @@ mod tests {
     fn header_keys_come_first_and_in_order() {
         let (json, _, _) = build();
         let text = String::from_utf8(json).unwrap();
-        assert!(text.starts_with(r#"{"formatVersion":2,"sessionId":"s1","snapshotAt":"2025-12-09T10:20:30.123456Z","firmId":"f1","pstFileName":"a.pst","status":"InProgress","documents":[{"id":"d1""#), "{text}");
+        assert!(text.starts_with(r#"{"formatVersion":3,"previousSha256":null,"sessionId":"s1","snapshotAt":"2025-12-09T10:20:30.123456Z","firmId":"f1","pstFileName":"a.pst","status":"InProgress","documents":[{"id":"d1""#), "{text}");
         let order: Vec<usize> = [
             "\"documents\"",
             "\"stats\"",
@@ -1013,10 +1030,16 @@ mod tests {
     }
 
     #[test]
-    fn the_writer_output_reads_back_as_format_2() {
+    fn the_writer_output_reads_back_as_format_3_with_its_chain_link() {
         let (json, _, _) = build();
+        assert_eq!(chain_link(&json).unwrap(), Some(None));
+        assert_eq!(chain_link(br#"{"formatVersion":2}"#).unwrap(), None);
+        assert_eq!(
+            chain_link(br#"{"formatVersion":3,"previousSha256":"ab"}"#).unwrap(),
+            Some(Some("ab".into()))
+        );
         let parsed = parse_snapshot(&json).unwrap();
-        assert_eq!(parsed.format, SnapshotFormat::V2);
+        assert_eq!(parsed.format, SnapshotFormat::V3);
         assert_eq!(parsed.doc.documents.len(), 3);
         assert!(parsed.notes.is_empty());
         let d1 = &parsed.doc.documents[0];
@@ -1051,7 +1074,7 @@ mod tests {
         for (bad, why) in [
             (&br#"{"formatVersion":2,"sessionId":"s1","stats":{"totalDocuments":2},"documents":[{"id":"d1","status":"Skipped"}]}"#[..], "truncated"),
             (br#"{"formatVersion":2,"sessionId":"s1","stats":{"total":1},"documents":[{"id":"d1","status":"Skipped"}]}"#, "totalDocuments"),
-            (br#"{"formatVersion":3,"sessionId":"s1","stats":{},"documents":[]}"#, "not supported"),
+            (br#"{"formatVersion":4,"sessionId":"s1","stats":{},"documents":[]}"#, "not supported"),
             (br#"{"formatVersion":2,"sessionId":"../x","stats":{"totalDocuments":0},"documents":[]}"#, "safe identifier"),
             (br#"{"formatVersion":2,"sessionId":"s1","stats":{"totalDocuments":1},"documents":[{"id":"d1","status":"Lost"}]}"#, "status"),
             (br#"{"formatVersion":2,"sessionId":"s1","stats":{"totalDocuments":1},"documents":[{"id":"d1","status":"Skipped","clusterId":"a/b"}]}"#, "UUID"),
@@ -1081,4 +1104,19 @@ mod tests {
             .any(|i| i["field"] == "category_id_outside_session"));
         assert_eq!(v["documents"][0]["categoryName"], serde_json::Value::Null);
     }
+}
+
+#[derive(Deserialize)]
+struct ChainFields {
+    #[serde(rename = "previousSha256", default, deserialize_with = "present")]
+    previous_sha256: Option<Option<String>>,
+}
+
+/// A snapshot document's chain link: `Some(None)` for the first of its session, `Some(Some(sha))`
+/// for a later one, `None` for a document written before the chain (formats 1 and 2, the
+/// application's own files).
+pub fn chain_link(bytes: &[u8]) -> Result<Option<Option<String>>, String> {
+    serde_json::from_slice::<ChainFields>(bytes)
+        .map(|c| c.previous_sha256)
+        .map_err(|e| format!("not a snapshot document: {e}"))
 }

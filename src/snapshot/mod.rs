@@ -141,10 +141,19 @@ impl BuiltSnapshot {
 /// the session's rows counted apart in the same statement.
 pub fn build(session_id: &str) -> LbResult<BuiltSnapshot> {
     crate::privilege::pin_for_this_call();
-    crate::privilege::as_owner_of("extracted_documents", || build_as_owner(session_id))
+    let previous = previous_sha256(session_id)?;
+    crate::privilege::as_owner_of("extracted_documents", || build_as_owner(session_id, previous))
 }
 
-fn build_as_owner(session_id: &str) -> LbResult<BuiltSnapshot> {
+/// The chain link: the sha256 of the session's newest snapshot in the extension's own record.
+fn previous_sha256(session_id: &str) -> LbResult<Option<String>> {
+    Ok(Spi::get_one_with_args::<String>(
+        "SELECT sha256 FROM legacy_backup.snapshots WHERE session_id = $1 ORDER BY snapshot_at DESC, id DESC LIMIT 1",
+        &[session_id.into()],
+    )?)
+}
+
+fn build_as_owner(session_id: &str, previous: Option<String>) -> LbResult<BuiltSnapshot> {
     let mut staged = STAGED.with(|o| std::mem::take(&mut *o.borrow_mut()));
     let result = Spi::connect(|client| {
         // Planned on every call, for this session id: a cached generic plan would guess the
@@ -166,7 +175,7 @@ fn build_as_owner(session_id: &str) -> LbResult<BuiltSnapshot> {
                 pg_sys::SPI_freetuptable(tt);
             }
         }
-        let writer = writer.ok_or_else(|| unknown_session(session_id))?;
+        let mut writer = writer.ok_or_else(|| unknown_session(session_id))?;
         writer.check_complete().map_err(|why| {
             LbError::new(
                 pgrx::PgSqlErrorCode::ERRCODE_DATA_CORRUPTED,
@@ -175,6 +184,7 @@ fn build_as_owner(session_id: &str) -> LbResult<BuiltSnapshot> {
             .detail("The documents were read and counted by the same statement; they must agree.")
             .hint("Look for a rule, policy or view that changes what extracted_documents returns.")
         })?;
+        writer.link_to(previous);
         let finished = writer.finish();
         let len = finished.len();
         if len > MAX_SNAPSHOT_BYTES {
@@ -311,6 +321,8 @@ pub struct TakenSnapshot {
     pub snapshot_key: String,
     pub snapshot_at: String,
     pub sha256: String,
+    /// The chain link: the sha256 of the session's previous snapshot.
+    pub previous_sha256: Option<String>,
     pub bytes: i64,
     pub stats: Stats,
     pub consistency_issues: usize,
@@ -337,6 +349,15 @@ pub fn resolve_actor(actor_id: Option<&str>) -> LbResult<String> {
 
 /// Builds, stores and records a snapshot, all in the caller's transaction.
 pub fn take(session_id: &str, actor: &str) -> LbResult<TakenSnapshot> {
+    // One snapshot of a session at a time, so each links to the one before (the row lock the
+    // take's own UPDATE of the session takes anyway, taken first).
+    let lock = crate::attach::sql(
+        "SELECT 1 FROM @extschema@.legacy_import_sessions WHERE id = $1 FOR NO KEY UPDATE",
+    )?;
+    crate::privilege::as_owner_of("legacy_import_sessions", || {
+        Spi::run_with_args(&lock, &[session_id.into()])?;
+        Ok(())
+    })?;
     let built = build(session_id)?;
     let json = built.json_bytes();
     let sha256 = hex::encode(Sha256::digest(json));
@@ -355,8 +376,8 @@ pub fn take(session_id: &str, actor: &str) -> LbResult<TakenSnapshot> {
             let key = ids::snapshot_key(session_id, key_at);
             let row = client.update(
                 "INSERT INTO legacy_backup.snapshots \
-                   (session_id, snapshot_key, snapshot_at, taken_by, format_version, body, sha256, bytes, stats, visibility) \
-                 VALUES ($1, $2, 'epoch'::timestamptz + $3::int8 * interval '1 microsecond', $4, $5, $6, $7, $8, $9::jsonb, $10::pg_snapshot) \
+                   (session_id, snapshot_key, snapshot_at, taken_by, format_version, body, sha256, bytes, stats, visibility, previous_sha256) \
+                 VALUES ($1, $2, 'epoch'::timestamptz + $3::int8 * interval '1 microsecond', $4, $5, $6, $7, $8, $9::jsonb, $10::pg_snapshot, $11) \
                  ON CONFLICT (snapshot_key) DO NOTHING RETURNING id",
                 None,
                 &[
@@ -371,6 +392,7 @@ pub fn take(session_id: &str, actor: &str) -> LbResult<TakenSnapshot> {
                     bytes.into(),
                     stats_json.as_str().into(),
                     summary.visibility.as_str().into(),
+                    summary.previous_sha256.as_deref().into(),
                 ],
             )?;
             if !row.is_empty() {
@@ -387,6 +409,7 @@ pub fn take(session_id: &str, actor: &str) -> LbResult<TakenSnapshot> {
             snapshot_key: key,
             snapshot_at: Timestamp::Micros(summary.taken_at_us).to_rfc3339(),
             sha256,
+            previous_sha256: summary.previous_sha256.clone(),
             bytes,
             stats: summary.stats,
             consistency_issues: summary.inconsistencies,

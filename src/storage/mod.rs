@@ -21,6 +21,7 @@
 //!   non-retryable HTTP error.
 //! - Nothing here ever formats the secret key into a message.
 
+pub mod seal;
 pub mod xml;
 
 use aws_credential_types::Credentials;
@@ -242,14 +243,25 @@ impl Config {
         )
     }
 
-    pub fn plan_put(&self, key: &str, body: &[u8]) -> PlannedRequest {
+    /// A PutObject. `write_once` adds `If-None-Match: *`: the server refuses (412) to replace
+    /// an object that exists (R2 honours it; a backup is never overwritten by an upload).
+    pub fn plan_put(&self, key: &str, body: &[u8], write_once: bool) -> PlannedRequest {
+        let content_type = if seal::is_sealed(body) {
+            "application/octet-stream"
+        } else {
+            "application/json"
+        };
+        let mut headers = vec![
+            ("content-md5".into(), content_md5(body)),
+            ("content-type".into(), content_type.into()),
+        ];
+        if write_once {
+            headers.push(("if-none-match".into(), "*".into()));
+        }
         PlannedRequest {
             method: "PUT",
             url: self.object_url(key),
-            headers: vec![
-                ("content-md5".into(), content_md5(body)),
-                ("content-type".into(), "application/json".into()),
-            ],
+            headers,
             body: body.to_vec(),
         }
     }
@@ -461,6 +473,18 @@ impl Client {
         })
     }
 
+    /// The same client for another bucket (shares the connection pool).
+    pub fn for_bucket(&self, bucket: &str) -> Client {
+        Client {
+            config: Config {
+                bucket: bucket.to_string(),
+                ..self.config.clone()
+            },
+            http: self.http.clone(),
+            requests: Default::default(),
+        }
+    }
+
     pub fn config(&self) -> &Config {
         &self.config
     }
@@ -555,14 +579,29 @@ impl Client {
         })
     }
 
-    /// Uploads a body; returns the ETag the server gave it.
+    /// Uploads a body, replacing whatever is at the key; returns the ETag the server gave it.
+    /// Only for putting back a backup found missing or forged (the scrub's repair).
     pub fn put_object(&self, key: &str, body: &[u8]) -> StorageResult<String> {
         let (_, headers, _) = self.execute(
-            &self.config.plan_put(key, body),
+            &self.config.plan_put(key, body, false),
             "PutObject",
             MAX_RESPONSE_BYTES,
         )?;
         Ok(etag_of(&headers))
+    }
+
+    /// Uploads a body unless the key exists (`If-None-Match: *`). `Ok(None)`: an object is
+    /// already there (412), left as it is; the caller compares it.
+    pub fn put_object_once(&self, key: &str, body: &[u8]) -> StorageResult<Option<String>> {
+        match self.execute(
+            &self.config.plan_put(key, body, true),
+            "PutObject",
+            MAX_RESPONSE_BYTES,
+        ) {
+            Ok((_, headers, _)) => Ok(Some(etag_of(&headers))),
+            Err(StorageError::Http { status: 412, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// Size and ETag of an object, or None when it does not exist.
@@ -778,7 +817,7 @@ mod tests {
     #[test]
     fn uploads_and_deletes_carry_content_md5_and_no_checksum_headers() {
         let c = config();
-        let put = c.plan_put("backups/s1/x.json", b"{}");
+        let put = c.plan_put("backups/s1/x.json", b"{}", true);
         assert!(put
             .headers
             .iter()
@@ -945,6 +984,36 @@ mod tests {
 
     fn served(count: &std::sync::atomic::AtomicUsize) -> usize {
         count.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    #[test]
+    fn write_once_uploads_send_if_none_match_and_a_412_is_not_an_error() {
+        use std::io::Write;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let heads = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let seen = heads.clone();
+        std::thread::spawn(move || {
+            for (n, stream) in listener.incoming().enumerate() {
+                let Ok(mut stream) = stream else { continue };
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+                    head.push(byte[0]);
+                }
+                seen.lock().unwrap().push(String::from_utf8_lossy(&head).to_lowercase());
+                let status = if n == 0 { "412 Precondition Failed" } else { "200 OK" };
+                let _ = stream.write_all(&with_length(status, b""));
+            }
+        });
+        let client = local_client(&endpoint);
+        assert_eq!(client.put_object_once("backups/s1/x.json", b"{}").unwrap(), None);
+        client.put_object("backups/s1/x.json", b"{}").unwrap();
+        let heads = heads.lock().unwrap();
+        assert!(heads[0].contains("\r\nif-none-match: *\r\n"), "{}", heads[0]);
+        // Signed, so a proxy cannot strip it without breaking the signature.
+        assert!(heads[0].contains("if-none-match;"), "{}", heads[0]);
+        assert!(!heads[1].contains("if-none-match"), "{}", heads[1]);
     }
 
     #[test]

@@ -6,7 +6,9 @@ use super::settings;
 use super::shutdown_requested;
 use crate::guc;
 use crate::ids;
-use crate::storage::{md5_hex, Client, StorageError};
+use crate::backup::{classify, Finding, Recorded};
+use crate::storage::{md5_hex, seal, StorageError};
+use settings::Storage;
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 use serde_json::json;
@@ -95,22 +97,27 @@ struct Job {
 }
 
 /// Why a job did not finish, and whether to try again later.
-struct JobError {
-    message: String,
+pub(super) struct JobError {
+    pub(super) message: String,
     retryable: bool,
+    /// A backup object that is not what was written (found by a write-once upload): an alarm in
+    /// the audit log and in health, never an overwrite.
+    damaged: bool,
 }
 
 impl JobError {
-    fn permanent(message: impl Into<String>) -> Self {
+    pub(super) fn permanent(message: impl Into<String>) -> Self {
         JobError {
             message: message.into(),
             retryable: false,
+            damaged: false,
         }
     }
-    fn transient(message: impl Into<String>) -> Self {
+    pub(super) fn transient(message: impl Into<String>) -> Self {
         JobError {
             message: message.into(),
             retryable: true,
+            damaged: false,
         }
     }
 }
@@ -120,12 +127,13 @@ impl From<StorageError> for JobError {
         JobError {
             retryable: e.is_retryable(),
             message: e.to_string(),
+            damaged: false,
         }
     }
 }
 
 pub struct Runner {
-    client: Option<Result<Client, String>>,
+    storage: Option<Result<Storage, String>>,
     /// Why the worker is idle, logged once per change.
     idle_reason: Option<String>,
 }
@@ -135,7 +143,7 @@ pub struct Runner {
 /// pinned when the worker connected). `Ok(None)`: the extension is not installed in this database
 /// (the worker then idles). `Err`: the transaction failed and was rolled back (logged here); the
 /// worker goes on, and a job it left `running` is requeued at the start of the next cycle.
-fn in_transaction<R>(f: impl FnOnce(&mut SpiClient<'_>) -> R) -> Result<Option<R>, String> {
+pub(super) fn in_transaction<R>(f: impl FnOnce(&mut SpiClient<'_>) -> R) -> Result<Option<R>, String> {
     let result = crate::privilege::bounded_transaction(|| {
         // Installed in this database? (Names are qualified; the path holds pg_catalog only.)
         crate::attach::extension_schema().ok()?;
@@ -169,22 +177,22 @@ impl Default for Runner {
 impl Runner {
     pub fn new() -> Self {
         Runner {
-            client: None,
+            storage: None,
             idle_reason: None,
         }
     }
 
-    /// Settings changed (SIGHUP): rebuild the storage client on next use.
+    /// Settings changed (SIGHUP): rebuild the storage clients and reread the keys on next use.
     pub fn reload(&mut self) {
-        self.client = None;
+        self.storage = None;
     }
 
-    fn client(&mut self) -> Result<&Client, JobError> {
-        if self.client.is_none() {
-            self.client = Some(settings::client_from_settings());
+    pub(super) fn storage(&mut self) -> Result<&Storage, JobError> {
+        if self.storage.is_none() {
+            self.storage = Some(settings::storage_from_settings());
         }
-        match self.client.as_ref().expect("just set") {
-            Ok(client) => Ok(client),
+        match self.storage.as_ref().expect("just set") {
+            Ok(storage) => Ok(storage),
             // Configuration can be fixed without requeueing anything: retry later.
             Err(message) => Err(JobError::transient(message.clone())),
         }
@@ -270,7 +278,8 @@ impl Runner {
                 return true; // let the loop check its latch and signals
             }
         }
-        false
+        // Then the objects due for their scrub; a full batch means more may be due.
+        self.scrub() >= super::scrub::SCRUB_BATCH as usize
     }
 
     fn run(&mut self, job: &Job) -> Result<serde_json::Value, JobError> {
@@ -281,55 +290,52 @@ impl Runner {
         }
     }
 
-    /// PUT the stored bytes, then HEAD: size and ETag (the MD5) must match before it counts.
+    /// Seals the stored bytes (plain when no key is configured), PUTs them write-once, then
+    /// HEAD: size and ETag (the MD5) must match before it counts. An object already at the key
+    /// (412) is compared: the same content is done; anything else is an alarm.
     fn upload(&mut self, job: &Job) -> Result<serde_json::Value, JobError> {
         let snapshot_id = job
             .snapshot_id
             .clone()
             .ok_or_else(|| JobError::permanent("upload job without a snapshot"))?;
-        let row = job_transaction(
-            |client| -> Result<(String, Option<Vec<u8>>, String), JobError> {
-                let t = client
+        let (recorded, body) = job_transaction(|client| {
+            let t = client
                 .update(
-                    "SELECT snapshot_key, body, sha256 FROM legacy_backup.snapshots WHERE id = $1",
+                    "SELECT snapshot_key, body, sha256, session_id FROM legacy_backup.snapshots WHERE id = $1",
                     None,
                     &[snapshot_id.as_str().into()],
                 )
                 .map_err(spi_error)?;
-                if t.is_empty() {
-                    return Err(JobError::permanent(format!(
-                        "snapshot {snapshot_id} no longer exists"
-                    )));
-                }
-                let r = t.first();
-                let key: Option<String> = r.get_by_name("snapshot_key").map_err(spi_error)?;
-                let sha256: Option<String> = r.get_by_name("sha256").map_err(spi_error)?;
-                Ok((
-                    key.ok_or_else(|| JobError::permanent("the snapshot has no key"))?,
-                    r.get_by_name::<Vec<u8>, _>("body").map_err(spi_error)?,
-                    sha256.unwrap_or_default(),
-                ))
-            },
-        )??;
-        let (key, body, sha256) = row;
+            if t.is_empty() {
+                return Err(JobError::permanent(format!(
+                    "snapshot {snapshot_id} no longer exists"
+                )));
+            }
+            let r = t.first();
+            let text = |name: &str| -> Result<String, JobError> {
+                r.get_by_name::<String, _>(name)
+                    .map_err(spi_error)?
+                    .ok_or_else(|| JobError::permanent(format!("the snapshot has no {name}")))
+            };
+            let recorded = Recorded {
+                object_key: text("snapshot_key")?,
+                object_id: snapshot_id.clone(),
+                session_id: text("session_id")?,
+                sha256: text("sha256")?,
+                sealed_key_id: None,
+            };
+            Ok((recorded, r.get_by_name::<Vec<u8>, _>("body").map_err(spi_error)?))
+        })??;
         let body = body.ok_or_else(|| {
             JobError::permanent("the snapshot's body was pruned before it was uploaded")
         })?;
-        let client = self.client()?;
-        let etag = client.put_object(&key, &body)?;
-        let expected = md5_hex(&body);
-        let info = client
-            .head_object(&key)?
-            .ok_or_else(|| JobError::transient(format!("{key} is missing right after upload")))?;
-        if !info.is(body.len() as u64, &expected) || (!etag.is_empty() && etag != expected) {
-            return Err(JobError::transient(format!(
-                "verification of {key} failed: stored {} bytes, ETag {}; expected {} bytes, MD5 {expected}",
-                info.size,
-                info.etag,
-                body.len()
-            )));
-        }
-        Ok(json!({"snapshotKey": key, "etag": expected, "bytes": body.len(), "sha256": sha256}))
+        let storage = self.storage()?;
+        let put = put_backup(storage, &recorded, &body, false)?;
+        Ok(json!({
+            "snapshotKey": recorded.object_key, "etag": put.etag, "bytes": body.len(),
+            "objectBytes": put.object_bytes, "sealedKeyId": put.key_id, "sha256": recorded.sha256,
+            "alreadyThere": put.already_there,
+        }))
     }
 
     /// Deletes everything under `pst/{id}/` and `documents/{id}/`, only for an exported session
@@ -344,8 +350,10 @@ impl Runner {
         let manual = job.manual;
         let guard = job_transaction(|client| cleanup_guard(client, &session_id, manual))??;
         let (snapshot_key, snapshot_bytes, snapshot_etag) = guard;
-        let client = self.client()?;
-        let info = client.head_object(&snapshot_key)?;
+        let storage = self.storage()?;
+        let info = storage.backups.head_object(&snapshot_key)?;
+        // Deletes reach the source bucket only, never the backups.
+        let client = &storage.source;
         match info {
             Some(i) if i.is(snapshot_bytes as u64, &snapshot_etag) => {}
             Some(i) => {
@@ -424,7 +432,7 @@ fn cleanup_guard(
                     coalesce((SELECT {CLEANUP_DUE} FROM legacy_backup.cleanup_schedule c WHERE c.session_id = s.id), false) AS due, \
                     s.cleaned_up_at IS NOT NULL AS cleaned, n.snapshot_key, n.bytes, n.etag \
              FROM @extschema@.legacy_import_sessions s \
-             LEFT JOIN LATERAL (SELECT snapshot_key, bytes, etag FROM legacy_backup.snapshots \
+             LEFT JOIN LATERAL (SELECT snapshot_key, coalesce(object_bytes, bytes) AS bytes, etag FROM legacy_backup.snapshots \
                                 WHERE session_id = s.id AND upload_state = 'uploaded' ORDER BY snapshot_at DESC LIMIT 1) n ON true \
              WHERE s.id = $1"))
             .map_err(lb_error)?,
@@ -637,6 +645,15 @@ fn finish(client: &mut SpiClient<'_>, job: &Job, outcome: Result<serde_json::Val
                 &[job.id.into(), e.message.as_str().into(), give_up.into(), (delay as f64).into()],
             );
             warn_unless_written(written, job, "failure");
+            if e.damaged {
+                let written =
+                    crate::privilege::bounded_subtransaction(|| {
+                        record_damage(client, job.snapshot_id.as_deref().unwrap_or_default(), "mismatch", &e.message)
+                    });
+                if !matches!(written, Ok(Ok(()))) {
+                    warning!("legacy_backup worker: could not record the damaged backup of job {}", job.id);
+                }
+            }
             if give_up && job.kind == JobKind::Upload {
                 let written = client.update(
                     "UPDATE legacy_backup.snapshots SET upload_state = 'failed' WHERE id = $1 AND upload_state = 'pending'",
@@ -666,10 +683,16 @@ fn record_success(
         JobKind::Upload => {
             let t = client
                 .update(
-                    "UPDATE legacy_backup.snapshots SET upload_state = 'uploaded', uploaded_at = now(), etag = $2 \
+                    "UPDATE legacy_backup.snapshots SET upload_state = 'uploaded', uploaded_at = now(), etag = $2, \
+                            object_bytes = $3, sealed_key_id = $4 \
                      WHERE id = $1 RETURNING session_id",
                     None,
-                    &[job.snapshot_id.as_deref().into(), details["etag"].as_str().into()],
+                    &[
+                        job.snapshot_id.as_deref().into(),
+                        details["etag"].as_str().into(),
+                        details["objectBytes"].as_i64().into(),
+                        details["sealedKeyId"].as_str().into(),
+                    ],
                 )
                 .map_err(spi_error)?;
             let session: Option<String> = if t.is_empty() {
@@ -732,4 +755,119 @@ fn record_success(
         }
         JobKind::Prune => Ok(details.clone()),
     }
+}
+
+/// What a write-once upload left in object storage.
+pub(super) struct PutBackup {
+    pub etag: String,
+    pub object_bytes: i64,
+    pub key_id: Option<String>,
+    pub already_there: bool,
+}
+
+/// Puts a backup object: sealed with the current key when there is one. Write-once unless
+/// `replace` (the scrub putting back an object found missing or not ours). Verified with HEAD.
+pub(super) fn put_backup(
+    storage: &Storage,
+    recorded: &Recorded,
+    body: &[u8],
+    replace: bool,
+) -> Result<PutBackup, JobError> {
+    let keys = storage.keys.as_ref().map_err(|e| {
+        JobError::transient(format!("the backup sealing key is unusable, nothing is uploaded until it is fixed: {e}"))
+    })?;
+    let current = keys.current();
+    let object = match current {
+        Some(key) => seal::seal(key, &recorded.context(), body),
+        None => body.to_vec(),
+    };
+    let client = &storage.backups;
+    let key = &recorded.object_key;
+    let written = if replace {
+        Some(client.put_object(key, &object)?)
+    } else {
+        client.put_object_once(key, &object)?
+    };
+    let (object, key_id, etag, already_there) = match written {
+        Some(etag) => (object, current.map(|k| k.id().to_string()), etag, false),
+        None => {
+            // 412: an object is there. Ours (an earlier attempt that crashed before recording
+            // it) if it holds this content for this key; anything else is an alarm.
+            let existing = client.get_object(key)?;
+            match classify(keys, recorded, existing.as_deref()) {
+                Finding::Sealed { key_id } => {
+                    let existing = existing.expect("found");
+                    let etag = md5_hex(&existing);
+                    (existing, Some(key_id), etag, true)
+                }
+                Finding::Plain => (body.to_vec(), None, md5_hex(body), true),
+                Finding::Missing => {
+                    return Err(JobError::transient(format!(
+                        "{key} answered 412 (exists) but then was not found; will retry"
+                    )))
+                }
+                Finding::Different(why) => {
+                    return Err(JobError {
+                        message: format!("refusing to overwrite {key}: an object that is not this snapshot is already there ({why})"),
+                        retryable: false,
+                        damaged: true,
+                    })
+                }
+            }
+        }
+    };
+    let expected = md5_hex(&object);
+    let info = client
+        .head_object(key)?
+        .ok_or_else(|| JobError::transient(format!("{key} is missing right after upload")))?;
+    if !info.is(object.len() as u64, &expected) || (!etag.is_empty() && etag != expected) {
+        return Err(JobError::transient(format!(
+            "verification of {key} failed: stored {} bytes, ETag {}; expected {} bytes, MD5 {expected}",
+            info.size,
+            info.etag,
+            object.len()
+        )));
+    }
+    Ok(PutBackup {
+        etag: expected,
+        object_bytes: object.len() as i64,
+        key_id,
+        already_there,
+    })
+}
+
+/// Records a backup object found missing or different: its check state, and an
+/// `R2_BACKUP_DAMAGED` row in the application's audit log when the state changes.
+pub(super) fn record_damage(
+    client: &mut SpiClient<'_>,
+    snapshot_id: &str,
+    state: &str,
+    found: &str,
+) -> Result<(), JobError> {
+    let t = client
+        .update(
+            "WITH old AS (SELECT verify_result FROM legacy_backup.snapshots WHERE id = $1) \
+             UPDATE legacy_backup.snapshots s SET verified_at = now(), verify_result = $2 FROM old \
+             WHERE s.id = $1 RETURNING s.session_id, s.snapshot_key, old.verify_result IS DISTINCT FROM $2 AS changed",
+            None,
+            &[snapshot_id.into(), state.into()],
+        )
+        .map_err(spi_error)?;
+    if t.is_empty() {
+        return Ok(());
+    }
+    let r = t.first();
+    let session: String = r.get_by_name("session_id").map_err(spi_error)?.unwrap_or_default();
+    let key: String = r.get_by_name("snapshot_key").map_err(spi_error)?.unwrap_or_default();
+    if r.get_by_name::<bool, _>("changed").map_err(spi_error)? == Some(true) {
+        crate::app_audit_log::write(
+            client,
+            &session,
+            WORKER_ACTOR,
+            "R2_BACKUP_DAMAGED",
+            &json!({"snapshotId": snapshot_id, "snapshotKey": key, "state": state, "found": found}),
+        )
+        .map_err(lb_error)?;
+    }
+    Ok(())
 }

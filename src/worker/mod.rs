@@ -14,6 +14,7 @@
 //!   settings on SIGHUP.
 
 pub mod jobs;
+pub mod scrub;
 pub mod settings;
 
 use pgrx::bgworkers::{

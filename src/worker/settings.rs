@@ -5,11 +5,17 @@
 //!    `KEY=value` lines with the environment variables' names);
 //! 3. the environment of the postmaster: R2_ENDPOINT, R2_ACCOUNT_ID, R2_ACCESS_KEY_ID,
 //!    R2_SECRET_ACCESS_KEY, R2_BUCKET_NAME;
-//! 4. defaults: bucket `legacy-import`, region `auto`, endpoint derived from the account id.
+//! 4. defaults: bucket `legacy-import`, region `auto`, endpoint derived from the account id;
+//!    the backup bucket (`legacy_backup.r2_backup_bucket`, R2_BACKUP_BUCKET_NAME) defaults to
+//!    the bucket.
+//!
+//! The sealing keys (`LEGACY_BACKUP_KEY`, `LEGACY_BACKUP_KEY_PREVIOUS`) come from the credentials
+//! file or the environment only: a key is never a setting.
 //!
 //! The pure part (merging and validating) is tested with `cargo test`.
 
-use crate::storage::Config;
+use crate::storage::seal::KeyRing;
+use crate::storage::{Client, Config};
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -20,11 +26,15 @@ pub struct Sources {
     pub env: HashMap<String, String>,
 }
 
+/// The sealing keys' variables: in the credentials file or the environment, never settings.
+const KEY_VARS: [&str; 2] = ["LEGACY_BACKUP_KEY", "LEGACY_BACKUP_KEY_PREVIOUS"];
+
 /// (setting name, variable name in the file and environment)
 const FIELDS: &[(&str, &str)] = &[
     ("endpoint", "R2_ENDPOINT"),
     ("account_id", "R2_ACCOUNT_ID"),
     ("bucket", "R2_BUCKET_NAME"),
+    ("backup_bucket", "R2_BACKUP_BUCKET_NAME"),
     ("region", "R2_REGION"),
     ("access_key_id", "R2_ACCESS_KEY_ID"),
     ("secret_access_key", "R2_SECRET_ACCESS_KEY"),
@@ -42,6 +52,25 @@ impl Sources {
             .flatten()
             .map(|v| v.trim().to_string())
             .find(|v| !v.is_empty())
+    }
+
+    /// The sealing keys: the credentials file's, else the environment's (both variables from
+    /// the same place, so a rotation is one edit). The error never holds a key.
+    pub fn key_ring(&self) -> Result<KeyRing, String> {
+        let from = |source: &HashMap<String, String>| -> Option<[Option<String>; 2]> {
+            let pair = KEY_VARS.map(|v| source.get(v).filter(|t| !t.trim().is_empty()).cloned());
+            pair.iter().any(Option::is_some).then_some(pair)
+        };
+        let [current, previous] = from(&self.file)
+            .or_else(|| from(&self.env))
+            .unwrap_or_default();
+        KeyRing::from_texts(current.as_deref(), previous.as_deref())
+    }
+
+    /// The bucket that holds `backups/`.
+    pub fn backup_bucket(&self, bucket: &str) -> String {
+        self.pick("backup_bucket")
+            .unwrap_or_else(|| bucket.to_string())
     }
 
     /// The storage configuration, or what is missing (never the secret itself).
@@ -78,9 +107,18 @@ impl Sources {
     }
 }
 
-/// The storage client as the settings, credentials file and environment describe it. Used by
-/// the worker and by the SQL functions that reach object storage (verify, fetch).
-pub fn client_from_settings() -> Result<crate::storage::Client, String> {
+/// Object storage as the settings, credentials file and environment describe it: the source
+/// bucket (what a cleanup deletes from), the backup bucket (snapshots; never cleaned) and the keys
+/// that seal and open backups.
+pub struct Storage {
+    pub source: Client,
+    pub backups: Client,
+    /// Err: a key is set but unusable (uploads stop until it is fixed; never a plain fallback).
+    pub keys: Result<KeyRing, String>,
+}
+
+/// Reads the settings, the credentials file and the environment.
+fn sources() -> Result<Sources, String> {
     use crate::guc;
     let mut sources = Sources {
         gucs: [
@@ -89,6 +127,7 @@ pub fn client_from_settings() -> Result<crate::storage::Client, String> {
             ("bucket", guc::text(&guc::R2_BUCKET)),
             ("region", guc::text(&guc::R2_REGION)),
             ("access_key_id", guc::text(&guc::R2_ACCESS_KEY_ID)),
+            ("backup_bucket", guc::text(&guc::R2_BACKUP_BUCKET)),
         ]
         .into_iter()
         .collect(),
@@ -99,14 +138,31 @@ pub fn client_from_settings() -> Result<crate::storage::Client, String> {
     if !file.is_empty() {
         sources.file = read_credentials_file(&file)?;
     }
-    let config = sources.resolve(guc::http_timeout(), 3)?;
-    super::with_signals_blocked(|| crate::storage::Client::new(config)).map_err(|e| e.to_string())
+    Ok(sources)
 }
 
-/// The storage client for SQL functions (verify, fetch, manual cleanup), with a SQL error when
-/// object storage is not configured.
-pub fn sql_client() -> crate::error::LbResult<crate::storage::Client> {
-    client_from_settings().map_err(|e| {
+/// The storage clients and keys, for the worker and the SQL functions that reach object storage.
+pub fn storage_from_settings() -> Result<Storage, String> {
+    let sources = sources()?;
+    let config = sources.resolve(crate::guc::http_timeout(), 3)?;
+    let backup_bucket = sources.backup_bucket(&config.bucket);
+    let source = super::with_signals_blocked(|| Client::new(config)).map_err(|e| e.to_string())?;
+    Ok(Storage {
+        backups: source.for_bucket(&backup_bucket),
+        source,
+        keys: sources.key_ring(),
+    })
+}
+
+/// The sealing keys alone (health reports them without reaching object storage).
+pub fn key_ring_from_settings() -> Result<KeyRing, String> {
+    sources()?.key_ring()
+}
+
+/// Object storage for SQL functions (verify, fetch, manual cleanup), with a SQL error when it is
+/// not configured.
+pub fn sql_storage() -> crate::error::LbResult<Storage> {
+    storage_from_settings().map_err(|e| {
         crate::error::LbError::new(
             pgrx::PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             e,
@@ -148,7 +204,9 @@ pub fn parse_credentials(text: &str) -> HashMap<String, String> {
 pub fn environment() -> HashMap<String, String> {
     FIELDS
         .iter()
-        .filter_map(|(_, var)| std::env::var(var).ok().map(|v| (var.to_string(), v)))
+        .map(|(_, var)| *var)
+        .chain(KEY_VARS)
+        .filter_map(|var| std::env::var(var).ok().map(|v| (var.to_string(), v)))
         .collect()
 }
 
@@ -193,6 +251,27 @@ mod tests {
             .resolve(Duration::from_secs(1), 1)
             .unwrap_err()
             .contains("https://"));
+    }
+
+    #[test]
+    fn keys_come_from_the_file_else_the_environment_and_the_backup_bucket_defaults() {
+        let k = |n: u8| hex::encode([n; 32]);
+        let mut s = sources();
+        assert!(s.key_ring().unwrap().current().is_none());
+        s.env.insert("LEGACY_BACKUP_KEY".into(), k(1));
+        let env_id = s.key_ring().unwrap().current().unwrap().id().to_string();
+        s.file.insert("LEGACY_BACKUP_KEY".into(), k(2));
+        s.file.insert("LEGACY_BACKUP_KEY_PREVIOUS".into(), k(1));
+        let ring = s.key_ring().unwrap();
+        assert_ne!(ring.current().unwrap().id(), env_id);
+        assert_eq!(ring.ids()[1], env_id);
+        s.file.insert("LEGACY_BACKUP_KEY".into(), "short".into());
+        let err = s.key_ring().unwrap_err();
+        assert!(err.contains("LEGACY_BACKUP_KEY") && !err.contains("short"), "{err}");
+        assert_eq!(s.backup_bucket("legacy-import"), "legacy-import");
+        s.env.insert("R2_BACKUP_BUCKET_NAME".into(), "env-backups".into());
+        s.gucs.insert("backup_bucket", "firm-backups".into());
+        assert_eq!(s.backup_bucket("legacy-import"), "firm-backups");
     }
 
     #[test]
