@@ -38,7 +38,7 @@ LANGUAGE c AS 'MODULE_PATHNAME', 'legacy_snapshot_wrapper';
 fn legacy_snapshot(session_id: Option<&str>) -> Internal {
     let session_id = ids::validate_id("session_id", session_id).or_raise();
     attach::ensure_attached().or_raise();
-    let built = snapshot::build(&session_id).or_raise();
+    let built = snapshot::build(&session_id, None).or_raise();
     // `Internal` only carries the datum: the SQL above declares it json. The datum is a palloc'd
     // varlena of UTF-8 JSON (serde_json output) in the function's memory context.
     Internal::from(Some(pg_sys::Datum::from(built.datum)))

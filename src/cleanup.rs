@@ -34,7 +34,7 @@ fn preconditions(session_id: &str) -> LbResult<Target> {
             &crate::attach::sql("SELECT pg_catalog.format('%s', s.status), s.cleaned_up_at IS NOT NULL, c.scheduled_at::text, n.id, n.snapshot_key, coalesce(n.object_bytes, n.bytes), n.etag \
              FROM @extschema@.legacy_import_sessions s \
              LEFT JOIN legacy_backup.cleanup_schedule c ON c.session_id = s.id \
-             LEFT JOIN LATERAL (SELECT id, snapshot_key, bytes, etag FROM legacy_backup.snapshots \
+             LEFT JOIN LATERAL (SELECT id, snapshot_key, bytes, object_bytes, etag FROM legacy_backup.snapshots \
                                 WHERE session_id = s.id AND upload_state = 'uploaded' ORDER BY snapshot_at DESC LIMIT 1) n ON true \
              WHERE s.id = $1")?,
             None,

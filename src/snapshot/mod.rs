@@ -139,16 +139,17 @@ impl BuiltSnapshot {
 /// output function (no cast of the application's applies); row-level security does not filter
 /// (`privilege::pin_for_this_call`: a policy makes the read fail); and the rows read must equal
 /// the session's rows counted apart in the same statement.
-pub fn build(session_id: &str) -> LbResult<BuiltSnapshot> {
+/// `previous`: the chain link (`previous_sha256`) for a snapshot that is stored; the preview
+/// (`legacy_snapshot`) is unlinked.
+pub fn build(session_id: &str, previous: Option<String>) -> LbResult<BuiltSnapshot> {
     crate::privilege::pin_for_this_call();
-    let previous = previous_sha256(session_id)?;
     crate::privilege::as_owner_of("extracted_documents", || build_as_owner(session_id, previous))
 }
 
 /// The chain link: the sha256 of the session's newest snapshot in the extension's own record.
 fn previous_sha256(session_id: &str) -> LbResult<Option<String>> {
     Ok(Spi::get_one_with_args::<String>(
-        "SELECT sha256 FROM legacy_backup.snapshots WHERE session_id = $1 ORDER BY snapshot_at DESC, id DESC LIMIT 1",
+        "SELECT (SELECT sha256 FROM legacy_backup.snapshots WHERE session_id = $1 ORDER BY snapshot_at DESC, id DESC LIMIT 1)",
         &[session_id.into()],
     )?)
 }
@@ -358,7 +359,7 @@ pub fn take(session_id: &str, actor: &str) -> LbResult<TakenSnapshot> {
         Spi::run_with_args(&lock, &[session_id.into()])?;
         Ok(())
     })?;
-    let built = build(session_id)?;
+    let built = build(session_id, previous_sha256(session_id)?)?;
     let json = built.json_bytes();
     let sha256 = hex::encode(Sha256::digest(json));
     let bytes = json.len() as i64;

@@ -73,7 +73,7 @@ FROM (SELECT legacy_restore_snapshot(:'snap2', 'u-partner', false) AS r) x;
 SELECT validation_status, skip_reason, cluster_id FROM extracted_documents WHERE id = 'rec-doc-000006';
 SELECT code, message FROM regress.error_of($$SELECT legacy_snapshot_import('{"formatVersion": 2, "sessionId": "rec", "documents": [{"id": "rec-doc-000001", "status": "Skipped", "clusterId": "../x"}], "stats": {"totalDocuments": 1}}', 'u-partner', false)$$);
 SELECT code, message FROM regress.error_of($$SELECT legacy_snapshot_import('{"formatVersion": 2, "sessionId": "rec", "documents": [{"id": "rec-doc-000001", "status": "Skipped"}], "stats": {"total": 1}}', 'u-partner', false)$$);
-SELECT code, message FROM regress.error_of($$SELECT legacy_snapshot_import('{"formatVersion": 3, "sessionId": "rec", "documents": [], "stats": {"totalDocuments": 0}}', 'u-partner', false)$$);
+SELECT code, message FROM regress.error_of($$SELECT legacy_snapshot_import('{"formatVersion": 4, "sessionId": "rec", "documents": [], "stats": {"totalDocuments": 0}}', 'u-partner', false)$$);
 SELECT code, message FROM regress.error_of($$SELECT legacy_snapshot_import('{"formatVersion": 2, "sessionId": "rec", "documents": [{"id": "rec-doc-000001", "status": "Skipped", "validationStatus": "Gone"}], "stats": {"totalDocuments": 1}}', 'u-partner', false)$$);
 SELECT validation_status, status FROM extracted_documents WHERE id = 'rec-doc-000001';
 
