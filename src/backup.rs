@@ -5,10 +5,11 @@
 //! - a plain object counts only when the database records that key as plain (written before a key
 //!   was configured, or by 0.4.0 and earlier) and its sha256 is the recorded one.
 //!
-//! The functions here are pure (`cargo test`); `crate::scrub` and `crate::recovery` bring the
-//! bytes and the database's record.
+//! The rules here are pure (`cargo test`); `worker::scrub` and `recovery` bring the bytes and the
+//! database's record, and every one of them records what it found with `record_check`.
 
 use crate::storage::seal::{self, Context, KeyRing, SealError};
+use serde_json::json;
 
 /// What the database records of a backup object.
 #[derive(Debug, Clone)]
@@ -149,6 +150,48 @@ pub fn open_fetched(
             "Only sealed objects, or plain ones whose sha256 this database recorded, are trusted.".into(),
         )),
     }
+}
+
+/// Records a check of a snapshot's object, by whoever made it (the scrub, verify, verify_all):
+/// its time and state (`verified`, `missing`, `mismatch`; a repaired object stays `repaired` while
+/// it verifies), and an `R2_BACKUP_DAMAGED` row in the application's audit log when an object is
+/// first found missing or different. Returns whether the object was damaged.
+pub fn record_check(
+    client: &mut pgrx::spi::SpiClient<'_>,
+    snapshot_id: &str,
+    finding: &Finding,
+    actor: &str,
+) -> crate::error::LbResult<()> {
+    let state = match finding {
+        Finding::Sealed { .. } | Finding::Plain => "verified",
+        Finding::Missing => "missing",
+        Finding::Different(_) => "mismatch",
+    };
+    let t = client.update(
+        "WITH old AS (SELECT verify_result FROM legacy_backup.snapshots WHERE id = $1) \
+         UPDATE legacy_backup.snapshots s SET verified_at = pg_catalog.now(), \
+                verify_result = CASE WHEN $2 = 'verified' AND old.verify_result = 'repaired' THEN 'repaired' ELSE $2 END \
+         FROM old WHERE s.id = $1 \
+         RETURNING s.session_id, s.snapshot_key, old.verify_result IS DISTINCT FROM $2 AND $2 <> 'verified' AS newly_damaged",
+        None,
+        &[snapshot_id.into(), state.into()],
+    )?;
+    if t.is_empty() {
+        return Ok(());
+    }
+    let r = t.first();
+    let session: String = r.get_by_name("session_id")?.unwrap_or_default();
+    let key: String = r.get_by_name("snapshot_key")?.unwrap_or_default();
+    if r.get_by_name::<bool, _>("newly_damaged")? == Some(true) {
+        crate::app_audit_log::write(
+            client,
+            &session,
+            actor,
+            "R2_BACKUP_DAMAGED",
+            &json!({"snapshotId": snapshot_id, "snapshotKey": key, "state": finding.state(), "found": finding.detail()}),
+        )?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

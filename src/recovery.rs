@@ -13,7 +13,7 @@
 //! - Applying recomputes every denormalized counter of the session from the rows, logs each
 //!   change with source `restore`, and writes a `SNAPSHOT_RESTORED` audit row.
 
-use crate::backup::{classify, open_fetched, Finding, Recorded, Refusal};
+use crate::backup::{classify, open_fetched, record_check, Finding, Recorded, Refusal};
 use crate::error::{LbError, LbResult};
 use crate::storage::seal::KeyRing;
 use crate::snapshot::format::{
@@ -71,6 +71,11 @@ fn recorded_at(key: &str) -> LbResult<Option<Recorded>> {
             sealed_key_id: r.get(4)?,
         }))
     })
+}
+
+/// Who a check from SQL is credited to in the audit log: `legacy_backup.actor`, else the role.
+fn checker() -> String {
+    crate::guc::actor().unwrap_or_else(crate::privilege::role_actor)
 }
 
 /// The object storage and keys for SQL functions; an unusable key is a configuration error.
@@ -170,10 +175,7 @@ pub fn verify(snapshot_id: &str) -> LbResult<Verification> {
         Finding::Different(_) => "mismatch",
         Finding::Sealed { .. } | Finding::Plain => "verified",
     };
-    Spi::run_with_args(
-        "UPDATE legacy_backup.snapshots SET verified_at = now(), verify_result = $2 WHERE id = $1",
-        &[snapshot_id.into(), result.into()],
-    )?;
+    Spi::connect_mut(|c| record_check(c, snapshot_id, &finding, &checker()))?;
     Ok(Verification {
         snapshot_id: snapshot_id.to_string(),
         snapshot_key: key,
@@ -258,11 +260,7 @@ pub fn verify_all() -> LbResult<Vec<WalkRow>> {
         }
         let found = storage.backups.get_object(&recorded.object_key)?;
         let finding = classify(&keys, recorded, found.as_deref());
-        let result = if finding.is_intact() { "verified" } else { finding.state() };
-        Spi::run_with_args(
-            "UPDATE legacy_backup.snapshots SET verified_at = now(), verify_result = CASE WHEN $2 = 'verified' AND verify_result = 'repaired' THEN 'repaired' ELSE $2 END WHERE id = $1",
-            &[id.as_str().into(), result.into()],
-        )?;
+        Spi::connect_mut(|c| record_check(c, id, &finding, &checker()))?;
         let state = match (&finding, last_state.as_deref()) {
             (f, Some("repaired")) if f.is_intact() => "repaired",
             (f, _) => f.state(),

@@ -23,7 +23,7 @@ fn lb_error(e: crate::error::LbError) -> JobError {
 }
 
 /// Credited in the application's audit log for what the worker does.
-const WORKER_ACTOR: &str = "legacy_backup:worker";
+pub(super) const WORKER_ACTOR: &str = "legacy_backup:worker";
 
 /// Longest wait between attempts of a failing job.
 const MAX_RETRY_DELAY_SECS: i64 = 600;
@@ -646,10 +646,15 @@ fn finish(client: &mut SpiClient<'_>, job: &Job, outcome: Result<serde_json::Val
             );
             warn_unless_written(written, job, "failure");
             if e.damaged {
-                let written =
-                    crate::privilege::bounded_subtransaction(|| {
-                        record_damage(client, job.snapshot_id.as_deref().unwrap_or_default(), "mismatch", &e.message)
-                    });
+                let finding = Finding::Different(e.message.clone());
+                let written = crate::privilege::bounded_subtransaction(|| {
+                    crate::backup::record_check(
+                        client,
+                        job.snapshot_id.as_deref().unwrap_or_default(),
+                        &finding,
+                        WORKER_ACTOR,
+                    )
+                });
                 if !matches!(written, Ok(Ok(()))) {
                     warning!("legacy_backup worker: could not record the damaged backup of job {}", job.id);
                 }
@@ -834,40 +839,4 @@ pub(super) fn put_backup(
         key_id,
         already_there,
     })
-}
-
-/// Records a backup object found missing or different: its check state, and an
-/// `R2_BACKUP_DAMAGED` row in the application's audit log when the state changes.
-pub(super) fn record_damage(
-    client: &mut SpiClient<'_>,
-    snapshot_id: &str,
-    state: &str,
-    found: &str,
-) -> Result<(), JobError> {
-    let t = client
-        .update(
-            "WITH old AS (SELECT verify_result FROM legacy_backup.snapshots WHERE id = $1) \
-             UPDATE legacy_backup.snapshots s SET verified_at = now(), verify_result = $2 FROM old \
-             WHERE s.id = $1 RETURNING s.session_id, s.snapshot_key, old.verify_result IS DISTINCT FROM $2 AS changed",
-            None,
-            &[snapshot_id.into(), state.into()],
-        )
-        .map_err(spi_error)?;
-    if t.is_empty() {
-        return Ok(());
-    }
-    let r = t.first();
-    let session: String = r.get_by_name("session_id").map_err(spi_error)?.unwrap_or_default();
-    let key: String = r.get_by_name("snapshot_key").map_err(spi_error)?.unwrap_or_default();
-    if r.get_by_name::<bool, _>("changed").map_err(spi_error)? == Some(true) {
-        crate::app_audit_log::write(
-            client,
-            &session,
-            WORKER_ACTOR,
-            "R2_BACKUP_DAMAGED",
-            &json!({"snapshotId": snapshot_id, "snapshotKey": key, "state": state, "found": found}),
-        )
-        .map_err(lb_error)?;
-    }
-    Ok(())
 }

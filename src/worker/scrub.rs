@@ -7,7 +7,7 @@
 //! - When the database still holds the body, the object is put back, sealed (`R2_BACKUP_REPAIRED`),
 //!   and only then is its state good again.
 
-use super::jobs::{put_backup, record_damage, JobError, Runner};
+use super::jobs::{put_backup, JobError, Runner, WORKER_ACTOR};
 use crate::backup::{classify, Finding, Recorded};
 use pgrx::prelude::*;
 use serde_json::json;
@@ -15,8 +15,6 @@ use serde_json::json;
 /// Objects checked per cycle at most, so a large backlog (after an upgrade, a long outage) is
 /// worked off over several cycles and never holds the worker from its jobs.
 pub const SCRUB_BATCH: i64 = 20;
-
-const WORKER_ACTOR: &str = "legacy_backup:worker";
 
 struct Due {
     recorded: Recorded,
@@ -94,22 +92,17 @@ impl Runner {
         let found = storage.backups.get_object(&r.object_key)?;
         let finding = classify(keys, r, found.as_deref());
         let id = r.object_id.clone();
-        if finding.is_intact() {
-            return record(move |client| {
-                client.update(
-                    "UPDATE legacy_backup.snapshots SET verified_at = now(), verify_result = 'verified' WHERE id = $1",
-                    None,
-                    &[id.as_str().into()],
-                )?;
-                Ok(())
-            });
-        }
-        let state = finding.state();
-        let detail = finding.detail();
         {
-            let (id, detail) = (id.clone(), detail.clone());
-            record(move |client| record_damage(client, &id, state, &detail))?;
+            let (id, finding) = (id.clone(), finding.clone());
+            record(move |client| {
+                crate::backup::record_check(client, &id, &finding, WORKER_ACTOR)
+                    .map_err(|e| JobError::transient(e.message))
+            })?;
         }
+        if finding.is_intact() {
+            return Ok(());
+        }
+        let detail = finding.detail();
         if !item.has_body {
             return Ok(()); // nothing to put back: health stays not ok
         }
