@@ -52,8 +52,8 @@ for major in $MAJORS; do
       bash tests/security/run.sh
       # The 16 build lacks test_decoding, which the load test's independent witness needs;
       # the fault, scale and standby suites stay on 15.
-      step "PostgreSQL 16: integration tests (worker, recovery, dump/restore, upgrade); t_load skipped: no test_decoding in this build"
-      SKIP_INSTALL=1 bash tests/integration/run.sh t_worker t_recovery t_dump_restore t_upgrade t_concurrent_snapshot
+      step "PostgreSQL 16: integration tests (worker, recovery, dump/restore, upgrade, sealed backups); t_load skipped: no test_decoding in this build"
+      SKIP_INSTALL=1 bash tests/integration/run.sh t_worker t_recovery t_dump_restore t_upgrade t_concurrent_snapshot t_sealed
       ;;
     18)
       step "PostgreSQL 18: red-team suite"

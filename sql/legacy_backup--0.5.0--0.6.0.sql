@@ -85,12 +85,12 @@ END $$;
 -- 4. One call verifies everything; a second walks storage alone.
 CREATE FUNCTION @extschema@."legacy_backup_verify_all"()
 RETURNS TABLE ("snapshot_key" TEXT, "session_id" TEXT, "state" TEXT, "detail" TEXT)
-VOLATILE SECURITY DEFINER PARALLEL UNSAFE
+VOLATILE STRICT SECURITY DEFINER PARALLEL UNSAFE
 SET search_path TO pg_catalog, pg_temp
 LANGUAGE c AS 'MODULE_PATHNAME', 'legacy_backup_verify_all_wrapper';
 CREATE FUNCTION @extschema@."legacy_backup_verify_storage"()
 RETURNS TABLE ("snapshot_key" TEXT, "session_id" TEXT, "state" TEXT, "detail" TEXT)
-VOLATILE SECURITY DEFINER PARALLEL UNSAFE
+VOLATILE STRICT SECURITY DEFINER PARALLEL UNSAFE
 SET search_path TO pg_catalog, pg_temp
 LANGUAGE c AS 'MODULE_PATHNAME', 'legacy_backup_verify_storage_wrapper';
 

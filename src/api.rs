@@ -213,16 +213,35 @@ fn legacy_backup_fetch_backup(
             // Checked to be JSON by fetch; JSON is UTF-8.
             Some(
                 String::from_utf8(body)
-                    .map_err(|_| crate::error::LbError::invalid_parameter("snapshot object is not UTF-8"))
+                    .map_err(|_| {
+                        crate::error::LbError::invalid_parameter("snapshot object is not UTF-8")
+                    })
                     .or_raise(),
             ),
             None,
             Some(finding.detail()),
             Some(finding.state().to_string()),
         ),
-        recovery::Fetched::Refused(r) => (None, Some(r.message), Some(r.detail), Some("refused".into())),
+        recovery::Fetched::Refused(r) => (
+            None,
+            Some(r.message),
+            Some(r.detail),
+            Some("refused".into()),
+        ),
     };
     TableIterator::once(row)
+}
+
+/// The C entry point of legacy_snapshot_fetch up to 0.5.0, kept so the install scripts of those
+/// versions load on an update path; 0.6.0's update replaces the function with the verifying one.
+#[pg_extern(sql = false)]
+fn legacy_snapshot_fetch(_key: Option<&str>) -> String {
+    crate::error::LbError::new(
+        pgrx::PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+        "this legacy_snapshot_fetch is from an older version of the extension",
+    )
+    .hint("ALTER EXTENSION legacy_backup UPDATE; fetching then verifies what it fetches.")
+    .raise()
 }
 
 /// Every snapshot the database knows, checked in object storage and along its chain, and every

@@ -37,7 +37,9 @@ impl Recorded {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Finding {
     /// Sealed, and opens to the recorded content.
-    Sealed { key_id: String },
+    Sealed {
+        key_id: String,
+    },
     /// Plain, the recorded content, and recorded as plain.
     Plain,
     Missing,
@@ -62,7 +64,9 @@ impl Finding {
 
     pub fn detail(&self) -> String {
         match self {
-            Finding::Sealed { key_id } => format!("sealed with key {key_id}; seal and sha256 verified"),
+            Finding::Sealed { key_id } => {
+                format!("sealed with key {key_id}; seal and sha256 verified")
+            }
             Finding::Plain => "plain (written before a key was configured); sha256 verified".into(),
             Finding::Missing => "the object is not in object storage".into(),
             Finding::Different(why) => why.clone(),
@@ -219,18 +223,31 @@ mod tests {
         let sealed = seal(&key, &r.context(), BODY);
         assert_eq!(
             classify(&ring, &r, Some(&sealed)),
-            Finding::Sealed { key_id: key.id().into() }
+            Finding::Sealed {
+                key_id: key.id().into()
+            }
         );
         assert_eq!(classify(&ring, &r, None), Finding::Missing);
         // A plain copy of the true content where a sealed one was uploaded: a downgrade.
-        assert!(matches!(classify(&ring, &r, Some(BODY)), Finding::Different(w) if w.contains("plain copy")));
+        assert!(
+            matches!(classify(&ring, &r, Some(BODY)), Finding::Different(w) if w.contains("plain copy"))
+        );
         let plain = recorded(None);
         assert_eq!(classify(&ring, &plain, Some(BODY)), Finding::Plain);
-        assert!(matches!(classify(&ring, &plain, Some(b"{}")), Finding::Different(_)));
+        assert!(matches!(
+            classify(&ring, &plain, Some(b"{}")),
+            Finding::Different(_)
+        ));
         // The other session's sealed object swapped in.
-        let other = Recorded { session_id: "s2".into(), object_key: "backups/s2/categorization-2025-12-09T10-20-30-123Z.json".into(), ..r.clone() };
+        let other = Recorded {
+            session_id: "s2".into(),
+            object_key: "backups/s2/categorization-2025-12-09T10-20-30-123Z.json".into(),
+            ..r.clone()
+        };
         let swapped = seal(&key, &other.context(), BODY);
-        assert!(matches!(classify(&ring, &r, Some(&swapped)), Finding::Different(w) if w.contains("moved or replayed")));
+        assert!(
+            matches!(classify(&ring, &r, Some(&swapped)), Finding::Different(w) if w.contains("moved or replayed"))
+        );
     }
 
     #[test]
@@ -240,7 +257,12 @@ mod tests {
         let r = recorded(Some(key.id()));
         let sealed = seal(&key, &r.context(), BODY);
         // From storage alone (no record) a sealed object opens; with the record too.
-        assert_eq!(open_fetched(&ring, &r.object_key, sealed.clone(), None, false).unwrap().0, BODY);
+        assert_eq!(
+            open_fetched(&ring, &r.object_key, sealed.clone(), None, false)
+                .unwrap()
+                .0,
+            BODY
+        );
         assert!(open_fetched(&ring, &r.object_key, sealed.clone(), Some(&r), false).is_ok());
         // Replayed under another key.
         let later = "backups/s1/categorization-2025-12-10T10-20-30-123Z.json";
@@ -253,7 +275,14 @@ mod tests {
         // Recorded plain, matching: admitted without override.
         let plain = recorded(None);
         assert!(open_fetched(&ring, &plain.object_key, BODY.to_vec(), Some(&plain), false).is_ok());
-        assert!(open_fetched(&ring, &plain.object_key, b"{}".to_vec(), Some(&plain), false).is_err());
+        assert!(open_fetched(
+            &ring,
+            &plain.object_key,
+            b"{}".to_vec(),
+            Some(&plain),
+            false
+        )
+        .is_err());
         // Without any key, a sealed object cannot be opened.
         assert!(open_fetched(&KeyRing::default(), &r.object_key, sealed, None, false).is_err());
     }

@@ -91,8 +91,7 @@ pub static R2_CREDENTIALS_FILE: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(None);
 /// `legacy_backup.r2_backup_bucket`: where `backups/` goes (default: `r2_bucket`); a bucket the
 /// application's token cannot reach.
-pub static R2_BACKUP_BUCKET: GucSetting<Option<CString>> =
-    GucSetting::<Option<CString>>::new(None);
+pub static R2_BACKUP_BUCKET: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 /// `legacy_backup.scrub_interval`: every backup object is re-read once per this interval.
 pub static SCRUB_INTERVAL: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"7 days"));

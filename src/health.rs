@@ -262,7 +262,10 @@ fn damaged_backups() -> LbResult<HealthCheck> {
             return Ok::<_, crate::error::LbError>((0, String::new()));
         }
         let r = t.first();
-        Ok((r.get::<i64>(1)?.unwrap_or(0), r.get::<String>(2)?.unwrap_or_default()))
+        Ok((
+            r.get::<i64>(1)?.unwrap_or(0),
+            r.get::<String>(2)?.unwrap_or_default(),
+        ))
     })?;
     Ok(HealthCheck {
         check: "backup objects".into(),

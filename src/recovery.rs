@@ -15,10 +15,10 @@
 
 use crate::backup::{classify, open_fetched, record_check, Finding, Recorded, Refusal};
 use crate::error::{LbError, LbResult};
-use crate::storage::seal::KeyRing;
 use crate::snapshot::format::{
     parse_snapshot, LaterColumn, ParsedSnapshot, SnapshotDocument, SnapshotFormat, LATER_COLUMNS,
 };
+use crate::storage::seal::KeyRing;
 use crate::worker::settings;
 use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode;
@@ -107,11 +107,16 @@ pub fn fetch(key: &str, override_actor: Option<&str>) -> LbResult<Fetched> {
         LbError::not_found(format!("object {key} does not exist in object storage"))
     })?;
     let recorded = recorded_at(key)?;
-    let (body, finding) =
-        match open_fetched(&keys, key, body, recorded.as_ref(), override_actor.is_some()) {
-            Ok(opened) => opened,
-            Err(refusal) => return Ok(Fetched::Refused(refusal)),
-        };
+    let (body, finding) = match open_fetched(
+        &keys,
+        key,
+        body,
+        recorded.as_ref(),
+        override_actor.is_some(),
+    ) {
+        Ok(opened) => opened,
+        Err(refusal) => return Ok(Fetched::Refused(refusal)),
+    };
     serde_json::from_slice::<serde::de::IgnoredAny>(&body).map_err(|e| {
         LbError::new(
             PgSqlErrorCode::ERRCODE_INVALID_TEXT_REPRESENTATION,
@@ -205,7 +210,14 @@ pub struct WalkRow {
 /// Check results are recorded as `legacy_snapshot_verify` records them.
 pub fn verify_all() -> LbResult<Vec<WalkRow>> {
     let (storage, keys) = storage_and_keys()?;
-    type Known = (String, Recorded, Option<String>, i32, String, Option<String>);
+    type Known = (
+        String,
+        Recorded,
+        Option<String>,
+        i32,
+        String,
+        Option<String>,
+    );
     let known: Vec<Known> = Spi::connect(|c| {
         let t = c.select(
             "SELECT id, session_id, snapshot_key, sha256, sealed_key_id, previous_sha256, format_version, upload_state, verify_result \
@@ -247,11 +259,14 @@ pub fn verify_all() -> LbResult<Vec<WalkRow>> {
             detail,
         };
         if *format >= 3 && link != &expected_link {
-            out.push(row("broken_chain", format!(
-                "links to {}, but the session's previous snapshot is {}",
-                link.as_deref().unwrap_or("nothing"),
-                expected_link.as_deref().unwrap_or("none")
-            )));
+            out.push(row(
+                "broken_chain",
+                format!(
+                    "links to {}, but the session's previous snapshot is {}",
+                    link.as_deref().unwrap_or("nothing"),
+                    expected_link.as_deref().unwrap_or("none")
+                ),
+            ));
             continue;
         }
         if upload_state != "uploaded" {
@@ -315,11 +330,15 @@ pub fn verify_storage() -> LbResult<Vec<WalkRow>> {
         };
         let (plaintext, sealed_detail) = if crate::storage::seal::is_sealed(&bytes) {
             match crate::storage::seal::open(&keys, &bytes, &key, None) {
-                Ok(opened) if opened.context.session_id == session_id => {
-                    (opened.plaintext, Some(format!("sealed with key {}", opened.key_id)))
-                }
+                Ok(opened) if opened.context.session_id == session_id => (
+                    opened.plaintext,
+                    Some(format!("sealed with key {}", opened.key_id)),
+                ),
                 Ok(opened) => {
-                    row("mismatch", format!("sealed for session {:?}", opened.context.session_id));
+                    row(
+                        "mismatch",
+                        format!("sealed for session {:?}", opened.context.session_id),
+                    );
                     continue;
                 }
                 Err(e) => {

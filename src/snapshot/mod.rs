@@ -143,7 +143,9 @@ impl BuiltSnapshot {
 /// (`legacy_snapshot`) is unlinked.
 pub fn build(session_id: &str, previous: Option<String>) -> LbResult<BuiltSnapshot> {
     crate::privilege::pin_for_this_call();
-    crate::privilege::as_owner_of("extracted_documents", || build_as_owner(session_id, previous))
+    crate::privilege::as_owner_of("extracted_documents", || {
+        build_as_owner(session_id, previous)
+    })
 }
 
 /// The chain link: the sha256 of the session's newest snapshot in the extension's own record.
@@ -368,6 +370,21 @@ pub fn take(session_id: &str, actor: &str) -> LbResult<TakenSnapshot> {
     let taken_at = chrono::DateTime::from_timestamp_micros(summary.taken_at_us)
         .ok_or_else(|| LbError::internal("clock out of range"))?;
 
+    // Until ALTER EXTENSION … UPDATE to 0.6.0 the table has no column for the link (the
+    // document carries it either way).
+    let link_column = Spi::get_one::<bool>(
+        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute WHERE attrelid = 'legacy_backup.snapshots'::pg_catalog.regclass \
+         AND attname = 'previous_sha256' AND NOT attisdropped)",
+    )?
+    .unwrap_or(false);
+    let insert = format!(
+        "INSERT INTO legacy_backup.snapshots \
+           (session_id, snapshot_key, snapshot_at, taken_by, format_version, body, sha256, bytes, stats, visibility{}) \
+         VALUES ($1, $2, 'epoch'::timestamptz + $3::int8 * interval '1 microsecond', $4, $5, $6, $7, $8, $9::jsonb, $10::pg_snapshot{}) \
+         ON CONFLICT (snapshot_key) DO NOTHING RETURNING id",
+        if link_column { ", previous_sha256" } else { "" },
+        if link_column { ", $11" } else { "" },
+    );
     Spi::connect_mut(|client| {
         // Keys have millisecond resolution; two snapshots of one session in the same millisecond
         // get the next free millisecond in the key (snapshot_at keeps the true time).
@@ -376,10 +393,7 @@ pub fn take(session_id: &str, actor: &str) -> LbResult<TakenSnapshot> {
         for _ in 0..1000 {
             let key = ids::snapshot_key(session_id, key_at);
             let row = client.update(
-                "INSERT INTO legacy_backup.snapshots \
-                   (session_id, snapshot_key, snapshot_at, taken_by, format_version, body, sha256, bytes, stats, visibility, previous_sha256) \
-                 VALUES ($1, $2, 'epoch'::timestamptz + $3::int8 * interval '1 microsecond', $4, $5, $6, $7, $8, $9::jsonb, $10::pg_snapshot, $11) \
-                 ON CONFLICT (snapshot_key) DO NOTHING RETURNING id",
+                &insert,
                 None,
                 &[
                     session_id.into(),
@@ -388,13 +402,18 @@ pub fn take(session_id: &str, actor: &str) -> LbResult<TakenSnapshot> {
                     actor.into(),
                     format::FORMAT_VERSION.into(),
                     // SAFETY: a complete 4-byte-header varlena, valid as bytea.
-                    unsafe { pgrx::datum::DatumWithOid::new(pg_sys::Datum::from(built.datum), pg_sys::BYTEAOID) },
+                    unsafe {
+                        pgrx::datum::DatumWithOid::new(
+                            pg_sys::Datum::from(built.datum),
+                            pg_sys::BYTEAOID,
+                        )
+                    },
                     sha256.as_str().into(),
                     bytes.into(),
                     stats_json.as_str().into(),
                     summary.visibility.as_str().into(),
                     summary.previous_sha256.as_deref().into(),
-                ],
+                ][..if link_column { 11 } else { 10 }],
             )?;
             if !row.is_empty() {
                 inserted = row.first().get_one::<String>()?;

@@ -1001,16 +1001,29 @@ mod tests {
                 while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
                     head.push(byte[0]);
                 }
-                seen.lock().unwrap().push(String::from_utf8_lossy(&head).to_lowercase());
-                let status = if n == 0 { "412 Precondition Failed" } else { "200 OK" };
+                seen.lock()
+                    .unwrap()
+                    .push(String::from_utf8_lossy(&head).to_lowercase());
+                let status = if n == 0 {
+                    "412 Precondition Failed"
+                } else {
+                    "200 OK"
+                };
                 let _ = stream.write_all(&with_length(status, b""));
             }
         });
         let client = local_client(&endpoint);
-        assert_eq!(client.put_object_once("backups/s1/x.json", b"{}").unwrap(), None);
+        assert_eq!(
+            client.put_object_once("backups/s1/x.json", b"{}").unwrap(),
+            None
+        );
         client.put_object("backups/s1/x.json", b"{}").unwrap();
         let heads = heads.lock().unwrap();
-        assert!(heads[0].contains("\r\nif-none-match: *\r\n"), "{}", heads[0]);
+        assert!(
+            heads[0].contains("\r\nif-none-match: *\r\n"),
+            "{}",
+            heads[0]
+        );
         // Signed, so a proxy cannot strip it without breaking the signature.
         assert!(heads[0].contains("if-none-match;"), "{}", heads[0]);
         assert!(!heads[1].contains("if-none-match"), "{}", heads[1]);

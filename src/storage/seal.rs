@@ -248,8 +248,7 @@ pub fn seal(key: &Key, context: &Context, plaintext: &[u8]) -> Vec<u8> {
     .expect("header serializes");
     assert!(header.len() <= MAX_HEADER_LEN, "ids are bounded");
     let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
-    let mut out =
-        Vec::with_capacity(9 + header.len() + NONCE_LEN + plaintext.len() + TAG_LEN);
+    let mut out = Vec::with_capacity(9 + header.len() + NONCE_LEN + plaintext.len() + TAG_LEN);
     out.extend_from_slice(MAGIC);
     out.push(ENVELOPE_VERSION);
     out.extend_from_slice(&(header.len() as u16).to_be_bytes());
@@ -288,8 +287,13 @@ pub fn read_envelope(bytes: &[u8]) -> Result<Envelope<'_>, SealError> {
     if version != ENVELOPE_VERSION {
         return Err(SealError::UnsupportedVersion(version));
     }
-    let len = u16::from_be_bytes(bytes.get(7..9).ok_or_else(short)?.try_into().expect("2 bytes"))
-        as usize;
+    let len = u16::from_be_bytes(
+        bytes
+            .get(7..9)
+            .ok_or_else(short)?
+            .try_into()
+            .expect("2 bytes"),
+    ) as usize;
     if len > MAX_HEADER_LEN {
         return Err(SealError::Malformed(format!("header of {len} bytes")));
     }
@@ -400,15 +404,26 @@ mod tests {
         assert!(is_sealed(&sealed));
         // The content is not in the object.
         assert!(!sealed.windows(11).any(|w| w == b"formatVersi"));
-        let opened = open(&KeyRing::with_current(key(1)), &sealed, &ctx.object_key, Some(&ctx))
-            .unwrap();
+        let opened = open(
+            &KeyRing::with_current(key(1)),
+            &sealed,
+            &ctx.object_key,
+            Some(&ctx),
+        )
+        .unwrap();
         assert_eq!(opened.plaintext, BODY);
         assert_eq!(opened.key_id, key(1).id());
         assert_eq!(read_envelope(&sealed).unwrap().context, ctx);
         // Two seals of the same content differ (random nonce), and both open.
         let again = seal(&key(1), &ctx, BODY);
         assert_ne!(sealed, again);
-        open(&KeyRing::with_current(key(1)), &again, &ctx.object_key, None).unwrap();
+        open(
+            &KeyRing::with_current(key(1)),
+            &again,
+            &ctx.object_key,
+            None,
+        )
+        .unwrap();
     }
 
     #[test]
@@ -434,40 +449,80 @@ mod tests {
         let sealed = seal(&key(1), &ctx, BODY);
         // A key of the same id cannot be made; a different key is unknown.
         assert!(matches!(
-            open(&KeyRing::with_current(key(2)), &sealed, &ctx.object_key, None),
+            open(
+                &KeyRing::with_current(key(2)),
+                &sealed,
+                &ctx.object_key,
+                None
+            ),
             Err(SealError::UnknownKey(_))
         ));
         let ring = KeyRing::with_current(key(1));
         // Copied to another key, or recorded for another session or snapshot.
         assert!(matches!(
-            open(&ring, &sealed, "backups/s2/categorization-2025-12-09T10-20-30-123Z.json", None),
-            Err(SealError::Misplaced { field: "object key", .. })
+            open(
+                &ring,
+                &sealed,
+                "backups/s2/categorization-2025-12-09T10-20-30-123Z.json",
+                None
+            ),
+            Err(SealError::Misplaced {
+                field: "object key",
+                ..
+            })
         ));
         for (field, other) in [
-            ("session", Context { session_id: "s2".into(), ..ctx.clone() }),
-            ("object id", Context { object_id: "snap-2".into(), ..ctx.clone() }),
+            (
+                "session",
+                Context {
+                    session_id: "s2".into(),
+                    ..ctx.clone()
+                },
+            ),
+            (
+                "object id",
+                Context {
+                    object_id: "snap-2".into(),
+                    ..ctx.clone()
+                },
+            ),
         ] {
             match open(&ring, &sealed, &ctx.object_key, Some(&other)) {
                 Err(SealError::Misplaced { field: f, .. }) => assert_eq!(f, field),
                 other => panic!("{other:?}"),
             }
         }
-        let other_sha = Context { sha256: sha256_hex(b"x"), ..ctx.clone() };
+        let other_sha = Context {
+            sha256: sha256_hex(b"x"),
+            ..ctx.clone()
+        };
         assert_eq!(
             open(&ring, &sealed, &ctx.object_key, Some(&other_sha)).unwrap_err(),
             SealError::DigestMismatch
         );
         for n in [0, 5, 8, 9, 40, sealed.len() - 1] {
-            assert!(open(&ring, &sealed[..n], &ctx.object_key, None).is_err(), "cut at {n}");
+            assert!(
+                open(&ring, &sealed[..n], &ctx.object_key, None).is_err(),
+                "cut at {n}"
+            );
         }
-        assert_eq!(open(&ring, b"", &ctx.object_key, None).unwrap_err(), SealError::NotSealed);
-        assert_eq!(open(&ring, BODY, &ctx.object_key, None).unwrap_err(), SealError::NotSealed);
+        assert_eq!(
+            open(&ring, b"", &ctx.object_key, None).unwrap_err(),
+            SealError::NotSealed
+        );
+        assert_eq!(
+            open(&ring, BODY, &ctx.object_key, None).unwrap_err(),
+            SealError::NotSealed
+        );
         // A header rewritten to claim another place (and re-tagged by no one) fails the tag.
         let text = String::from_utf8_lossy(&sealed).replace("snap-1", "snap-9");
         let moved = read_envelope(text.as_bytes());
         if let Ok(e) = moved {
             assert_eq!(e.context.object_id, "snap-9");
-            let claimed = Context { object_id: "snap-9".into(), ..ctx.clone() };
+            let claimed = Context {
+                object_id: "snap-9".into(),
+                ..ctx.clone()
+            };
             assert_eq!(
                 open(&ring, text.as_bytes(), &ctx.object_key, Some(&claimed)).unwrap_err(),
                 SealError::Forged
@@ -481,12 +536,19 @@ mod tests {
         let old = seal(&key(1), &ctx, BODY);
         let rotated = KeyRing::from_texts(
             Some(&hex::encode([2u8; 32])),
-            Some(&format!("{} , {}", hex::encode([7u8; 32]), hex::encode([1u8; 32]))),
+            Some(&format!(
+                "{} , {}",
+                hex::encode([7u8; 32]),
+                hex::encode([1u8; 32])
+            )),
         )
         .unwrap();
         assert_eq!(rotated.current().unwrap().id(), key(2).id());
         assert_eq!(rotated.ids().len(), 3);
-        assert_eq!(open(&rotated, &old, &ctx.object_key, None).unwrap().key_id, key(1).id());
+        assert_eq!(
+            open(&rotated, &old, &ctx.object_key, None).unwrap().key_id,
+            key(1).id()
+        );
         let new = seal(rotated.current().unwrap(), &ctx, BODY);
         assert_eq!(read_envelope(&new).unwrap().key_id, key(2).id());
         // The old ring alone cannot open what the new key sealed.
@@ -506,9 +568,15 @@ mod tests {
         let err = Key::parse(short).unwrap_err();
         assert!(!err.contains(short) && err.contains("32 bytes"), "{err}");
         let err = KeyRing::from_texts(Some("not a key!"), None).unwrap_err();
-        assert!(err.starts_with("LEGACY_BACKUP_KEY ") && !err.contains("not a key"), "{err}");
+        assert!(
+            err.starts_with("LEGACY_BACKUP_KEY ") && !err.contains("not a key"),
+            "{err}"
+        );
         assert!(KeyRing::from_texts(None, Some(&hex::encode(bytes))).is_err());
         assert!(KeyRing::from_texts(None, None).unwrap().current().is_none());
-        assert!(KeyRing::from_texts(Some("  "), Some("")).unwrap().current().is_none());
+        assert!(KeyRing::from_texts(Some("  "), Some(""))
+            .unwrap()
+            .current()
+            .is_none());
     }
 }

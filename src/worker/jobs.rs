@@ -4,14 +4,14 @@
 
 use super::settings;
 use super::shutdown_requested;
+use crate::backup::{classify, Finding, Recorded};
 use crate::guc;
 use crate::ids;
-use crate::backup::{classify, Finding, Recorded};
 use crate::storage::{md5_hex, seal, StorageError};
-use settings::Storage;
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 use serde_json::json;
+use settings::Storage;
 
 /// Database trouble while running a job: worth another attempt.
 fn spi_error(e: pgrx::spi::SpiError) -> JobError {
@@ -143,7 +143,9 @@ pub struct Runner {
 /// pinned when the worker connected). `Ok(None)`: the extension is not installed in this database
 /// (the worker then idles). `Err`: the transaction failed and was rolled back (logged here); the
 /// worker goes on, and a job it left `running` is requeued at the start of the next cycle.
-pub(super) fn in_transaction<R>(f: impl FnOnce(&mut SpiClient<'_>) -> R) -> Result<Option<R>, String> {
+pub(super) fn in_transaction<R>(
+    f: impl FnOnce(&mut SpiClient<'_>) -> R,
+) -> Result<Option<R>, String> {
     let result = crate::privilege::bounded_transaction(|| {
         // Installed in this database? (Names are qualified; the path holds pg_catalog only.)
         crate::attach::extension_schema().ok()?;
@@ -324,7 +326,10 @@ impl Runner {
                 sha256: text("sha256")?,
                 sealed_key_id: None,
             };
-            Ok((recorded, r.get_by_name::<Vec<u8>, _>("body").map_err(spi_error)?))
+            Ok((
+                recorded,
+                r.get_by_name::<Vec<u8>, _>("body").map_err(spi_error)?,
+            ))
         })??;
         let body = body.ok_or_else(|| {
             JobError::permanent("the snapshot's body was pruned before it was uploaded")
@@ -656,7 +661,10 @@ fn finish(client: &mut SpiClient<'_>, job: &Job, outcome: Result<serde_json::Val
                     )
                 });
                 if !matches!(written, Ok(Ok(()))) {
-                    warning!("legacy_backup worker: could not record the damaged backup of job {}", job.id);
+                    warning!(
+                        "legacy_backup worker: could not record the damaged backup of job {}",
+                        job.id
+                    );
                 }
             }
             if give_up && job.kind == JobKind::Upload {
@@ -779,7 +787,9 @@ pub(super) fn put_backup(
     replace: bool,
 ) -> Result<PutBackup, JobError> {
     let keys = storage.keys.as_ref().map_err(|e| {
-        JobError::transient(format!("the backup sealing key is unusable, nothing is uploaded until it is fixed: {e}"))
+        JobError::transient(format!(
+            "the backup sealing key is unusable, nothing is uploaded until it is fixed: {e}"
+        ))
     })?;
     let current = keys.current();
     let object = match current {

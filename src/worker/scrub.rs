@@ -164,7 +164,9 @@ fn record(
     }) {
         Ok(Some(Ok(Ok(())))) => Ok(()),
         Ok(Some(Ok(Err(e)))) => Err(e),
-        Ok(Some(Err(e))) => Err(JobError::transient(format!("recording the check failed: {e}"))),
+        Ok(Some(Err(e))) => Err(JobError::transient(format!(
+            "recording the check failed: {e}"
+        ))),
         Ok(None) => Err(JobError::transient("extension not installed")),
         Err(e) => Err(JobError::transient(e)),
     }

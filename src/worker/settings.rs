@@ -267,9 +267,13 @@ mod tests {
         assert_eq!(ring.ids()[1], env_id);
         s.file.insert("LEGACY_BACKUP_KEY".into(), "short".into());
         let err = s.key_ring().unwrap_err();
-        assert!(err.contains("LEGACY_BACKUP_KEY") && !err.contains("short"), "{err}");
+        assert!(
+            err.contains("LEGACY_BACKUP_KEY") && !err.contains("short"),
+            "{err}"
+        );
         assert_eq!(s.backup_bucket("legacy-import"), "legacy-import");
-        s.env.insert("R2_BACKUP_BUCKET_NAME".into(), "env-backups".into());
+        s.env
+            .insert("R2_BACKUP_BUCKET_NAME".into(), "env-backups".into());
         s.gucs.insert("backup_bucket", "firm-backups".into());
         assert_eq!(s.backup_bucket("legacy-import"), "firm-backups");
     }
