@@ -166,6 +166,72 @@ COMMENT ON TABLE legacy_backup.export_begins IS
     'Exports under way (legacy_export_begin): the snapshot each one began on; the gate forgives that snapshot''s age, never a change since it';
 SELECT pg_catalog.pg_extension_config_dump('legacy_backup.export_begins', '');
 
+-- The audit trail in object storage (src/worker/trail.rs): the worker ships new rows of
+-- category_assignment_logs, per session, in sealed segments chained by sha256, written once to
+-- backups/{session}/trail-{sequence}.json; scrubbed and verified like snapshots. A fresh database
+-- rebuilds a session's trail from them (legacy_trail_rebuild).
+CREATE TABLE legacy_backup.trail_segments (
+    id              text PRIMARY KEY DEFAULT gen_random_uuid()::text,
+    session_id      text NOT NULL,
+    -- The database that shipped it (legacy_backup.instance): each writes a chain of its own.
+    instance        text NOT NULL CHECK (instance ~ '^[0-9a-f]{8}$'),
+    sequence        integer NOT NULL CHECK (sequence >= 1),
+    object_key      text NOT NULL UNIQUE,
+    first_log_id    bigint NOT NULL,
+    last_log_id     bigint NOT NULL,
+    row_count       integer NOT NULL CHECK (row_count >= 0),
+    body            bytea,
+    sha256          text NOT NULL CHECK (sha256 ~ '^[0-9a-f]{64}$'),
+    previous_sha256 text CHECK (previous_sha256 ~ '^[0-9a-f]{64}$'),
+    bytes           bigint NOT NULL CHECK (bytes >= 0),
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    upload_state    text NOT NULL DEFAULT 'pending' CHECK (upload_state IN ('pending', 'uploaded', 'failed')),
+    uploaded_at     timestamptz,
+    etag            text,
+    object_bytes    bigint CHECK (object_bytes >= 0),
+    sealed_key_id   text,
+    verified_at     timestamptz,
+    verify_result   text CHECK (verify_result IN ('verified', 'mismatch', 'missing', 'repaired')),
+    -- Read back from object storage by legacy_trail_rebuild, not shipped from this database.
+    rebuilt         boolean NOT NULL DEFAULT false,
+    UNIQUE (session_id, instance, sequence),
+    CHECK (object_key = 'backups/' || session_id || '/trail-' || instance || '-' || pg_catalog.lpad(sequence::text, 10, '0') || '.json')
+);
+CREATE INDEX trail_segments_pending_idx ON legacy_backup.trail_segments (created_at) WHERE upload_state = 'pending';
+COMMENT ON TABLE legacy_backup.trail_segments IS
+    'Segments of the audit trail shipped to object storage: rows, sha256, chain link, upload state, last check';
+SELECT pg_catalog.pg_extension_config_dump('legacy_backup.trail_segments', '');
+
+-- Which log rows are shipped: every id up to floor, and those above it listed in trail_shipped.
+-- The floor moves to pending_floor once every transaction that could still commit a row at or
+-- below it has ended (pending_snapshot's xmax is behind the oldest running transaction).
+CREATE TABLE legacy_backup.trail_cursor (
+    only_row         boolean PRIMARY KEY DEFAULT true CHECK (only_row),
+    floor            bigint NOT NULL DEFAULT 0,
+    pending_floor    bigint,
+    pending_snapshot pg_snapshot
+);
+INSERT INTO legacy_backup.trail_cursor DEFAULT VALUES;
+COMMENT ON TABLE legacy_backup.trail_cursor IS
+    'The audit trail''s shipping position: every log id at or below floor is in a segment (or was never committed)';
+SELECT pg_catalog.pg_extension_config_dump('legacy_backup.trail_cursor', '');
+-- This database's name for its own trail chains: made at CREATE EXTENSION and, unlike the other
+-- tables, not dumped, so a database restored from a dump starts a chain of its own instead of
+-- reaching for keys its original wrote after the dump.
+CREATE TABLE legacy_backup.instance (
+    only_row boolean PRIMARY KEY DEFAULT true CHECK (only_row),
+    id       text NOT NULL DEFAULT pg_catalog.substr(pg_catalog.md5(gen_random_uuid()::text), 1, 8)
+);
+INSERT INTO legacy_backup.instance DEFAULT VALUES;
+COMMENT ON TABLE legacy_backup.instance IS
+    'This database''s instance id, part of its trail segments'' keys (not dumped: a restored database gets its own)';
+CREATE TABLE legacy_backup.trail_shipped (
+    log_id bigint PRIMARY KEY
+);
+COMMENT ON TABLE legacy_backup.trail_shipped IS
+    'Log ids above the cursor''s floor already in a segment';
+SELECT pg_catalog.pg_extension_config_dump('legacy_backup.trail_shipped', '');
+
 -- lz4 compresses a 4 MB snapshot body several times faster than the default pglz; servers built
 -- without lz4 keep pglz.
 DO $$

@@ -97,10 +97,28 @@ BEGIN
     RETURN r.body::json;
 END $$;
 
+CREATE FUNCTION @extschema@.legacy_trail_rebuild(session_id text, actor_id text, dry_run boolean DEFAULT true)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    report jsonb;
+BEGIN
+    report := legacy_backup.trail_rebuild(session_id, actor_id, dry_run);
+    IF report ? 'refusal' THEN
+        RAISE EXCEPTION USING ERRCODE = 'LB010', MESSAGE = report->>'refusal', DETAIL = report->>'detail',
+            HINT = 'See legacy_backup_verify_storage() for the state of every object of the session.';
+    END IF;
+    RETURN report;
+END $$;
+
 COMMENT ON FUNCTION @extschema@.legacy_snapshot_fetch(text) IS
     'A snapshot document fetched from object storage by key, only if it verifies (sealed and opening, or plain with the recorded sha256); LB010 otherwise';
 COMMENT ON FUNCTION @extschema@.legacy_snapshot_fetch_unverified(text, text) IS
     'Partner override: also admits a plain file this database has no record of (the application''s own older snapshots); writes SNAPSHOT_FETCHED_UNVERIFIED';
+COMMENT ON FUNCTION @extschema@.legacy_trail_rebuild(text, text, boolean) IS
+    'Rebuilds a session''s audit trail from its sealed, chained segments in object storage (dry run by default); partners only; LB010 on a missing, forged or reordered segment';
+COMMENT ON FUNCTION legacy_backup.trail_rebuild(text, text, boolean) IS
+    'Internal: the rebuild behind legacy_trail_rebuild';
 COMMENT ON FUNCTION legacy_backup.fetch_backup(text, text) IS
     'Internal: fetches and opens a backup object; the legacy_snapshot_fetch functions raise its refusals';
 COMMENT ON FUNCTION @extschema@.legacy_backup_verify_all() IS
@@ -139,7 +157,9 @@ REVOKE EXECUTE ON FUNCTION
     @extschema@.legacy_snapshot_fetch_unverified(text, text),
     @extschema@.legacy_backup_verify_all(),
     @extschema@.legacy_backup_verify_storage(),
-    legacy_backup.fetch_backup(text, text)
+    @extschema@.legacy_trail_rebuild(text, text, boolean),
+    legacy_backup.fetch_backup(text, text),
+    legacy_backup.trail_rebuild(text, text, boolean)
 FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION
     @extschema@.legacy_backup_check_id(text, text),
@@ -168,7 +188,8 @@ GRANT EXECUTE ON FUNCTION
     @extschema@.legacy_snapshot_fetch(text),
     @extschema@.legacy_snapshot_fetch_unverified(text, text),
     @extschema@.legacy_backup_verify_all(),
-    @extschema@.legacy_backup_verify_storage()
+    @extschema@.legacy_backup_verify_storage(),
+    @extschema@.legacy_trail_rebuild(text, text, boolean)
 TO legacy_backup_admin;
 -- Trigger functions fire whatever their EXECUTE privilege; revoking it only stops anyone from
 -- attaching them elsewhere.
@@ -201,3 +222,8 @@ GRANT USAGE ON SCHEMA legacy_backup TO legacy_backup_worker;
 GRANT SELECT, INSERT, UPDATE ON legacy_backup.jobs TO legacy_backup_worker;
 GRANT SELECT, UPDATE ON legacy_backup.snapshots, legacy_backup.cleanup_schedule TO legacy_backup_worker;
 GRANT USAGE ON ALL SEQUENCES IN SCHEMA legacy_backup TO legacy_backup_worker;
+-- The audit trail's shipping (src/worker/trail.rs): reads the log, writes its own tables.
+GRANT SELECT ON @extschema@.category_assignment_logs TO legacy_backup_worker;
+GRANT SELECT, INSERT, UPDATE ON legacy_backup.trail_segments, legacy_backup.trail_cursor TO legacy_backup_worker;
+GRANT SELECT, INSERT, DELETE ON legacy_backup.trail_shipped TO legacy_backup_worker;
+GRANT SELECT ON legacy_backup.instance TO legacy_backup_worker;

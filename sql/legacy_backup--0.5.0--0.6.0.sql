@@ -19,6 +19,11 @@ ALTER TABLE legacy_backup.snapshots
     ADD CONSTRAINT snapshots_verify_result_check
         CHECK (verify_result IN ('verified', 'mismatch', 'missing', 'repaired'));
 
+-- Snapshots taken with the 0.6.0 library before this update carry their link in the document only.
+UPDATE legacy_backup.snapshots
+   SET previous_sha256 = pg_catalog.convert_from(body, 'UTF8')::json ->> 'previousSha256'
+ WHERE format_version >= 3 AND body IS NOT NULL;
+
 -- 2. The view shows the seal, the chain link and the last check.
 CREATE OR REPLACE VIEW @extschema@.legacy_snapshots AS
 SELECT s.session_id,
@@ -118,3 +123,104 @@ GRANT EXECUTE ON FUNCTION
     @extschema@.legacy_backup_verify_all(),
     @extschema@.legacy_backup_verify_storage()
 TO legacy_backup_admin;
+
+-- 5. The audit trail leaves the database too.
+-- The audit trail in object storage (src/worker/trail.rs): the worker ships new rows of
+-- category_assignment_logs, per session, in sealed segments chained by sha256, written once to
+-- backups/{session}/trail-{sequence}.json; scrubbed and verified like snapshots. A fresh database
+-- rebuilds a session's trail from them (legacy_trail_rebuild).
+CREATE TABLE legacy_backup.trail_segments (
+    id              text PRIMARY KEY DEFAULT gen_random_uuid()::text,
+    session_id      text NOT NULL,
+    -- The database that shipped it (legacy_backup.instance): each writes a chain of its own.
+    instance        text NOT NULL CHECK (instance ~ '^[0-9a-f]{8}$'),
+    sequence        integer NOT NULL CHECK (sequence >= 1),
+    object_key      text NOT NULL UNIQUE,
+    first_log_id    bigint NOT NULL,
+    last_log_id     bigint NOT NULL,
+    row_count       integer NOT NULL CHECK (row_count >= 0),
+    body            bytea,
+    sha256          text NOT NULL CHECK (sha256 ~ '^[0-9a-f]{64}$'),
+    previous_sha256 text CHECK (previous_sha256 ~ '^[0-9a-f]{64}$'),
+    bytes           bigint NOT NULL CHECK (bytes >= 0),
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    upload_state    text NOT NULL DEFAULT 'pending' CHECK (upload_state IN ('pending', 'uploaded', 'failed')),
+    uploaded_at     timestamptz,
+    etag            text,
+    object_bytes    bigint CHECK (object_bytes >= 0),
+    sealed_key_id   text,
+    verified_at     timestamptz,
+    verify_result   text CHECK (verify_result IN ('verified', 'mismatch', 'missing', 'repaired')),
+    -- Read back from object storage by legacy_trail_rebuild, not shipped from this database.
+    rebuilt         boolean NOT NULL DEFAULT false,
+    UNIQUE (session_id, instance, sequence),
+    CHECK (object_key = 'backups/' || session_id || '/trail-' || instance || '-' || pg_catalog.lpad(sequence::text, 10, '0') || '.json')
+);
+CREATE INDEX trail_segments_pending_idx ON legacy_backup.trail_segments (created_at) WHERE upload_state = 'pending';
+COMMENT ON TABLE legacy_backup.trail_segments IS
+    'Segments of the audit trail shipped to object storage: rows, sha256, chain link, upload state, last check';
+SELECT pg_catalog.pg_extension_config_dump('legacy_backup.trail_segments', '');
+
+-- Which log rows are shipped: every id up to floor, and those above it listed in trail_shipped.
+-- The floor moves to pending_floor once every transaction that could still commit a row at or
+-- below it has ended (pending_snapshot's xmax is behind the oldest running transaction).
+CREATE TABLE legacy_backup.trail_cursor (
+    only_row         boolean PRIMARY KEY DEFAULT true CHECK (only_row),
+    floor            bigint NOT NULL DEFAULT 0,
+    pending_floor    bigint,
+    pending_snapshot pg_snapshot
+);
+INSERT INTO legacy_backup.trail_cursor DEFAULT VALUES;
+COMMENT ON TABLE legacy_backup.trail_cursor IS
+    'The audit trail''s shipping position: every log id at or below floor is in a segment (or was never committed)';
+SELECT pg_catalog.pg_extension_config_dump('legacy_backup.trail_cursor', '');
+-- This database's name for its own trail chains: made at CREATE EXTENSION and, unlike the other
+-- tables, not dumped, so a database restored from a dump starts a chain of its own instead of
+-- reaching for keys its original wrote after the dump.
+CREATE TABLE legacy_backup.instance (
+    only_row boolean PRIMARY KEY DEFAULT true CHECK (only_row),
+    id       text NOT NULL DEFAULT pg_catalog.substr(pg_catalog.md5(gen_random_uuid()::text), 1, 8)
+);
+INSERT INTO legacy_backup.instance DEFAULT VALUES;
+COMMENT ON TABLE legacy_backup.instance IS
+    'This database''s instance id, part of its trail segments'' keys (not dumped: a restored database gets its own)';
+CREATE TABLE legacy_backup.trail_shipped (
+    log_id bigint PRIMARY KEY
+);
+COMMENT ON TABLE legacy_backup.trail_shipped IS
+    'Log ids above the cursor''s floor already in a segment';
+SELECT pg_catalog.pg_extension_config_dump('legacy_backup.trail_shipped', '');
+
+GRANT SELECT ON @extschema@.category_assignment_logs TO legacy_backup_worker;
+GRANT SELECT, INSERT, UPDATE ON legacy_backup.trail_segments, legacy_backup.trail_cursor TO legacy_backup_worker;
+GRANT SELECT, INSERT, DELETE ON legacy_backup.trail_shipped TO legacy_backup_worker;
+GRANT SELECT ON legacy_backup.instance TO legacy_backup_worker;
+
+-- 6. A session's trail rebuilt from object storage.
+CREATE FUNCTION legacy_backup."trail_rebuild"("session_id" TEXT, "actor_id" TEXT, "dry_run" bool)
+RETURNS jsonb
+VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c AS 'MODULE_PATHNAME', 'legacy_backup_trail_rebuild_wrapper';
+
+CREATE FUNCTION @extschema@.legacy_trail_rebuild(session_id text, actor_id text, dry_run boolean DEFAULT true)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    report jsonb;
+BEGIN
+    report := legacy_backup.trail_rebuild(session_id, actor_id, dry_run);
+    IF report ? 'refusal' THEN
+        RAISE EXCEPTION USING ERRCODE = 'LB010', MESSAGE = report->>'refusal', DETAIL = report->>'detail',
+            HINT = 'See legacy_backup_verify_storage() for the state of every object of the session.';
+    END IF;
+    RETURN report;
+END $$;
+
+COMMENT ON FUNCTION @extschema@.legacy_trail_rebuild(text, text, boolean) IS
+    'Rebuilds a session''s audit trail from its sealed, chained segments in object storage (dry run by default); partners only; LB010 on a missing, forged or reordered segment';
+COMMENT ON FUNCTION legacy_backup.trail_rebuild(text, text, boolean) IS
+    'Internal: the rebuild behind legacy_trail_rebuild';
+REVOKE EXECUTE ON FUNCTION @extschema@.legacy_trail_rebuild(text, text, boolean),
+                           legacy_backup.trail_rebuild(text, text, boolean) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION @extschema@.legacy_trail_rebuild(text, text, boolean) TO legacy_backup_admin;

@@ -244,6 +244,34 @@ fn legacy_snapshot_fetch(_key: Option<&str>) -> String {
     .raise()
 }
 
+/// Internal: a session's audit trail rebuilt from object storage (`legacy_trail_rebuild` raises
+/// a refusal as `LB010`).
+#[pg_extern(sql = r#"
+CREATE FUNCTION legacy_backup."trail_rebuild"("session_id" TEXT, "actor_id" TEXT, "dry_run" bool)
+RETURNS jsonb
+VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c AS 'MODULE_PATHNAME', 'legacy_backup_trail_rebuild_wrapper';
+"#)]
+fn legacy_backup_trail_rebuild(
+    session_id: Option<&str>,
+    actor_id: Option<&str>,
+    dry_run: Option<bool>,
+) -> JsonB {
+    let session_id = ids::validate_id("session_id", session_id).or_raise();
+    let actor = ids::validate_id("actor_id", actor_id).or_raise();
+    let dry_run = dry_run
+        .ok_or_else(|| crate::error::LbError::null_value("dry_run"))
+        .or_raise();
+    attach::ensure_attached().or_raise();
+    JsonB(
+        match recovery::rebuild_trail(&session_id, &actor, dry_run).or_raise() {
+            Ok(report) => report,
+            Err(refusal) => serde_json::json!({"refusal": refusal.message, "detail": refusal.detail}),
+        },
+    )
+}
+
 /// Every snapshot the database knows, checked in object storage and along its chain, and every
 /// unknown object under backups/.
 #[pg_extern(volatile, parallel_unsafe, security_definer)]

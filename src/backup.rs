@@ -11,6 +11,44 @@
 use crate::storage::seal::{self, Context, KeyRing, SealError};
 use serde_json::json;
 
+/// The two kinds of backup object, each with its table of record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackupKind {
+    /// A categorization snapshot (`legacy_backup.snapshots`).
+    Snapshot,
+    /// A segment of the audit trail (`legacy_backup.trail_segments`).
+    TrailSegment,
+}
+
+impl BackupKind {
+    pub fn table(self) -> &'static str {
+        match self {
+            BackupKind::Snapshot => "legacy_backup.snapshots",
+            BackupKind::TrailSegment => "legacy_backup.trail_segments",
+        }
+    }
+
+    pub fn key_column(self) -> &'static str {
+        match self {
+            BackupKind::Snapshot => "snapshot_key",
+            BackupKind::TrailSegment => "object_key",
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            BackupKind::Snapshot => "snapshot",
+            BackupKind::TrailSegment => "trail",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<BackupKind> {
+        [BackupKind::Snapshot, BackupKind::TrailSegment]
+            .into_iter()
+            .find(|k| k.name() == name)
+    }
+}
+
 /// What the database records of a backup object.
 #[derive(Debug, Clone)]
 pub struct Recorded {
@@ -162,7 +200,8 @@ pub fn open_fetched(
 /// first found missing or different. Returns whether the object was damaged.
 pub fn record_check(
     client: &mut pgrx::spi::SpiClient<'_>,
-    snapshot_id: &str,
+    kind: BackupKind,
+    object_id: &str,
     finding: &Finding,
     actor: &str,
 ) -> crate::error::LbResult<()> {
@@ -172,27 +211,31 @@ pub fn record_check(
         Finding::Different(_) => "mismatch",
     };
     let t = client.update(
-        "WITH old AS (SELECT verify_result FROM legacy_backup.snapshots WHERE id = $1) \
-         UPDATE legacy_backup.snapshots s SET verified_at = pg_catalog.now(), \
-                verify_result = CASE WHEN $2 = 'verified' AND old.verify_result = 'repaired' THEN 'repaired' ELSE $2 END \
-         FROM old WHERE s.id = $1 \
-         RETURNING s.session_id, s.snapshot_key, old.verify_result IS DISTINCT FROM $2 AND $2 <> 'verified' AS newly_damaged",
+        &format!(
+            "WITH old AS (SELECT verify_result FROM {table} WHERE id = $1) \
+             UPDATE {table} s SET verified_at = pg_catalog.now(), \
+                    verify_result = CASE WHEN $2 = 'verified' AND old.verify_result = 'repaired' THEN 'repaired' ELSE $2 END \
+             FROM old WHERE s.id = $1 \
+             RETURNING s.session_id, s.{key} AS object_key, old.verify_result IS DISTINCT FROM $2 AND $2 <> 'verified' AS newly_damaged",
+            table = kind.table(),
+            key = kind.key_column()
+        ),
         None,
-        &[snapshot_id.into(), state.into()],
+        &[object_id.into(), state.into()],
     )?;
     if t.is_empty() {
         return Ok(());
     }
     let r = t.first();
     let session: String = r.get_by_name("session_id")?.unwrap_or_default();
-    let key: String = r.get_by_name("snapshot_key")?.unwrap_or_default();
+    let key: String = r.get_by_name("object_key")?.unwrap_or_default();
     if r.get_by_name::<bool, _>("newly_damaged")? == Some(true) {
         crate::app_audit_log::write(
             client,
             &session,
             actor,
             "R2_BACKUP_DAMAGED",
-            &json!({"snapshotId": snapshot_id, "snapshotKey": key, "state": finding.state(), "found": finding.detail()}),
+            &json!({"kind": kind.name(), "objectId": object_id, "snapshotKey": key, "state": finding.state(), "found": finding.detail()}),
         )?;
     }
     Ok(())

@@ -169,7 +169,9 @@ fn upload_lag() -> LbResult<HealthCheck> {
             "SELECT count(*) OVER (), id, session_id, \
                     to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), \
                     statement_timestamp() - created_at > pg_catalog.make_interval(secs => $1) \
-             FROM legacy_backup.snapshots WHERE upload_state <> 'uploaded' \
+             FROM (SELECT id, session_id, created_at FROM legacy_backup.snapshots WHERE upload_state <> 'uploaded' \
+                   UNION ALL \
+                   SELECT object_key, session_id, created_at FROM legacy_backup.trail_segments WHERE upload_state <> 'uploaded') o \
              ORDER BY created_at, id LIMIT 1",
             None,
             &[max_lag.as_secs_f64().into()],
@@ -197,7 +199,7 @@ fn upload_lag() -> LbResult<HealthCheck> {
             check: "snapshots awaiting upload".into(),
             ok: !late,
             detail: format!(
-                "{count} snapshot(s) not yet in object storage; the oldest, {id} of session {session}, waits since {since}{}",
+                "{count} snapshot(s) or trail segment(s) not yet in object storage; the oldest, {id} of session {session}, waits since {since}{}",
                 if late {
                     format!(", longer than legacy_backup.max_upload_lag ({limit}): see the legacy_backup_jobs view")
                 } else {
@@ -248,13 +250,17 @@ fn sealing_key() -> HealthCheck {
     }
 }
 
-/// No backup object found missing or different by its last check (the scrub, verify) and not
-/// repaired since.
+/// No backup object (snapshot or trail segment) found missing or different by its last check
+/// (the scrub, verify) and not repaired since, and no trail segment whose write-once upload found
+/// another object at its key.
 fn damaged_backups() -> LbResult<HealthCheck> {
     let (count, first) = Spi::connect(|c| {
         let t = c.select(
-            "SELECT count(*) OVER (), snapshot_key || ' (' || verify_result || ')' FROM legacy_backup.snapshots \
-             WHERE verify_result IN ('missing', 'mismatch') ORDER BY verified_at LIMIT 1",
+            "SELECT count(*) OVER (), k || ' (' || verify_result || ')' FROM ( \
+               SELECT snapshot_key AS k, verify_result, verified_at FROM legacy_backup.snapshots \
+               UNION ALL SELECT object_key, verify_result, verified_at FROM legacy_backup.trail_segments \
+               UNION ALL SELECT object_key, 'upload refused', created_at FROM legacy_backup.trail_segments WHERE upload_state = 'failed') o \
+             WHERE verify_result IN ('missing', 'mismatch', 'upload refused') ORDER BY verified_at LIMIT 1",
             None,
             &[],
         )?;

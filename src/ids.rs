@@ -62,6 +62,30 @@ pub fn snapshot_key(session_id: &str, at: DateTime<Utc>) -> String {
     )
 }
 
+/// Where segment `sequence` of a session's audit trail, shipped by database `instance`, lives:
+/// `backups/{id}/trail-{instance}-{sequence, 10 digits}.json`. Each database (a fresh install, a
+/// restore from a dump) writes a chain of its own, so it never reaches for another's keys; the
+/// digits make key order sequence order.
+pub fn trail_segment_key(session_id: &str, instance: &str, sequence: i32) -> String {
+    format!("backups/{session_id}/trail-{instance}-{sequence:010}.json")
+}
+
+/// The instance and sequence of a trail segment's key, if it is one (`trail_segment_key` read back).
+pub fn trail_segment_sequence(key: &str) -> Option<(String, i32)> {
+    let rest = key.strip_prefix("backups/")?;
+    let (session, file) = rest.split_once('/')?;
+    validate_id("session id in key", Some(session)).ok()?;
+    let (instance, digits) = file.strip_prefix("trail-")?.strip_suffix(".json")?.split_once('-')?;
+    if instance.len() != 8 || !instance.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) {
+        return None;
+    }
+    if digits.len() != 10 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let sequence: i32 = digits.parse().ok().filter(|n| *n >= 1)?;
+    Some((instance.to_string(), sequence))
+}
+
 /// The placeholder of a cleanup prefix template.
 pub const SESSION_PLACEHOLDER: &str = "{sessionId}";
 
@@ -133,6 +157,24 @@ pub fn parse_role_list(text: &str) -> Result<Vec<String>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn trail_segment_keys_round_trip() {
+        let key = trail_segment_key("s1", "0a1b2c3d", 42);
+        assert_eq!(key, "backups/s1/trail-0a1b2c3d-0000000042.json");
+        assert_eq!(trail_segment_sequence(&key), Some(("0a1b2c3d".into(), 42)));
+        for bad in [
+            "backups/s1/trail-0a1b2c3d-42.json",
+            "backups/s1/trail-0000000042.json",
+            "backups/s1/trail-0A1B2C3D-0000000042.json",
+            "backups/../trail-0a1b2c3d-0000000042.json",
+            "backups/s1/trail-0a1b2c3d-0000000000.json",
+            "backups/s1/categorization-2025.json",
+            "pst/s1/trail-0000000042.json",
+        ] {
+            assert_eq!(trail_segment_sequence(bad), None, "{bad}");
+        }
+    }
     use chrono::TimeZone;
 
     #[test]

@@ -150,6 +150,45 @@ mod tests {
     }
 
     #[pg_test]
+    fn each_snapshot_links_to_the_previous_one_of_its_session() {
+        app_with_session("s1", 20);
+        app_with_session_more("s2");
+        let first: String = one("SELECT legacy_snapshot_take('s1')->>'snapshotId'");
+        Spi::run("SELECT legacy_snapshot_take('s2')").unwrap();
+        let second: String = one("SELECT legacy_snapshot_take('s1')->>'snapshotId'");
+        let (first_sha, first_link): (Option<String>, Option<String>) = Spi::get_two_with_args(
+            "SELECT sha256, previous_sha256 FROM legacy_backup.snapshots WHERE id = $1",
+            &[first.as_str().into()],
+        )
+        .unwrap();
+        assert_eq!(first_link, None, "the first snapshot of a session links to nothing");
+        let (link, document_link): (Option<String>, Option<String>) = Spi::get_two_with_args(
+            "SELECT previous_sha256, convert_from(body, 'UTF8')::json->>'previousSha256' FROM legacy_backup.snapshots WHERE id = $1",
+            &[second.as_str().into()],
+        )
+        .unwrap();
+        assert_eq!(link, first_sha, "s2's snapshot in between is another chain");
+        assert_eq!(document_link, link, "the document carries the link the table records");
+        let version: i32 = one("SELECT format_version FROM legacy_backup.snapshots ORDER BY created_at DESC LIMIT 1");
+        assert_eq!(version, 3);
+    }
+
+    /// A second session in the tables `app_with_session` created.
+    fn app_with_session_more(session: &str) {
+        Spi::run(&format!(
+            "INSERT INTO legacy_import_sessions (id, firm_id, pst_file_name, pst_file_size, uploaded_by, status, total_documents, updated_at) \
+             VALUES ('{session}', 'f1', 'b.pst', 1, 'u1', 'InProgress', 0, now())"
+        ))
+        .unwrap();
+    }
+
+    #[pg_test(error = "\"backups/s1/../x.json\" is not a snapshot key")]
+    fn fetch_refuses_a_hostile_key_before_reaching_storage() {
+        app_with_session("s1", 1);
+        Spi::run("SELECT legacy_snapshot_fetch('backups/s1/../x.json')").unwrap();
+    }
+
+    #[pg_test]
     fn attach_is_idempotent_and_adds_missing_columns() {
         Spi::run(APP_SCHEMA).unwrap();
         let added: i64 = one("SELECT count(*) FROM legacy_backup_attach() WHERE outcome = 'added'");

@@ -13,7 +13,7 @@
 //! - Applying recomputes every denormalized counter of the session from the rows, logs each
 //!   change with source `restore`, and writes a `SNAPSHOT_RESTORED` audit row.
 
-use crate::backup::{classify, open_fetched, record_check, Finding, Recorded, Refusal};
+use crate::backup::{classify, open_fetched, record_check, BackupKind, Finding, Recorded, Refusal};
 use crate::error::{LbError, LbResult};
 use crate::snapshot::format::{
     parse_snapshot, LaterColumn, ParsedSnapshot, SnapshotDocument, SnapshotFormat, LATER_COLUMNS,
@@ -23,6 +23,7 @@ use crate::worker::settings;
 use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode;
 use serde::Serialize;
+use serde_json::json;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
 
@@ -180,7 +181,7 @@ pub fn verify(snapshot_id: &str) -> LbResult<Verification> {
         Finding::Different(_) => "mismatch",
         Finding::Sealed { .. } | Finding::Plain => "verified",
     };
-    Spi::connect_mut(|c| record_check(c, snapshot_id, &finding, &checker()))?;
+    Spi::connect_mut(|c| record_check(c, BackupKind::Snapshot, snapshot_id, &finding, &checker()))?;
     Ok(Verification {
         snapshot_id: snapshot_id.to_string(),
         snapshot_key: key,
@@ -211,17 +212,26 @@ pub struct WalkRow {
 pub fn verify_all() -> LbResult<Vec<WalkRow>> {
     let (storage, keys) = storage_and_keys()?;
     type Known = (
+        (BackupKind, String),
         String,
         Recorded,
         Option<String>,
-        i32,
+        bool,
         String,
         Option<String>,
     );
+    // Snapshots in time order, then trail segments in sequence order, per session: each kind
+    // is its own chain. (Format 3 and every trail segment carry the link.)
     let known: Vec<Known> = Spi::connect(|c| {
         let t = c.select(
-            "SELECT id, session_id, snapshot_key, sha256, sealed_key_id, previous_sha256, format_version, upload_state, verify_result \
-             FROM legacy_backup.snapshots ORDER BY session_id, snapshot_at, id",
+            "SELECT 'snapshot' AS kind, id, session_id, snapshot_key, sha256, sealed_key_id, previous_sha256, \
+                    format_version >= 3 AS linked, upload_state, verify_result, 'snapshot' AS chain, snapshot_at AS ord, 0 AS seq \
+             FROM legacy_backup.snapshots \
+             UNION ALL \
+             SELECT 'trail', id, session_id, object_key, sha256, sealed_key_id, previous_sha256, \
+                    true, upload_state, verify_result, 'trail-' || instance, created_at, sequence \
+             FROM legacy_backup.trail_segments \
+             ORDER BY session_id, chain, seq, ord, id",
             None,
             &[],
         )?;
@@ -229,41 +239,49 @@ pub fn verify_all() -> LbResult<Vec<WalkRow>> {
         for r in t {
             let text = |i: usize| r.get::<String>(i).map(Option::unwrap_or_default);
             rows.push((
-                text(1)?,
+                (
+                    BackupKind::from_name(&text(1)?).unwrap_or(BackupKind::Snapshot),
+                    text(11)?,
+                ),
+                text(2)?,
                 Recorded {
-                    object_key: text(3)?,
-                    object_id: text(1)?,
-                    session_id: text(2)?,
-                    sha256: text(4)?,
-                    sealed_key_id: r.get(5)?,
+                    object_key: text(4)?,
+                    object_id: text(2)?,
+                    session_id: text(3)?,
+                    sha256: text(5)?,
+                    sealed_key_id: r.get(6)?,
                 },
-                r.get::<String>(6)?,
-                r.get::<i32>(7)?.unwrap_or(0),
-                text(8)?,
-                r.get::<String>(9)?,
+                r.get::<String>(7)?,
+                r.get::<bool>(8)?.unwrap_or(false),
+                text(9)?,
+                r.get::<String>(10)?,
             ));
         }
         Ok::<_, LbError>(rows)
     })?;
     let listed = storage.backups.list_all("backups/", |_| {})?;
     let known_keys: std::collections::HashSet<&str> =
-        known.iter().map(|k| k.1.object_key.as_str()).collect();
+        known.iter().map(|k| k.2.object_key.as_str()).collect();
     let mut out = Vec::new();
-    let mut previous: HashMap<String, String> = HashMap::new();
-    for (id, recorded, link, format, upload_state, last_state) in &known {
-        let expected_link = previous.insert(recorded.session_id.clone(), recorded.sha256.clone());
+    let mut previous: HashMap<(String, &str), String> = HashMap::new();
+    for ((kind, chain), id, recorded, link, linked, upload_state, last_state) in &known {
+        let expected_link = previous.insert(
+            (recorded.session_id.clone(), chain.as_str()),
+            recorded.sha256.clone(),
+        );
         let row = |state: &'static str, detail: String| WalkRow {
             snapshot_key: recorded.object_key.clone(),
             session_id: recorded.session_id.clone(),
             state,
             detail,
         };
-        if *format >= 3 && link != &expected_link {
+        if *linked && link != &expected_link {
             out.push(row(
                 "broken_chain",
                 format!(
-                    "links to {}, but the session's previous snapshot is {}",
+                    "links to {}, but the session's previous {} is {}",
                     link.as_deref().unwrap_or("nothing"),
+                    kind.name(),
                     expected_link.as_deref().unwrap_or("none")
                 ),
             ));
@@ -275,7 +293,7 @@ pub fn verify_all() -> LbResult<Vec<WalkRow>> {
         }
         let found = storage.backups.get_object(&recorded.object_key)?;
         let finding = classify(&keys, recorded, found.as_deref());
-        Spi::connect_mut(|c| record_check(c, id, &finding, &checker()))?;
+        Spi::connect_mut(|c| record_check(c, *kind, id, &finding, &checker()))?;
         let state = match (&finding, last_state.as_deref()) {
             (f, Some("repaired")) if f.is_intact() => "repaired",
             (f, _) => f.state(),
@@ -309,7 +327,7 @@ pub fn verify_storage() -> LbResult<Vec<WalkRow>> {
         .collect();
     listed.sort();
     let mut out = Vec::new();
-    let mut previous: HashMap<String, String> = HashMap::new();
+    let mut previous: HashMap<(String, String), String> = HashMap::new();
     for key in listed {
         let session_id = key.split('/').nth(1).unwrap_or_default().to_string();
         let mut row = |state: &'static str, detail: String| {
@@ -320,10 +338,15 @@ pub fn verify_storage() -> LbResult<Vec<WalkRow>> {
                 detail,
             })
         };
-        if validate_snapshot_key(Some(&key)).is_err() {
-            row("unexpected", "not a snapshot key of this extension".into());
+        // Each chain apart: the session's snapshots, and each database's trail segments.
+        let chain = if validate_snapshot_key(Some(&key)).is_ok() {
+            "snapshot".to_string()
+        } else if let Some((instance, _)) = crate::ids::trail_segment_sequence(&key) {
+            format!("trail-{instance}")
+        } else {
+            row("unexpected", "not a key this extension writes".into());
             continue;
-        }
+        };
         let Some(bytes) = storage.backups.get_object(&key)? else {
             row("missing", "listed, but gone when read".into());
             continue;
@@ -350,7 +373,7 @@ pub fn verify_storage() -> LbResult<Vec<WalkRow>> {
             (bytes, None)
         };
         let sha = crate::storage::seal::sha256_hex(&plaintext);
-        let expected = previous.insert(session_id.clone(), sha.clone());
+        let expected = previous.insert((session_id.clone(), chain), sha.clone());
         match crate::snapshot::format::chain_link(&plaintext) {
             Err(e) => row("mismatch", e),
             Ok(Some(link)) if link != expected => row(
@@ -368,6 +391,203 @@ pub fn verify_storage() -> LbResult<Vec<WalkRow>> {
         }
     }
     Ok(out)
+}
+
+/// The same change of the log, in two databases (ids differ): over `s` (the rebuilt row) and the
+/// log.
+const SAME_CHANGE: &str = "EXISTS (SELECT 1 FROM @extschema@.category_assignment_logs l WHERE l.session_id = s.session_id \
+     AND l.document_id = s.document_id AND l.changed_at = s.changed_at AND l.txid = s.txid)";
+
+/// A session's audit trail rebuilt from object storage alone: its segments, in sequence, each
+/// sealed and opening at its own key, numbered without a gap, and linked to the one before. With
+/// `dry_run` false the rows missing here are inserted into `category_assignment_logs` (with this
+/// database's ids), and the segments recorded, so shipping goes on from the last one. `Err(Refusal)`
+/// (raised as LB010 by the SQL wrapper) when a segment is missing, forged, moved or out of order.
+pub fn rebuild_trail(
+    session_id: &str,
+    actor: &str,
+    dry_run: bool,
+) -> LbResult<Result<serde_json::Value, Refusal>> {
+    use crate::worker::trail::{segment_summary, TrailSegment, TRAIL_KIND};
+    crate::partner::require_partner(actor)?;
+    let (storage, keys) = storage_and_keys()?;
+    let prefix = format!("backups/{session_id}/trail-");
+    let mut listed: Vec<String> = storage
+        .backups
+        .list_all(&prefix, |_| {})?
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
+    listed.sort();
+    let refuse = |message: String| {
+        Ok(Err(Refusal {
+            message,
+            detail: "A trail is rebuilt only from sealed segments that open at their own key, numbered from 1 without a gap, each linked to the one before.".into(),
+        }))
+    };
+    if listed.is_empty() {
+        return Err(LbError::not_found(format!(
+            "no audit trail segments of session \"{session_id}\" in object storage"
+        ))
+        .hint("The worker ships the trail every legacy_backup.naptime; check legacy_backup.r2_backup_bucket and the credentials."));
+    }
+    // One chain per database that shipped the trail (its instance), each numbered from 1.
+    let mut previous: HashMap<String, (i32, Option<String>)> = HashMap::new();
+    let mut segments = Vec::new();
+    let mut recorded = Vec::new();
+    for key in &listed {
+        let Some((instance, sequence)) = crate::ids::trail_segment_sequence(key) else {
+            return refuse(format!("{key} is not a trail segment key"));
+        };
+        let (last, link) = previous.get(&instance).cloned().unwrap_or((0, None));
+        if sequence != last + 1 {
+            return refuse(format!(
+                "segment {} of chain {instance} of the trail is missing: found {key} next",
+                last + 1
+            ));
+        }
+        let Some(bytes) = storage.backups.get_object(key)? else {
+            return refuse(format!("{key} disappeared while it was read"));
+        };
+        let opened = match crate::storage::seal::open(&keys, &bytes, key, None) {
+            Ok(opened) if opened.context.session_id == session_id => opened,
+            Ok(opened) => {
+                return refuse(format!(
+                    "{key} was sealed for session {:?}",
+                    opened.context.session_id
+                ))
+            }
+            Err(e) => return refuse(format!("{key} is refused: {e}")),
+        };
+        let sha = crate::storage::seal::sha256_hex(&opened.plaintext);
+        let segment: TrailSegment = match serde_json::from_slice(&opened.plaintext) {
+            Ok(s) => s,
+            Err(e) => return refuse(format!("{key} is not a trail segment: {e}")),
+        };
+        if segment.kind != TRAIL_KIND
+            || segment.session_id != session_id
+            || segment.sequence != sequence
+        {
+            return refuse(format!(
+                "{key} holds segment {} of session {:?}",
+                segment.sequence, segment.session_id
+            ));
+        }
+        if segment.previous_sha256 != link {
+            return refuse(format!(
+                "{key} links to {}, but the segment before it is {} (a segment replaced or reordered)",
+                segment.previous_sha256.as_deref().unwrap_or("nothing"),
+                link.as_deref().unwrap_or("none")
+            ));
+        }
+        recorded.push((
+            key.clone(),
+            instance.clone(),
+            sha.clone(),
+            link.clone(),
+            opened.key_id.clone(),
+            bytes.len() as i64,
+            crate::storage::md5_hex(&bytes),
+        ));
+        previous.insert(instance, (sequence, Some(sha)));
+        segments.push(segment);
+    }
+    let rows: Vec<&serde_json::Value> = segments.iter().flat_map(|s| s.rows.iter()).collect();
+    let rows_json = serde_json::to_string(&rows).expect("rows serialize");
+    // A row is the same change when session, document, time and transaction agree: ids are this
+    // database's own (a fresh database numbers its own rows, its baseline first).
+    let present = Spi::get_one_with_args::<i64>(
+        &crate::attach::sql(&format!(
+            "SELECT count(*) FROM pg_catalog.jsonb_populate_recordset(NULL::@extschema@.category_assignment_logs, $1::jsonb) s \
+             WHERE {SAME_CHANGE}"
+        ))?,
+        &[rows_json.as_str().into()],
+    )?
+    .unwrap_or(0);
+    let mut report = json!({
+        "sessionId": session_id,
+        "dryRun": dry_run,
+        "segments": segments.iter().map(segment_summary).collect::<Vec<_>>(),
+        "rows": rows.len(),
+        "alreadyPresent": present,
+        "toInsert": rows.len() as i64 - present,
+    });
+    if dry_run {
+        return Ok(Ok(report));
+    }
+    Spi::connect_mut(|client| -> LbResult<()> {
+        // Inserted with new ids, in their original order; `undone_by` then points at the new id
+        // of the undo's own row. The new ids are shipped already (they are in these segments).
+        let mapping = client
+            .update(
+                &crate::attach::sql(&format!(
+                    "WITH s AS (SELECT * FROM pg_catalog.jsonb_populate_recordset(NULL::@extschema@.category_assignment_logs, $1::jsonb) s \
+                                WHERE NOT {SAME_CHANGE}), \
+                     i AS (INSERT INTO @extschema@.category_assignment_logs (session_id, document_id, old_category_id, new_category_id, \
+                             old_status, new_status, old_categorized_by, new_categorized_by, old_categorized_at, new_categorized_at, \
+                             changed_by, attribution, changed_at, source, txid, db_role) \
+                           SELECT session_id, document_id, old_category_id, new_category_id, old_status, new_status, \
+                             old_categorized_by, new_categorized_by, old_categorized_at, new_categorized_at, \
+                             changed_by, attribution, changed_at, source, txid, db_role FROM s ORDER BY id \
+                           RETURNING id, session_id, document_id, changed_at, txid) \
+                     SELECT coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object('old', s.id, 'new', i.id, 'undoneBy', s.undone_by)), '[]')::text \
+                     FROM s JOIN i ON i.session_id = s.session_id AND i.document_id = s.document_id \
+                                  AND i.changed_at = s.changed_at AND i.txid = s.txid"
+                ))?,
+                None,
+                &[rows_json.as_str().into()],
+            )?
+            .first()
+            .get_one::<String>()?
+            .unwrap_or_else(|| "[]".into());
+        let inserted = client
+            .update(
+                &crate::attach::sql(
+                    "WITH m AS (SELECT (e->>'old')::bigint AS old_id, (e->>'new')::bigint AS new_id, (e->>'undoneBy')::bigint AS undone_by \
+                                FROM pg_catalog.jsonb_array_elements($1::jsonb) e), \
+                     u AS (UPDATE @extschema@.category_assignment_logs l SET undone_by = mu.new_id \
+                           FROM m, m mu WHERE l.id = m.new_id AND mu.old_id = m.undone_by RETURNING 1), \
+                     shipped AS (INSERT INTO legacy_backup.trail_shipped (log_id) \
+                           SELECT new_id FROM m WHERE new_id > (SELECT floor FROM legacy_backup.trail_cursor) ON CONFLICT DO NOTHING RETURNING 1) \
+                     SELECT count(*) FROM m",
+                )?,
+                None,
+                &[mapping.as_str().into()],
+            )?
+            .first()
+            .get_one::<i64>()?
+            .unwrap_or(0);
+        for (segment, (key, instance, sha, previous, key_id, object_bytes, etag)) in
+            segments.iter().zip(&recorded)
+        {
+            client.update(
+                "INSERT INTO legacy_backup.trail_segments (session_id, sequence, object_key, first_log_id, last_log_id, \
+                   row_count, sha256, previous_sha256, bytes, upload_state, uploaded_at, etag, object_bytes, sealed_key_id, rebuilt, instance) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'uploaded', now(), $10, $11, $12, true, $13) \
+                 ON CONFLICT (object_key) DO NOTHING",
+                None,
+                &[
+                    session_id.into(),
+                    segment.sequence.into(),
+                    key.as_str().into(),
+                    segment.first_log_id.into(),
+                    segment.last_log_id.into(),
+                    (segment.rows.len() as i32).into(),
+                    sha.as_str().into(),
+                    previous.as_deref().into(),
+                    (serde_json::to_vec(segment).map(|b| b.len()).unwrap_or(0) as i64).into(),
+                    etag.as_str().into(),
+                    (*object_bytes).into(),
+                    key_id.as_str().into(),
+                    instance.as_str().into(),
+                ],
+            )?;
+        }
+        report["inserted"] = json!(inserted);
+        crate::app_audit_log::write(client, session_id, actor, "AUDIT_TRAIL_REBUILT", &report)?;
+        Ok(())
+    })?;
+    Ok(Ok(report))
 }
 
 #[derive(Serialize, Clone)]

@@ -102,7 +102,7 @@ pub(super) struct JobError {
     retryable: bool,
     /// A backup object that is not what was written (found by a write-once upload): an alarm in
     /// the audit log and in health, never an overwrite.
-    damaged: bool,
+    pub(super) damaged: bool,
 }
 
 impl JobError {
@@ -280,8 +280,10 @@ impl Runner {
                 return true; // let the loop check its latch and signals
             }
         }
-        // Then the objects due for their scrub; a full batch means more may be due.
-        self.scrub() >= super::scrub::SCRUB_BATCH as usize
+        // Then the audit trail's new rows, and the objects due for their scrub; a full batch
+        // means more may be waiting.
+        let more_trail = self.ship_trail();
+        self.scrub() >= super::scrub::SCRUB_BATCH as usize || more_trail
     }
 
     fn run(&mut self, job: &Job) -> Result<serde_json::Value, JobError> {
@@ -655,6 +657,7 @@ fn finish(client: &mut SpiClient<'_>, job: &Job, outcome: Result<serde_json::Val
                 let written = crate::privilege::bounded_subtransaction(|| {
                     crate::backup::record_check(
                         client,
+                        crate::backup::BackupKind::Snapshot,
                         job.snapshot_id.as_deref().unwrap_or_default(),
                         &finding,
                         WORKER_ACTOR,

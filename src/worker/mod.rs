@@ -15,6 +15,7 @@
 
 pub mod jobs;
 pub mod scrub;
+pub mod trail;
 pub mod settings;
 
 use pgrx::bgworkers::{

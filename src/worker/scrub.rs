@@ -8,7 +8,7 @@
 //!   and only then is its state good again.
 
 use super::jobs::{put_backup, JobError, Runner, WORKER_ACTOR};
-use crate::backup::{classify, Finding, Recorded};
+use crate::backup::{classify, BackupKind, Finding, Recorded};
 use pgrx::prelude::*;
 use serde_json::json;
 
@@ -17,6 +17,7 @@ use serde_json::json;
 pub const SCRUB_BATCH: i64 = 20;
 
 struct Due {
+    kind: BackupKind,
     recorded: Recorded,
     has_body: bool,
 }
@@ -27,10 +28,15 @@ impl Runner {
         let interval = crate::guc::scrub_interval().as_secs_f64();
         let due = super::jobs::in_transaction(|client| {
             let t = client.update(
-                "SELECT id, session_id, snapshot_key, sha256, sealed_key_id, body IS NOT NULL AS has_body \
-                 FROM legacy_backup.snapshots WHERE upload_state = 'uploaded' \
-                   AND coalesce(verified_at, uploaded_at) + pg_catalog.make_interval(secs => $1) <= now() \
-                 ORDER BY coalesce(verified_at, uploaded_at), id LIMIT $2",
+                "SELECT * FROM ( \
+                   SELECT 'snapshot' AS kind, id, session_id, snapshot_key AS object_key, sha256, sealed_key_id, \
+                          body IS NOT NULL AS has_body, coalesce(verified_at, uploaded_at) AS last \
+                   FROM legacy_backup.snapshots WHERE upload_state = 'uploaded' \
+                   UNION ALL \
+                   SELECT 'trail', id, session_id, object_key, sha256, sealed_key_id, body IS NOT NULL, coalesce(verified_at, uploaded_at) \
+                   FROM legacy_backup.trail_segments WHERE upload_state = 'uploaded') o \
+                 WHERE last + pg_catalog.make_interval(secs => $1) <= now() \
+                 ORDER BY last, id LIMIT $2",
                 None,
                 &[interval.into(), SCRUB_BATCH.into()],
             )?;
@@ -38,8 +44,9 @@ impl Runner {
             for r in t {
                 let text = |n: &str| r.get_by_name::<String, _>(n).map(Option::unwrap_or_default);
                 due.push(Due {
+                    kind: BackupKind::from_name(&text("kind")?).unwrap_or(BackupKind::Snapshot),
                     recorded: Recorded {
-                        object_key: text("snapshot_key")?,
+                        object_key: text("object_key")?,
                         object_id: text("id")?,
                         session_id: text("session_id")?,
                         sha256: text("sha256")?,
@@ -93,9 +100,9 @@ impl Runner {
         let finding = classify(keys, r, found.as_deref());
         let id = r.object_id.clone();
         {
-            let (id, finding) = (id.clone(), finding.clone());
+            let (id, finding, kind) = (id.clone(), finding.clone(), item.kind);
             record(move |client| {
-                crate::backup::record_check(client, &id, &finding, WORKER_ACTOR)
+                crate::backup::record_check(client, kind, &id, &finding, WORKER_ACTOR)
                     .map_err(|e| JobError::transient(e.message))
             })?;
         }
@@ -108,10 +115,11 @@ impl Runner {
         }
         // Put it back from the database's body (write-once when missing; a different object is
         // not ours and is replaced).
+        let table = item.kind.table();
         let body = super::jobs::in_transaction(|client| {
             client
                 .select(
-                    "SELECT body FROM legacy_backup.snapshots WHERE id = $1",
+                    &format!("SELECT body FROM {table} WHERE id = $1"),
                     None,
                     &[id.as_str().into()],
                 )?
@@ -125,8 +133,9 @@ impl Runner {
         let found = detail;
         record(move |client| {
             let t = client.update(
-                "UPDATE legacy_backup.snapshots SET verified_at = now(), verify_result = 'repaired', etag = $2, \
-                        object_bytes = $3, sealed_key_id = $4 WHERE id = $1 RETURNING session_id, snapshot_key",
+                &format!("UPDATE {table} SET verified_at = now(), verify_result = 'repaired', etag = $2, \
+                        object_bytes = $3, sealed_key_id = $4 WHERE id = $1 RETURNING session_id, {key} AS object_key",
+                        key = item.kind.key_column()),
                 None,
                 &[
                     id.as_str().into(),
@@ -140,13 +149,13 @@ impl Runner {
             }
             let row = t.first();
             let session: String = row.get_by_name("session_id")?.unwrap_or_default();
-            let key: String = row.get_by_name("snapshot_key")?.unwrap_or_default();
+            let key: String = row.get_by_name("object_key")?.unwrap_or_default();
             crate::app_audit_log::write(
                 client,
                 &session,
                 WORKER_ACTOR,
                 "R2_BACKUP_REPAIRED",
-                &json!({"snapshotId": id, "snapshotKey": key, "found": found, "sealedKeyId": put.key_id, "objectBytes": put.object_bytes}),
+                &json!({"kind": item.kind.name(), "objectId": id, "snapshotKey": key, "found": found, "sealedKeyId": put.key_id, "objectBytes": put.object_bytes}),
             )
             .map_err(|e| JobError::transient(e.message))?;
             Ok(())

@@ -69,6 +69,25 @@ check "fetch opens a sealed object: the stored document" "$(q app -c "SELECT sha
 check "verify_all: all ok" "ok ok ok ok" "$(q app -c "SELECT string_agg(state, ' ' ORDER BY snapshot_key) FROM legacy_backup_verify_all()")"
 check "verify_storage: seals and chains ok" "ok ok ok ok" "$(q app -c "SELECT string_agg(state, ' ' ORDER BY snapshot_key) FROM legacy_backup_verify_storage()")"
 
+echo "the audit trail leaves the database: sealed, chained segments within the naptime"
+trail_total() { q app -c "SELECT count(*) FROM category_assignment_logs WHERE session_id = '$1'"; }
+trail_up() { q app -c "SELECT coalesce(sum(row_count), 0) FROM legacy_backup.trail_segments WHERE session_id = '$1' AND upload_state = 'uploaded'"; }
+wait_for "every log row of s1 is in an uploaded segment" "SELECT ($(trail_total s1) = (SELECT coalesce(sum(row_count), 0) FROM legacy_backup.trail_segments WHERE session_id = 's1' AND upload_state = 'uploaded'))::text" true 15
+T_MID=$(q app -c "SELECT now()")
+sleep 0.2
+start=$(date +%s%N)
+q app -c "BEGIN" -c "SET LOCAL legacy_backup.actor = 'u-associate'" \
+      -c "UPDATE extracted_documents SET category_id = 's1-cat-003', status = 'Categorized', categorized_by = 'u-associate', categorized_at = now() WHERE id IN (SELECT id FROM extracted_documents WHERE session_id = 's1' AND status = 'Uncategorized' ORDER BY id LIMIT 3)" -c "COMMIT" >/dev/null
+wait_for "three more rows shipped" "SELECT ($(trail_total s1) = (SELECT coalesce(sum(row_count), 0) FROM legacy_backup.trail_segments WHERE session_id = 's1' AND upload_state = 'uploaded'))::text" true 5
+echo "  info: commit to shipped in $(( ($(date +%s%N) - start) / 1000000 )) ms (naptime 1 s)"
+seg=$(q app -c "SELECT object_key FROM legacy_backup.trail_segments WHERE session_id = 's1' ORDER BY sequence DESC LIMIT 1")
+check "the newest segment is sealed" LBSEAL "$(head -c 6 "$BAK/$seg")"
+check "no actor or document id in clear" 0 "$(grep -c -a -e 'u-associate' -e 's1-doc' "$BAK/$seg" || true)"
+check "segments chained: each links to the one before" 0 \
+  "$(q app -c "SELECT count(*) FROM legacy_backup.trail_segments n LEFT JOIN legacy_backup.trail_segments p ON p.session_id = n.session_id AND p.instance = n.instance AND p.sequence = n.sequence - 1 WHERE n.previous_sha256 IS DISTINCT FROM p.sha256")"
+check "verify_all: trail segments ok too" 0 "$(q app -c "SELECT count(*) FROM legacy_backup_verify_all() WHERE snapshot_key LIKE '%/trail-%' AND state <> 'ok'")"
+check "verify_storage: trail chains ok" 0 "$(q app -c "SELECT count(*) FROM legacy_backup_verify_storage() WHERE snapshot_key LIKE '%/trail-%' AND state <> 'ok'")"
+
 echo "a holder of the bucket's credentials"
 cp "$BAK/$k3" "$CLUSTER/k3.orig"; cp "$BAK/$kb" "$CLUSTER/kb.orig"
 flip "$BAK/$k3"
@@ -96,6 +115,9 @@ rm "$BAK/backups/s2/categorization-2030-01-01T00-00-00-000Z.json"
 
 echo "the scrub: damage noticed, audited, repaired"
 rm "$BAK/$k2"
+seg1=$(q app -c "SELECT object_key FROM legacy_backup.trail_segments WHERE session_id = 's1' ORDER BY sequence LIMIT 1")
+rm "$BAK/$seg1"
+printf '{"formatVersion":1,"kind":"auditTrail","sessionId":"s1","rows":[]}' >"$BAK/$seg"
 # a1's body pruned: the scrub cannot put it back.
 q app -c "UPDATE legacy_backup.snapshots SET body = NULL, pruned_at = now() WHERE id = '$a1'"
 flip "$BAK/$k1"
@@ -103,8 +125,10 @@ q postgres -c "ALTER SYSTEM SET legacy_backup.scrub_interval = '1s'" -c "SELECT 
 wait_for "k3 (forged) repaired" "SELECT verify_result FROM legacy_backup.snapshots WHERE id = '$a3'" repaired 20
 wait_for "k2 (deleted) repaired" "SELECT verify_result FROM legacy_backup.snapshots WHERE id = '$a2'" repaired 20
 wait_for "k1 (flipped, body pruned) stays damaged" "SELECT verify_result FROM legacy_backup.snapshots WHERE id = '$a1'" mismatch 20
-check "R2_BACKUP_DAMAGED rows for the three" 3 "$(q app -c "SELECT count(DISTINCT details->>'snapshotKey') FROM legacy_import_audit_logs WHERE action = 'R2_BACKUP_DAMAGED'")"
-check "R2_BACKUP_REPAIRED rows for the two" 2 "$(q app -c "SELECT count(DISTINCT details->>'snapshotKey') FROM legacy_import_audit_logs WHERE action = 'R2_BACKUP_REPAIRED'")"
+wait_for "the deleted trail segment repaired" "SELECT verify_result FROM legacy_backup.trail_segments WHERE object_key = '$seg1'" repaired 20
+wait_for "the forged trail segment repaired" "SELECT verify_result FROM legacy_backup.trail_segments WHERE object_key = '$seg'" repaired 20
+check "R2_BACKUP_DAMAGED rows for the five" 5 "$(q app -c "SELECT count(DISTINCT details->>'snapshotKey') FROM legacy_import_audit_logs WHERE action = 'R2_BACKUP_DAMAGED'")"
+check "R2_BACKUP_REPAIRED rows for the four" 4 "$(q app -c "SELECT count(DISTINCT details->>'snapshotKey') FROM legacy_import_audit_logs WHERE action = 'R2_BACKUP_REPAIRED'")"
 check "the repaired objects are sealed again and open" "2" \
   "$(q app -c "SELECT count(*) FROM legacy_backup_verify_all() WHERE snapshot_key IN ('$k2', '$k3') AND state IN ('ok', 'repaired')")"
 check "health: backup objects not ok while k1 is damaged" f "$(health 'backup objects')"
@@ -136,8 +160,9 @@ wait_for "b2 uploaded" "SELECT upload_state FROM legacy_backup.snapshots WHERE i
 export_and_make_due s2
 wait_for "s2 cleaned up" "SELECT cleaned_up_at IS NOT NULL FROM legacy_import_sessions WHERE id = 's2'" t 20
 check "source files deleted" 0 "$(find "$SRC/pst/s2" "$SRC/documents/s2" -type f | wc -l)"
-check "every backup object still there (six snapshots)" 6 "$(find "$BAK/backups" -type f -name '*.json' | wc -l)"
+check "every backup object still there (six snapshots)" 6 "$(find "$BAK/backups" -type f -name 'categorization-*.json' | wc -l)"
 
+T_END=$(q app -c "SELECT now()")
 echo "the disaster drill: a fresh database, the same credentials file and key"
 q postgres -c "CREATE DATABASE drill"
 load_app drill s1 200
@@ -153,6 +178,22 @@ q drill -c "SELECT legacy_snapshot_import(legacy_snapshot_fetch('$newest'), 'u-p
 check "imported: the categorization equals the source database's" \
   "$(q app -c "SELECT md5(string_agg(concat_ws(',', id, category_id, status), '|' ORDER BY id)) FROM extracted_documents WHERE session_id = 's1'")" \
   "$(q drill -c "SELECT md5(string_agg(concat_ws(',', id, category_id, status), '|' ORDER BY id)) FROM extracted_documents WHERE session_id = 's1'")"
+wait_for "the trail is fully shipped before the drill" "SELECT ($(trail_total s1) = (SELECT coalesce(sum(row_count), 0) FROM legacy_backup.trail_segments WHERE session_id = 's1' AND upload_state = 'uploaded'))::text" true 15
+dry=$(q drill -c "SELECT legacy_trail_rebuild('s1', 'u-partner')")
+echo "  info: trail rebuild, dry run: $(echo "$dry" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(len(d["segments"]), "segments,", d["rows"], "rows,", d["toInsert"], "to insert")')"
+check "dry run: every row of the source database's trail is in storage" "$(trail_total s1)" "$(echo "$dry" | python3 -c 'import json,sys; print(json.load(sys.stdin)["rows"])')"
+q drill -c "SELECT legacy_trail_rebuild('s1', 'u-partner', false)" >/dev/null
+who() { q "$1" -c "SELECT string_agg(changed_by || ':' || count, ',' ORDER BY changed_by) FROM (SELECT changed_by, count(*) FROM category_assignment_logs WHERE session_id = 's1' AND changed_at < '$T_END' GROUP BY 1) x"; }
+check "who did what: the same in the rebuilt trail" "$(who app)" "$(who drill)"
+pit() { q "$1" -c "SELECT md5(string_agg(concat_ws(',', document_id, category_id, status, changed_by), '|' ORDER BY document_id)) FROM legacy_categorization_at('s1', '$T_MID')"; }
+check "point in time: the session as it was before the last change, the same" "$(pit app)" "$(pit drill)"
+doc=$(q app -c "SELECT document_id FROM category_assignment_logs WHERE session_id = 's1' AND changed_by = 'u-associate' LIMIT 1")
+check "a document's history names u-associate" u-associate "$(q drill -c "SELECT changed_by FROM legacy_document_history('$doc') WHERE changed_by = 'u-associate' LIMIT 1")"
+check "rebuilt twice: nothing added" 0 "$(q drill -c "SELECT legacy_trail_rebuild('s1', 'u-partner', false)->>'inserted'")"
+cp "$BAK/$seg1" "$CLUSTER/seg1.keep"; flip "$BAK/$seg1"
+check "a tampered trail segment: the rebuild is refused with LB010" "LB010" \
+  "$(q drill -c "DO \$\$ BEGIN PERFORM legacy_trail_rebuild('s1', 'u-partner'); EXCEPTION WHEN OTHERS THEN RAISE EXCEPTION '%', SQLSTATE; END \$\$" 2>&1 | grep -o 'LB010' | head -1)"
+cp "$CLUSTER/seg1.keep" "$BAK/$seg1"
 flip "$BAK/$newest"
 check "a tampered newest backup is refused in the fresh database" "LB010" \
   "$(q drill -c "DO \$\$ BEGIN PERFORM legacy_snapshot_fetch('$newest'); EXCEPTION WHEN OTHERS THEN RAISE EXCEPTION '%', SQLSTATE; END \$\$" 2>&1 | grep -o 'LB010' | head -1)"

@@ -61,4 +61,9 @@ echo "the updated extension works on the old data"
 check "history spans the update" t "$(q old -c "SELECT count(*) >= 2 FROM legacy_document_history('up-doc-000002')")"
 check "undo walks back into pre-update changes" "up-doc-000004" "$(q old -c "SELECT legacy_undo_last_categorization('u-paralegal')->'documents'->0->>'documentId'")"
 check "a snapshot taken after the update" 4 "$(q old -c "SELECT legacy_snapshot_take('up') IS NOT NULL" >/dev/null; q old -c "SELECT count(*) FROM legacy_backup.snapshots")"
+check "snapshots from before 0.6.0 are shown plain, with their recorded sha256" "3 0" \
+  "$(q old -F' ' -c "SELECT count(*) FILTER (WHERE NOT sealed AND sha256 ~ '^[0-9a-f]{64}$'), count(*) FILTER (WHERE key_id IS NOT NULL) FROM legacy_snapshots WHERE snapshot_at < (SELECT max(snapshot_at) FROM legacy_snapshots)")"
+check "every recorded chain link is the sha256 of the session's snapshot before" "0 t" \
+  "$(q old -F' ' -c "SELECT count(*) FILTER (WHERE n.previous_sha256 IS DISTINCT FROM p.sha256 AND n.previous_sha256 IS NOT NULL), bool_or(n.previous_sha256 IS NOT NULL)
+                     FROM legacy_backup.snapshots n LEFT JOIN LATERAL (SELECT sha256 FROM legacy_backup.snapshots p WHERE p.session_id = n.session_id AND p.snapshot_at < n.snapshot_at ORDER BY p.snapshot_at DESC LIMIT 1) p ON true")"
 check "the new DROP EXTENSION guard protects the old data" 2BP01 "$(q old -c "DO \$\$ BEGIN DROP EXTENSION legacy_backup CASCADE; EXCEPTION WHEN others THEN RAISE NOTICE '%', SQLSTATE; END \$\$" 2>&1 | sed -n 's/.*NOTICE: *//p')"
