@@ -204,12 +204,13 @@ SELECT pg_catalog.pg_extension_config_dump('legacy_backup.trail_segments', '');
 
 -- Which log rows are shipped: every id up to floor, and those above it listed in trail_shipped.
 -- The floor moves to pending_floor once every transaction that could still commit a row at or
--- below it has ended (pending_snapshot's xmax is behind the oldest running transaction).
+-- below it has ended: all those began before pending_xid, the shipping transaction's own xid,
+-- taken after it read the rows.
 CREATE TABLE legacy_backup.trail_cursor (
-    only_row         boolean PRIMARY KEY DEFAULT true CHECK (only_row),
-    floor            bigint NOT NULL DEFAULT 0,
-    pending_floor    bigint,
-    pending_snapshot pg_snapshot
+    only_row      boolean PRIMARY KEY DEFAULT true CHECK (only_row),
+    floor         bigint NOT NULL DEFAULT 0,
+    pending_floor bigint,
+    pending_xid   xid8
 );
 INSERT INTO legacy_backup.trail_cursor DEFAULT VALUES;
 COMMENT ON TABLE legacy_backup.trail_cursor IS

@@ -267,7 +267,9 @@ fn legacy_backup_trail_rebuild(
     JsonB(
         match recovery::rebuild_trail(&session_id, &actor, dry_run).or_raise() {
             Ok(report) => report,
-            Err(refusal) => serde_json::json!({"refusal": refusal.message, "detail": refusal.detail}),
+            Err(refusal) => {
+                serde_json::json!({"refusal": refusal.message, "detail": refusal.detail})
+            }
         },
     )
 }

@@ -75,8 +75,15 @@ pub fn trail_segment_sequence(key: &str) -> Option<(String, i32)> {
     let rest = key.strip_prefix("backups/")?;
     let (session, file) = rest.split_once('/')?;
     validate_id("session id in key", Some(session)).ok()?;
-    let (instance, digits) = file.strip_prefix("trail-")?.strip_suffix(".json")?.split_once('-')?;
-    if instance.len() != 8 || !instance.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) {
+    let (instance, digits) = file
+        .strip_prefix("trail-")?
+        .strip_suffix(".json")?
+        .split_once('-')?;
+    if instance.len() != 8
+        || !instance
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    {
         return None;
     }
     if digits.len() != 10 || !digits.bytes().all(|b| b.is_ascii_digit()) {

@@ -161,15 +161,23 @@ mod tests {
             &[first.as_str().into()],
         )
         .unwrap();
-        assert_eq!(first_link, None, "the first snapshot of a session links to nothing");
+        assert_eq!(
+            first_link, None,
+            "the first snapshot of a session links to nothing"
+        );
         let (link, document_link): (Option<String>, Option<String>) = Spi::get_two_with_args(
             "SELECT previous_sha256, convert_from(body, 'UTF8')::json->>'previousSha256' FROM legacy_backup.snapshots WHERE id = $1",
             &[second.as_str().into()],
         )
         .unwrap();
         assert_eq!(link, first_sha, "s2's snapshot in between is another chain");
-        assert_eq!(document_link, link, "the document carries the link the table records");
-        let version: i32 = one("SELECT format_version FROM legacy_backup.snapshots ORDER BY created_at DESC LIMIT 1");
+        assert_eq!(
+            document_link, link,
+            "the document carries the link the table records"
+        );
+        let version: i32 = one(
+            "SELECT format_version FROM legacy_backup.snapshots ORDER BY created_at DESC LIMIT 1",
+        );
         assert_eq!(version, 3);
     }
 

@@ -516,6 +516,8 @@ pub fn rebuild_trail(
         return Ok(Ok(report));
     }
     Spi::connect_mut(|client| -> LbResult<()> {
+        // An xid before any id (the trail's shipping relies on it: worker/trail.rs).
+        client.update("SELECT pg_catalog.pg_current_xact_id()", None, &[])?;
         // Inserted with new ids, in their original order; `undone_by` then points at the new id
         // of the undo's own row. The new ids are shipped already (they are in these segments).
         let mapping = client

@@ -15,8 +15,8 @@
 
 pub mod jobs;
 pub mod scrub;
-pub mod trail;
 pub mod settings;
+pub mod trail;
 
 use pgrx::bgworkers::{
     BackgroundWorker, BackgroundWorkerBuilder, BackgroundWorkerStatus, BgWorkerStartTime,

@@ -6,11 +6,12 @@
 //! reordered segment is visible from the objects alone.
 //!
 //! Which rows are new: every id at or below `trail_cursor.floor` is shipped, and those above it
-//! that are shipped are listed in `trail_shipped`. A row's transaction has its xid before the row
-//! takes its id (it changed a document first), so the ids not yet visible at a snapshot S, up to
-//! the largest id visible at S, belong to transactions older than S's xmax; once the oldest running
-//! transaction is past that xmax, those ids are final, and everything at or below that largest id
-//! that ever committed was read by the cycle that saw it: the floor moves there.
+//! that are shipped are listed in `trail_shipped`. A log row's transaction has its xid before the
+//! row takes its id (it changed a document first; the rebuild takes one first), and ids are handed
+//! out in order. So an id at or below the largest id a read saw was taken, with an xid, before that
+//! read; the shipping transaction then takes its own xid X. Once the oldest running transaction is
+//! at or past X, every one of those transactions has ended, and a read from then on sees every one
+//! of their rows that committed: that cycle ships them, and the floor moves to that largest id.
 
 use super::jobs::{in_transaction, put_backup, Runner, WORKER_ACTOR};
 use crate::backup::{BackupKind, Finding, Recorded};
@@ -171,15 +172,14 @@ fn cut(client: &mut pgrx::spi::SpiClient<'_>) -> Result<bool, String> {
     let spi = |e: pgrx::spi::SpiError| e.to_string();
     // One statement: the rows, the largest visible id and the snapshot they were read under.
     let read = crate::attach::sql(
-        "WITH c AS (SELECT floor, pending_floor, pending_snapshot FROM legacy_backup.trail_cursor), \
+        "WITH c AS (SELECT floor, pending_floor, pending_xid FROM legacy_backup.trail_cursor), \
          n AS (SELECT l.id, l.session_id, pg_catalog.to_jsonb(l) AS r FROM @extschema@.category_assignment_logs l, c \
                WHERE l.id > c.floor AND NOT EXISTS (SELECT 1 FROM legacy_backup.trail_shipped s WHERE s.log_id = l.id) \
                ORDER BY l.id LIMIT $1) \
          SELECT (SELECT count(*) FROM n) AS n, \
                 (SELECT max(l.id) FROM @extschema@.category_assignment_logs l, c WHERE l.id > c.floor) AS max_id, \
-                pg_catalog.pg_current_snapshot()::text AS snap, \
-                (SELECT c.pending_snapshot IS NOT NULL AND pg_catalog.pg_snapshot_xmax(c.pending_snapshot) \
-                        <= pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot()) FROM c) AS advance, \
+                (SELECT c.pending_xid IS NOT NULL \
+                        AND pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot()) >= c.pending_xid FROM c) AS advance, \
                 (SELECT pg_catalog.json_agg(pg_catalog.json_build_object('id', id, 'sessionId', session_id, 'row', r) \
                         ORDER BY session_id, id) FROM n)::text AS rows",
     )
@@ -190,7 +190,6 @@ fn cut(client: &mut pgrx::spi::SpiClient<'_>) -> Result<bool, String> {
     let r = t.first();
     let n: i64 = r.get_by_name("n").map_err(spi)?.unwrap_or(0);
     let max_id: Option<i64> = r.get_by_name("max_id").map_err(spi)?;
-    let snap: String = r.get_by_name("snap").map_err(spi)?.unwrap_or_default();
     let advance: bool = r.get_by_name("advance").map_err(spi)?.unwrap_or(false);
     let rows: Option<String> = r.get_by_name("rows").map_err(spi)?;
     let truncated = n >= SHIP_BATCH;
@@ -208,14 +207,21 @@ fn cut(client: &mut pgrx::spi::SpiClient<'_>) -> Result<bool, String> {
     };
     let mut by_session: BTreeMap<String, Vec<NewRow>> = BTreeMap::new();
     for row in rows {
-        by_session.entry(row.session_id.clone()).or_default().push(row);
+        by_session
+            .entry(row.session_id.clone())
+            .or_default()
+            .push(row);
     }
     for (session_id, rows) in by_session {
         // A session id that could not be part of a key is skipped (never written under another key).
         if crate::ids::validate_id("session_id", Some(&session_id)).is_err() {
             warning!("legacy_backup worker: audit trail: session id {session_id:?} cannot name an object; its rows stay in the database only");
         } else {
-            write_segment(client, &session_id, &rows.iter().map(|r| (r.id, &r.row)).collect::<Vec<_>>())?;
+            write_segment(
+                client,
+                &session_id,
+                &rows.iter().map(|r| (r.id, &r.row)).collect::<Vec<_>>(),
+            )?;
         }
         let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
         client
@@ -227,15 +233,16 @@ fn cut(client: &mut pgrx::spi::SpiClient<'_>) -> Result<bool, String> {
             .map_err(spi)?;
     }
     if !truncated {
+        // pg_current_xact_id(): this transaction's xid, taken after the read if it had none.
         client
             .update(
                 "UPDATE legacy_backup.trail_cursor SET \
                     floor = CASE WHEN $1 THEN pending_floor ELSE floor END, \
-                    pending_floor = CASE WHEN $1 OR pending_snapshot IS NULL THEN $2 ELSE pending_floor END, \
-                    pending_snapshot = CASE WHEN $2 IS NULL AND ($1 OR pending_snapshot IS NULL) THEN NULL \
-                                            WHEN $1 OR pending_snapshot IS NULL THEN $3::pg_snapshot ELSE pending_snapshot END",
+                    pending_floor = CASE WHEN $1 OR pending_xid IS NULL THEN $2 ELSE pending_floor END, \
+                    pending_xid = CASE WHEN $2 IS NULL AND ($1 OR pending_xid IS NULL) THEN NULL \
+                                       WHEN $1 OR pending_xid IS NULL THEN pg_catalog.pg_current_xact_id() ELSE pending_xid END",
                 None,
-                &[advance.into(), max_id.into(), snap.as_str().into()],
+                &[advance.into(), max_id.into()],
             )
             .map_err(spi)?;
         client
