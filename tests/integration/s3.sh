@@ -31,8 +31,10 @@ start_s3() {
 # The secret goes in a credentials file (0600, readable by the server's user), as docs/operations.md
 # recommends: PostgreSQL logs a setting's new value when a reload changes it.
 CREDENTIALS=$ROOT/.tmp/integration/$TEST_NAME-r2.env
+# With SEALING_KEY set (64 hex digits), backups are sealed with it (LEGACY_BACKUP_KEY).
 write_credentials() { # secret
   printf 'R2_ACCESS_KEY_ID=%s\nR2_SECRET_ACCESS_KEY=%s\n' "$S3_ACCESS_KEY" "$1" >"$CREDENTIALS"
+  [ -z "${SEALING_KEY:-}" ] || printf 'LEGACY_BACKUP_KEY=%s\n' "$SEALING_KEY" >>"$CREDENTIALS"
   chown postgres "$CREDENTIALS"; chmod 600 "$CREDENTIALS"
 }
 

@@ -54,7 +54,7 @@ for id in $a1 $a2 $a3 $b1; do
 done
 k1=$(key_of "$a1"); k2=$(key_of "$a2"); k3=$(key_of "$a3"); kb=$(key_of "$b1")
 check "objects are in the backup bucket, none in the source bucket" "4 0" \
-  "$(find "$BAK/backups" -type f -name '*.json' | wc -l) $(find "$SRC" -path '*backups*' -type f 2>/dev/null | wc -l)"
+  "$(find "$BAK/backups" -type f -name 'categorization-*.json' | wc -l) $(find "$SRC" -path '*backups*' -type f 2>/dev/null | wc -l)"
 check "each object starts with the envelope's magic" LBSEAL "$(head -c 6 "$BAK/$k3")"
 check "no content in clear (file names, subjects)" 0 "$(grep -c -a -e 'archive-s1' -e 'formatVersion' "$BAK/$k3" || true)"
 id1=$(python3 -c "import hashlib,sys; print(hashlib.sha256(b'legacy_backup key id v1\0' + bytes.fromhex(sys.argv[1])).hexdigest()[:16])" "$KEY1")
@@ -66,8 +66,8 @@ check "the chain: a2 links to a1, a3 to a2, the first to nothing" "t t t" \
 check "health: sealing key ok" t "$(health 'backup sealing key')"
 check "fetch opens a sealed object: the stored document" "$(q app -c "SELECT sha256 FROM legacy_backup.snapshots WHERE id = '$a3'")" \
   "$(q app -c "SELECT encode(sha256(convert_to(legacy_snapshot_fetch('$k3')::text, 'UTF8')), 'hex')")"
-check "verify_all: all ok" "ok ok ok ok" "$(q app -c "SELECT string_agg(state, ' ' ORDER BY snapshot_key) FROM legacy_backup_verify_all()")"
-check "verify_storage: seals and chains ok" "ok ok ok ok" "$(q app -c "SELECT string_agg(state, ' ' ORDER BY snapshot_key) FROM legacy_backup_verify_storage()")"
+check "verify_all: the four snapshots ok" "ok ok ok ok" "$(q app -c "SELECT string_agg(state, ' ' ORDER BY snapshot_key) FROM legacy_backup_verify_all() WHERE snapshot_key LIKE '%/categorization-%'")"
+check "verify_storage: seals and chains ok" "ok ok ok ok" "$(q app -c "SELECT string_agg(state, ' ' ORDER BY snapshot_key) FROM legacy_backup_verify_storage() WHERE snapshot_key LIKE '%/categorization-%'")"
 
 echo "the audit trail leaves the database: sealed, chained segments within the naptime"
 trail_total() { q app -c "SELECT count(*) FROM category_assignment_logs WHERE session_id = '$1'"; }
@@ -168,7 +168,7 @@ q postgres -c "CREATE DATABASE drill"
 load_app drill s1 200
 q drill -c "CREATE EXTENSION legacy_backup"
 q drill -c "UPDATE extracted_documents SET category_id = NULL, status = 'Uncategorized', categorized_by = NULL, categorized_at = NULL WHERE session_id = 's1'" >/dev/null 2>&1 || true
-newest=$(q drill -c "SELECT snapshot_key FROM legacy_backup_verify_storage() WHERE session_id = 's1' AND state = 'ok' ORDER BY snapshot_key DESC LIMIT 1")
+newest=$(q drill -c "SELECT snapshot_key FROM legacy_backup_verify_storage() WHERE session_id = 's1' AND state = 'ok' AND snapshot_key LIKE '%/categorization-%' ORDER BY snapshot_key DESC LIMIT 1")
 check "the newest backup of s1, found and verified from storage alone" "$(key_of "$a4")" "$newest"
 q drill -c "SELECT snapshot_key, state, left(detail, 60) FROM legacy_backup_verify_storage() WHERE session_id = 's1' ORDER BY 1" | sed 's/^/  info: /'
 dry=$(q drill -c "SELECT (legacy_snapshot_import(legacy_snapshot_fetch('$newest'), 'u-partner', true)->>'changes')")

@@ -57,6 +57,8 @@ SU_PATH="-c search_path=pg_catalog,pg_temp"
 WORK=$ROOT/.tmp/traps
 rm -rf "$WORK"; mkdir -p "$WORK"
 CREDENTIALS=$WORK/r2.env   # s3.sh's write_credentials writes the test key pair here
+# Backups sealed, as the firm runs them: the fetch and the trail rebuild then take their full path.
+SEALING_KEY=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
 STARTED=$(date +%s)
 
 passed=0; failed=0; failures=()
@@ -179,7 +181,7 @@ scenario() {
 INDIRECT="legacy_backup_on_create:E01 legacy_backup_export_gate:E27 legacy_backup_export_check:E27
 legacy_backup_export_verdict:E27 legacy_backup_audit:E27 legacy_backup_log_change:E09 legacy_backup_log_flush:E09
 drop_guard:E34h sql_drop_guard:E34c trigger_guard:E34 rewrite_guard:E34i legacy_backup_id_guard:E34j
-legacy_backup_truncate_guard:E34e legacy_backup_log_category:E40"
+legacy_backup_truncate_guard:E34e legacy_backup_log_category:E40 fetch_backup:E23 trail_rebuild:E24g"
 check_coverage() {
   local name missing="" body
   body=$(sed -n '/^run_entry_points() {/,/^}/p' "$HERE/run.sh")
@@ -238,6 +240,13 @@ run_entry_points() {
   ep E23-fetch su -c "SELECT public.legacy_snapshot_fetch('$key1')"
   ep E24-import-dry-run su -c "SELECT public.legacy_snapshot_import(public.legacy_snapshot_fetch('$key1'), 'u-partner', true)"
   ep E24b-snapshot-after-restore su -c "SELECT public.legacy_snapshot('s1')"
+  ep E24c-fetch-unverified su -c "SELECT public.legacy_snapshot_fetch_unverified('$key1', 'u-partner') IS NOT NULL"
+  ep E24d-verify-all su -c "SELECT state, count(*) FROM public.legacy_backup_verify_all() GROUP BY 1 ORDER BY 1"
+  ep E24e-verify-storage su -c "SELECT state, count(*) FROM public.legacy_backup_verify_storage() GROUP BY 1 ORDER BY 1"
+  set_phase W24f-trail
+  poll "SELECT count(*) > 0 FROM legacy_backup.trail_segments WHERE session_id = 's1' AND upload_state = 'uploaded'" t 20 \
+    && record W24f-trail "s1's trail shipped" || record W24f-trail "s1's trail not shipped in 20 s"
+  ep E24g-trail-rebuild-dry-run su -c "SELECT (r->'rows')::int > 0, (r->'alreadyPresent') = (r->'rows') FROM public.legacy_trail_rebuild('s1', 'u-partner') r"
 
   # Export of s2 through legacy_export_begin, its cleanup due at once, the worker's cleanup.
   ep E25-export-begin app -c "SELECT legacy_export_begin('s2', 'u-partner')"
