@@ -241,8 +241,8 @@ run_entry_points() {
   ep E24-import-dry-run su -c "SELECT public.legacy_snapshot_import(public.legacy_snapshot_fetch('$key1'), 'u-partner', true)"
   ep E24b-snapshot-after-restore su -c "SELECT public.legacy_snapshot('s1')"
   ep E24c-fetch-unverified su -c "SELECT public.legacy_snapshot_fetch_unverified('$key1', 'u-partner') IS NOT NULL"
-  ep E24d-verify-all su -c "SELECT state, count(*) FROM public.legacy_backup_verify_all() GROUP BY 1 ORDER BY 1"
-  ep E24e-verify-storage su -c "SELECT state, count(*) FROM public.legacy_backup_verify_storage() GROUP BY 1 ORDER BY 1"
+  ep E24d-verify-all su -c "SELECT snapshot_key LIKE '%/trail-%' AS trail, string_agg(DISTINCT state, ',') FROM public.legacy_backup_verify_all() GROUP BY 1 ORDER BY 1"
+  ep E24e-verify-storage su -c "SELECT snapshot_key LIKE '%/trail-%' AS trail, string_agg(DISTINCT state, ',') FROM public.legacy_backup_verify_storage() GROUP BY 1 ORDER BY 1"
   set_phase W24f-trail
   poll "SELECT count(*) > 0 FROM legacy_backup.trail_segments WHERE session_id = 's1' AND upload_state = 'uploaded'" t 20 \
     && record W24f-trail "s1's trail shipped" || record W24f-trail "s1's trail not shipped in 20 s"
