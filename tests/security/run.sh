@@ -6,6 +6,8 @@
 # An attack counts as BLOCKED only when it left no trace of higher rights (no witness row written
 # by another role, lb_app still not superuser) and, where the attack is a forbidden change, the
 # change was refused with the expected SQLSTATE and nothing changed.
+# Section 14 is another attacker: one who holds only the backup bucket's credentials (not the
+# database, not the sealing key), working through the S3 API of the suite's s3s-fs.
 # Ends with the plain line 'security: N passed, N failed' (a pass is a blocked attack).
 set -uo pipefail
 TEST_NAME=security
@@ -805,6 +807,189 @@ a49 "A49 ALTER SCHEMA public OWNER TO lb_app, then DROP OWNED BY lb_app CASCADE"
   "ALTER SCHEMA public OWNER TO lb_app" "DROP OWNED BY lb_app CASCADE"
 a49 "A49c the same with DROP OWNED BY CURRENT_USER CASCADE" a49c o49c \
   "ALTER SCHEMA public OWNER TO CURRENT_USER" "DROP OWNED BY CURRENT_USER CASCADE"
+
+echo "14. a holder of the bucket's credentials (0.6.0: sealed, verified, scrubbed backups)"
+# The attacker holds only the bucket's access key and secret: no database role, not the sealing
+# key (LEGACY_BACKUP_KEY, in the server's credentials file). Every move below goes through the S3
+# API with those credentials (curl's SigV4), as that attacker's would; the database is read only
+# to pick the targets and to judge. What must hold: the objects tell nothing, a forged, swapped,
+# replayed or damaged object is never opened (LB010), and the scrub notices a forged or deleted
+# one (R2_BACKUP_DAMAGED) and puts the database's copy back (R2_BACKUP_REPAIRED).
+poll "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'legacy_backup worker'" 1 20 >/dev/null
+printf 'LEGACY_BACKUP_KEY=%s\n' "$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')" >>"$CREDENTIALS"
+q postgres -c "SELECT pg_reload_conf()" >/dev/null
+poll "SELECT ok FROM legacy_backup_health() WHERE check_name = 'backup sealing key'" t 10 >/dev/null
+sleep 2 # the worker reloads its settings on SIGHUP, between two naptimes
+S3_URL="http://127.0.0.1:$S3_PORT/legacy-import"
+bucket() { # method key [curl args...]: one request of the attacker's; fails unless S3 answers 2xx
+  local m=$1 k=$2; shift 2
+  curl -sS -f -X "$m" --aws-sigv4 "aws:amz:auto:s3" --user "$S3_ACCESS_KEY:$S3_SECRET_KEY" \
+    -H "x-amz-content-sha256: UNSIGNED-PAYLOAD" "$@" "$S3_URL/$k" 2>/dev/null
+}
+bucket_get() { bucket GET "$1" -o "$2"; }           # key file
+bucket_put() { bucket PUT "$1" -T "$2" -o /dev/null; } # key file
+bucket_delete() { bucket DELETE "$1" -o /dev/null; }  # key
+BK=$CLUSTER/bucket-attacks; rm -rf "$BK"; mkdir -p "$BK"
+# SQLSTATE of legacy_snapshot_fetch(key), or of legacy_snapshot_fetch_unverified(key, actor), run
+# by a superuser (the partner's DBA): 'ok' when the object was opened.
+fetch_state() { # key [actor]
+  if [ -n "${2:-}" ]; then q app -c "SELECT public.sqlstate_of(\$q\$SELECT legacy_snapshot_fetch_unverified('$1', '$2')\$q\$)"
+  else q app -c "SELECT public.sqlstate_of(\$q\$SELECT legacy_snapshot_fetch('$1')\$q\$)"; fi
+}
+# 't' when snapshot $1's object opens and holds exactly the bytes the database recorded.
+opens() { q app -c "SELECT encode(sha256(convert_to(legacy_snapshot_fetch(s.snapshot_key)::text, 'UTF8')), 'hex') = s.sha256
+                    FROM legacy_backup.snapshots s WHERE s.id = '$1'" 2>/dev/null; }
+key_of() { q app -c "SELECT snapshot_key FROM legacy_backup.snapshots WHERE id = '$1'"; }
+qa -v sid=b1 -v docs=30 -f "$ROOT/tests/fixtures/seed.sql" >/dev/null 2>&1
+qa -v sid=b2 -v docs=30 -f "$ROOT/tests/fixtures/seed.sql" >/dev/null 2>&1
+# Session b1: x1 (left alone), x2, x3, x4, x5; session b2: y1, y2. Each attack has its own target.
+for v in x1 x2 x3 x4 x5; do printf -v "$v" '%s' "$(qa -c "SELECT legacy_snapshot_take('b1')->>'snapshotId'")"; done
+for v in y1 y2; do printf -v "$v" '%s' "$(qa -c "SELECT legacy_snapshot_take('b2')->>'snapshotId'")"; done
+all="'$x1','$x2','$x3','$x4','$x5','$y1','$y2'"
+poll "SELECT count(*) FROM legacy_backup.snapshots WHERE id IN ($all) AND upload_state = 'uploaded'" 7 30 >/dev/null
+sealed=$(q app -c "SELECT count(*) FROM legacy_backup.snapshots WHERE id IN ($all) AND sealed_key_id IS NOT NULL")
+# Before any attack every target opens: a refusal below is the attack's doing, not a key or a
+# server that refuses everything.
+before=0; for id in $x1 $x2 $x3 $x4 $x5 $y1 $y2; do [ "$(opens "$id")" = t ] && before=$((before + 1)); done
+
+# A54: read. The attacker downloads every object of the two sessions: none may hold the session's
+# content in clear. The needles (file names, e-mail subjects, category names, the PST's name and
+# the key "formatVersion", as the snapshot's JSON writes them) are taken from the database's plain
+# bodies, and must all be found there, so the search is known to find what it looks for.
+got=0; args=()
+for id in $x1 $x2 $x3 $x4 $x5 $y1 $y2; do
+  q app -c "SELECT encode(body, 'base64') FROM legacy_backup.snapshots WHERE id = '$id'" | base64 -d >"$BK/$id.plain"
+  bucket_get "$(key_of "$id")" "$BK/$id.object" && [ -s "$BK/$id.object" ] && got=$((got + 1))
+  args+=("$BK/$id.plain" "$BK/$id.object")
+done
+read -r needles in_plain in_objects example < <(python3 - "${args[@]}" <<'PY'
+import json, sys
+enc = lambda s: json.dumps(s, ensure_ascii=False)[1:-1].encode()
+pairs = list(zip(sys.argv[1::2], sys.argv[2::2]))
+needles, plain_found, object_found, example = 0, 0, 0, "-"
+for plain_path, object_path in pairs:
+    plain = open(plain_path, 'rb').read()
+    try: obj = open(object_path, 'rb').read()
+    except OSError: obj = b''
+    d = json.loads(plain)
+    strings = {enc(d['pstFileName']), b'"formatVersion"'}
+    strings |= {enc(x[k]) for x in d['documents'] for k in ('fileName', 'emailSubject') if x.get(k)}
+    strings |= {enc(c['name']) for c in d['categories']}
+    strings = {s for s in strings if len(s) >= 6}
+    needles += len(strings)
+    plain_found += sum(s in plain for s in strings)
+    hits = [s for s in strings if s in obj]
+    object_found += len(hits)
+    if hits and example == "-": example = hits[0].decode(errors='replace').replace(' ', '_')
+print(needles, plain_found, object_found, example)
+PY
+)
+if [ "$got" = 7 ] && [ "${needles:-0}" -gt 0 ] && [ "$in_plain" = "$needles" ] && [ "$in_objects" = 0 ]; then
+  verdict "A54 reading the session's content from its objects in the bucket" 1 "7 objects, $sealed sealed; none of $needles needles found"
+else verdict "A54 reading the session's content from its objects in the bucket" 0 \
+  "objects downloaded: $got of 7, sealed: $sealed; needles: ${needles:-?}, found in the plain bodies: ${in_plain:-?}, in the objects: ${in_objects:-?} (e.g. $example)"; fi
+
+# A55: overwrite. A well-formed snapshot document, in plain (the attacker has no key): x4's own
+# content with every document uncategorized, put in place of x4's object. Fetching must refuse it
+# (LB010), and so must the partner's override, which admits only plain files the database has no
+# record of (the database records a sealed object under that key), and writes no
+# SNAPSHOT_FETCHED_UNVERIFIED row. (The scrub's part is A55s below.)
+k4=$(key_of "$x4")
+python3 - "$BK/$x4.plain" "$BK/forged.json" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1], encoding='utf-8'))
+for doc in d['documents']:
+    doc.update(categoryId=None, categoryName=None, status='Uncategorized', categorizedBy=None, categorizedAt=None)
+n = len(d['documents'])
+for k, v in (('categorizedCount', 0), ('skippedCount', 0), ('uncategorizedCount', n), ('categorized', 0), ('skipped', 0), ('uncategorized', n)):
+    if k in d.get('stats', {}): d['stats'][k] = v
+open(sys.argv[2], 'w', encoding='utf-8').write(json.dumps(d, ensure_ascii=False, separators=(',', ':')))
+PY
+bucket_put "$k4" "$BK/forged.json" && put4=put || put4="PUT failed"
+st=$(fetch_state "$k4")
+if [ "$before" = 7 ] && [ "$put4" = put ] && [ "$st" = LB010 ]; then
+  verdict "A55 a forged plain snapshot document put in place of a sealed object, fetched" 1 "refused, SQLSTATE LB010"
+else verdict "A55 a forged plain snapshot document put in place of a sealed object, fetched" 0 "targets opening before: $before of 7; $put4; fetch: SQLSTATE $st, expected LB010"; fi
+st=$(fetch_state "$k4" u-partner)
+admitted=$(q app -c "SELECT count(*) FROM legacy_import_audit_logs WHERE action = 'SNAPSHOT_FETCHED_UNVERIFIED' AND details->>'snapshotKey' = '$k4'")
+if [ "$put4" = put ] && [ "$st" = LB010 ] && [ "$admitted" = 0 ]; then
+  verdict "A55u the same forged document through the partner's override (legacy_snapshot_fetch_unverified)" 1 "refused, SQLSTATE LB010"
+else verdict "A55u the same forged document through the partner's override (legacy_snapshot_fetch_unverified)" 0 "$put4; SQLSTATE $st, expected LB010; SNAPSHOT_FETCHED_UNVERIFIED rows: $admitted"; fi
+
+# A57: swap. Two sessions' objects exchanged (b1's x5 and b2's y1), each a genuine sealed object:
+# neither may open under the other's key (the seal names the key, the session and the snapshot).
+k5=$(key_of "$x5"); ky1=$(key_of "$y1")
+swapped=ok
+bucket_put "$k5" "$BK/$y1.object" || swapped="PUT failed"
+bucket_put "$ky1" "$BK/$x5.object" || swapped="PUT failed"
+s5=$(fetch_state "$k5"); sy1=$(fetch_state "$ky1")
+if [ "$before" = 7 ] && [ "$swapped" = ok ] && [ "$s5" = LB010 ] && [ "$sy1" = LB010 ]; then
+  verdict "A57 two sessions' sealed objects swapped in the bucket, fetched" 1 "both refused, SQLSTATE LB010"
+else verdict "A57 two sessions' sealed objects swapped in the bucket, fetched" 0 "targets opening before: $before of 7; swap: $swapped; SQLSTATE b1's $s5, b2's $sy1, expected LB010"; fi
+
+# A58: replay. The session's oldest genuine object (x1) put under a newer key (x3's): it would
+# roll the session's backup back to an older categorization.
+k3=$(key_of "$x3")
+bucket_put "$k3" "$BK/$x1.object" && put3=put || put3="PUT failed"
+st=$(fetch_state "$k3")
+# The same bytes still open under their own key (x1 is left alone): the refusal is the key's.
+control=$(opens "$x1")
+if [ "$before" = 7 ] && [ "$put3" = put ] && [ "$st" = LB010 ] && [ "$control" = t ]; then
+  verdict "A58 an old object of the same session replayed under a newer key, fetched" 1 "refused, SQLSTATE LB010; it still opens under its own key"
+else verdict "A58 an old object of the same session replayed under a newer key, fetched" 0 \
+  "targets opening before: $before of 7; $put3; SQLSTATE $st, expected LB010; under its own key it opens: ${control:-no}"; fi
+
+# A59: one byte flipped in the middle of x2's object (its ciphertext).
+k2=$(key_of "$x2")
+python3 -c "import sys; b = bytearray(open(sys.argv[1], 'rb').read()); b[len(b) // 2] ^= 1; open(sys.argv[2], 'wb').write(bytes(b))" \
+  "$BK/$x2.object" "$BK/flipped"
+bucket_put "$k2" "$BK/flipped" && put2=put || put2="PUT failed"
+st=$(fetch_state "$k2")
+if [ "$before" = 7 ] && [ "$put2" = put ] && ! cmp -s "$BK/flipped" "$BK/$x2.object" && [ "$st" = LB010 ]; then
+  verdict "A59 one byte of a sealed object flipped, fetched" 1 "refused, SQLSTATE LB010"
+else verdict "A59 one byte of a sealed object flipped, fetched" 0 "targets opening before: $before of 7; $put2; SQLSTATE $st, expected LB010"; fi
+
+# A56: delete. b2's y2 deleted by hand: the scrub must notice it gone and put it back (judged
+# below, once the scrub ran).
+ky2=$(key_of "$y2")
+bucket_delete "$ky2" && ! bucket_get "$ky2" "$BK/deleted" && deleted=deleted || deleted="still there"
+
+# The scrub, every second: each damaged object must be noticed (an R2_BACKUP_DAMAGED row written by
+# the worker) and put back from the database's body, sealed (R2_BACKUP_REPAIRED), so that it opens
+# again with the bytes the database recorded.
+q postgres -c "ALTER SYSTEM SET legacy_backup.scrub_interval = '1s'" -c "SELECT pg_reload_conf()" >/dev/null
+poll "SELECT count(*) FROM legacy_backup.snapshots WHERE id IN ('$x2','$x3','$x4','$x5','$y1','$y2') AND verify_result = 'repaired'" 6 60 >/dev/null
+q postgres -c "ALTER SYSTEM RESET legacy_backup.scrub_interval" -c "SELECT pg_reload_conf()" >/dev/null
+scrubbed() { # id -> "damaged repaired opens sealed": 'damaged' when the worker wrote an R2_BACKUP_DAMAGED
+  # row for its key, 'repaired' for an R2_BACKUP_REPAIRED row, 't' when it opens with the recorded
+  # bytes, 'sealed' when the object in the bucket is an envelope again
+  local k sealed_again=plain; k=$(key_of "$1")
+  bucket_get "$k" "$BK/$1.after" && [ "$(head -c 6 "$BK/$1.after")" = LBSEAL ] && sealed_again=sealed
+  q app -F' ' -c "SELECT CASE WHEN count(*) FILTER (WHERE action = 'R2_BACKUP_DAMAGED' AND user_id = 'legacy_backup:worker') > 0 THEN 'damaged' ELSE 'not-noticed' END,
+                         CASE WHEN count(*) FILTER (WHERE action = 'R2_BACKUP_REPAIRED') > 0 THEN 'repaired' ELSE 'not-repaired' END
+                  FROM legacy_import_audit_logs WHERE details->>'snapshotKey' = '$k'" | tr '\n' ' '
+  echo "$(opens "$1" || true) $sealed_again"
+}
+# A55s: the forged x4 noticed and put back.
+s=$(scrubbed "$x4")
+if [ "$put4" = put ] && [ "$s" = "damaged repaired t sealed" ]; then
+  verdict "A55s the forged object left in the bucket (the scrub must notice and repair it)" 1 "R2_BACKUP_DAMAGED, R2_BACKUP_REPAIRED, opens again"
+else verdict "A55s the forged object left in the bucket (the scrub must notice and repair it)" 0 \
+  "$put4; [damage noticed by the worker, repaired, opens, sealed] = [$s], expected [damaged repaired t sealed]"; fi
+# A56 (continued): the deleted y2.
+s=$(scrubbed "$y2"); state=$(q app -c "SELECT details->>'state' FROM legacy_import_audit_logs WHERE action = 'R2_BACKUP_DAMAGED' AND details->>'snapshotKey' = '$ky2' LIMIT 1")
+if [ "$deleted" = deleted ] && [ "$s" = "damaged repaired t sealed" ] && [ "$state" = missing ]; then
+  verdict "A56 an object deleted by hand (the scrub must notice and put it back)" 1 "R2_BACKUP_DAMAGED (missing), R2_BACKUP_REPAIRED, opens again"
+else verdict "A56 an object deleted by hand (the scrub must notice and put it back)" 0 \
+  "delete: $deleted; [damage noticed by the worker, repaired, opens, sealed] = [$s], expected [damaged repaired t sealed]; damage state: ${state:-none}"; fi
+# A59s: the swapped (A57), replayed (A58) and flipped (A59) objects, left in the bucket, put back
+# likewise.
+bad=
+for id in $x5 $y1 $x3 $x2; do s=$(scrubbed "$id"); [ "$s" = "damaged repaired t sealed" ] || bad="$bad $(key_of "$id"): [$s]"; done
+if [ "$swapped" = ok ] && [ "$put3" = put ] && [ "$put2" = put ] && [ -z "$bad" ]; then
+  verdict "A59s the swapped, replayed and flipped objects left in the bucket (the scrub must repair them)" 1 "4 noticed and repaired"
+else verdict "A59s the swapped, replayed and flipped objects left in the bucket (the scrub must repair them)" 0 \
+  "swap: $swapped, replay: $put3, flip: $put2; not as expected ([damage noticed by the worker, repaired, opens, sealed]):${bad:- none}"; fi
 
 ((failed)) && echo "attacks that succeeded: ${failures[*]}"
 echo "security: $passed passed, $failed failed"
