@@ -51,13 +51,15 @@ for major in $MAJORS; do
       step "PostgreSQL 16: red-team suite"
       bash tests/security/run.sh
       # The 16 build lacks test_decoding, which the load test's independent witness needs;
-      # the fault, scale and standby suites stay on 15.
-      step "PostgreSQL 16: integration tests (worker, recovery, dump/restore, upgrade, sealed backups); t_load skipped: no test_decoding in this build"
-      SKIP_INSTALL=1 bash tests/integration/run.sh t_worker t_recovery t_dump_restore t_upgrade t_concurrent_snapshot t_sealed
+      # the fault and scale suites stay on 15.
+      step "PostgreSQL 16: integration tests (worker, recovery, dump/restore, upgrade, sealed backups, failover); t_load skipped: no test_decoding in this build"
+      SKIP_INSTALL=1 bash tests/integration/run.sh t_worker t_recovery t_dump_restore t_upgrade t_concurrent_snapshot t_sealed t_standby
       ;;
     18)
       step "PostgreSQL 18: red-team suite"
       bash tests/security/run.sh
+      step "PostgreSQL 18: integration tests (failover, sealed backups)"
+      SKIP_INSTALL=1 bash tests/integration/run.sh t_standby t_sealed
       ;;
   esac
 done

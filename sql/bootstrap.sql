@@ -212,7 +212,8 @@ CREATE TABLE legacy_backup.trail_cursor (
     pending_floor bigint,
     pending_xid   xid8
 );
-INSERT INTO legacy_backup.trail_cursor DEFAULT VALUES;
+-- Its one row is made by the first shipping (worker/trail.rs), not here: a restored dump brings
+-- its own.
 COMMENT ON TABLE legacy_backup.trail_cursor IS
     'The audit trail''s shipping position: every log id at or below floor is in a segment (or was never committed)';
 SELECT pg_catalog.pg_extension_config_dump('legacy_backup.trail_cursor', '');

@@ -17,9 +17,14 @@ use crate::undo;
 use pgrx::datum::{Internal, JsonB};
 use pgrx::prelude::*;
 
-/// The checked session id and the actor of a call that records who acted (`actor_id`, else
+/// The checked session id and the actor of a call that writes and records who acted (`actor_id`, else
 /// `legacy_backup.actor`, else the database role), once attachment is checked.
-fn session_and_actor(session_id: Option<&str>, actor_id: Option<&str>) -> (String, String) {
+fn session_and_actor(
+    function: &str,
+    session_id: Option<&str>,
+    actor_id: Option<&str>,
+) -> (String, String) {
+    crate::privilege::require_primary(function).or_raise();
     let session_id = ids::validate_id("session_id", session_id).or_raise();
     attach::ensure_attached().or_raise();
     let actor = snapshot::resolve_actor(actor_id).or_raise();
@@ -52,7 +57,7 @@ fn legacy_snapshot_take(
     session_id: Option<&str>,
     actor_id: default!(Option<&str>, "NULL"),
 ) -> JsonB {
-    let (session_id, actor) = session_and_actor(session_id, actor_id);
+    let (session_id, actor) = session_and_actor("legacy_snapshot_take", session_id, actor_id);
     let taken = snapshot::take(&session_id, &actor).or_raise();
     JsonB(serde_json::to_value(taken).expect("snapshot summary serializes"))
 }
@@ -70,6 +75,7 @@ fn legacy_backup_attach() -> TableIterator<
         name!(outcome, String),
     ),
 > {
+    crate::privilege::require_primary("legacy_backup_attach").or_raise();
     let steps = attach::attach().or_raise();
     TableIterator::new(
         steps
@@ -109,6 +115,7 @@ fn legacy_undo_last_categorization(
     actor_id: Option<&str>,
     document_id: default!(Option<&str>, "NULL"),
 ) -> JsonB {
+    crate::privilege::require_primary("legacy_undo_last_categorization").or_raise();
     let actor = ids::validate_id("actor_id", actor_id).or_raise();
     let document = document_id
         .map(|d| ids::validate_id("document_id", Some(d)))
@@ -138,7 +145,7 @@ fn legacy_export_begin(
     session_id: Option<&str>,
     actor_id: default!(Option<&str>, "NULL"),
 ) -> JsonB {
-    let (session_id, actor) = session_and_actor(session_id, actor_id);
+    let (session_id, actor) = session_and_actor("legacy_export_begin", session_id, actor_id);
     let readiness = gate::begin_export(&session_id, &actor).or_raise();
     JsonB(serde_json::to_value(readiness).expect("readiness serializes"))
 }
@@ -162,6 +169,7 @@ fn legacy_postpone_cleanup(
     actor_id: Option<&str>,
     until: Option<pgrx::datum::TimestampWithTimeZone>,
 ) -> JsonB {
+    crate::privilege::require_primary("legacy_postpone_cleanup").or_raise();
     let session_id = ids::validate_id("session_id", session_id).or_raise();
     let actor = ids::validate_id("actor_id", actor_id).or_raise();
     let until = until
@@ -176,6 +184,7 @@ fn legacy_postpone_cleanup(
 #[pg_extern(volatile, parallel_unsafe, security_definer)]
 #[search_path(pg_catalog, pg_temp)]
 fn legacy_snapshot_verify(snapshot_id: Option<&str>) -> JsonB {
+    crate::privilege::require_primary("legacy_snapshot_verify").or_raise();
     let snapshot_id = ids::validate_id("snapshot_id", snapshot_id).or_raise();
     JsonB(serde_json::to_value(recovery::verify(&snapshot_id).or_raise()).expect("serializes"))
 }
@@ -203,6 +212,9 @@ fn legacy_backup_fetch_backup(
         name!(state, Option<String>),
     ),
 > {
+    if override_actor.is_some() {
+        crate::privilege::require_primary("legacy_snapshot_fetch_unverified").or_raise();
+    }
     let key = recovery::validate_snapshot_key(key).or_raise();
     let actor = override_actor
         .map(|a| ids::validate_id("actor_id", Some(a)))
@@ -258,6 +270,7 @@ fn legacy_backup_trail_rebuild(
     actor_id: Option<&str>,
     dry_run: Option<bool>,
 ) -> JsonB {
+    crate::privilege::require_primary("legacy_trail_rebuild").or_raise();
     let session_id = ids::validate_id("session_id", session_id).or_raise();
     let actor = ids::validate_id("actor_id", actor_id).or_raise();
     let dry_run = dry_run
@@ -287,6 +300,7 @@ fn legacy_backup_verify_all() -> TableIterator<
         name!(detail, String),
     ),
 > {
+    crate::privilege::require_primary("legacy_backup_verify_all").or_raise();
     let rows = recovery::verify_all().or_raise();
     TableIterator::new(
         rows.into_iter()
@@ -321,6 +335,7 @@ fn legacy_restore_snapshot(
     actor_id: Option<&str>,
     dry_run: default!(Option<bool>, "true"),
 ) -> JsonB {
+    crate::privilege::require_primary("legacy_restore_snapshot").or_raise();
     let snapshot_id = ids::validate_id("snapshot_id", snapshot_id).or_raise();
     let actor = ids::validate_id("actor_id", actor_id).or_raise();
     let dry_run = dry_run
@@ -346,6 +361,7 @@ fn legacy_snapshot_import(
     actor_id: Option<&str>,
     dry_run: Option<bool>,
 ) -> JsonB {
+    crate::privilege::require_primary("legacy_snapshot_import").or_raise();
     let snapshot = snapshot
         .ok_or_else(|| crate::error::LbError::null_value("snapshot"))
         .or_raise();
@@ -369,6 +385,7 @@ fn legacy_cleanup_session(
     actor_id: Option<&str>,
     confirm: default!(Option<&str>, "NULL"),
 ) -> JsonB {
+    crate::privilege::require_primary("legacy_cleanup_session").or_raise();
     let session_id = ids::validate_id("session_id", session_id).or_raise();
     let actor = ids::validate_id("actor_id", actor_id).or_raise();
     attach::ensure_attached().or_raise();

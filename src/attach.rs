@@ -45,7 +45,7 @@ fn extension_namespace() -> LbResult<pg_sys::Oid> {
     if cached_ext == ext {
         return Ok(cached_nsp);
     }
-    let nsp = Spi::get_one::<pg_sys::Oid>(
+    let nsp = crate::read::one::<pg_sys::Oid>(
         "SELECT extnamespace FROM pg_catalog.pg_extension WHERE extname = 'legacy_backup'",
     )?
     .ok_or_else(|| LbError::internal("extension legacy_backup has no schema"))?;
@@ -104,7 +104,7 @@ fn app_table(nsp: pg_sys::Oid, name: &str) -> Option<pg_sys::Oid> {
 /// The version of the extension's SQL objects in this database (during ALTER EXTENSION UPDATE,
 /// the version being installed).
 fn installed_version() -> LbResult<String> {
-    Spi::get_one::<String>(
+    crate::read::one::<String>(
         "SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'legacy_backup'",
     )?
     .ok_or_else(|| LbError::internal("extension legacy_backup is not installed"))
@@ -119,7 +119,7 @@ pub fn document_has_column(column: &str) -> LbResult<bool> {
 pub fn document_column_type(column: &str) -> LbResult<String> {
     let relid = app_table_oid("extracted_documents")?
         .ok_or_else(|| LbError::internal("extracted_documents does not exist"))?;
-    Spi::get_one_with_args::<String>(
+    crate::read::one_with_args::<String>(
         "SELECT pg_catalog.format_type(a.atttypid, a.atttypmod) FROM pg_catalog.pg_attribute a \
          WHERE a.attrelid = $1 AND a.attname = $2 AND a.attnum > 0 AND NOT a.attisdropped",
         &[relid.into(), column.into()],
@@ -663,7 +663,7 @@ pub fn lock_app_tables() -> LbResult<Vec<String>> {
 }
 
 pub fn function_exists(function: &str) -> LbResult<bool> {
-    Ok(Spi::get_one_with_args::<bool>(
+    Ok(crate::read::one_with_args::<bool>(
         "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_proc WHERE proname = $1 AND pronamespace = $2 AND pronargs = 0)",
         &[function.into(), extension_namespace()?.into()],
     )?
@@ -681,6 +681,7 @@ fn record_baseline() -> LbResult<i64> {
     } else {
         ("", "")
     };
+    // A write: pgrx's get_one runs it as one (and gives the transaction its xid first).
     Ok(Spi::get_one_with_args::<i64>(
         &sql(&format!("WITH inserted AS ( \
            INSERT INTO @extschema@.category_assignment_logs \
@@ -797,7 +798,7 @@ pub fn attach() -> LbResult<Vec<AttachStep>> {
 /// exported and due; it writes them only as their owner. (An older version's install script,
 /// run on the way to an update, has no such role yet: its update script grants this.)
 fn grant_worker_reads() -> LbResult<()> {
-    let role_exists = Spi::get_one_with_args::<bool>(
+    let role_exists = crate::read::one_with_args::<bool>(
         "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1)",
         &[crate::worker::WORKER_ROLE.into()],
     )?

@@ -124,7 +124,7 @@ pub fn verdict(session_id: &str, include_status: bool) -> LbResult<Readiness> {
     crate::attach::lock_app_tables()?;
     let audit_active = audit_trail_recording()?;
     // Before 0.4.0's update script has run, the table of begun exports does not exist yet.
-    let pins = Spi::get_one::<bool>(
+    let pins = crate::read::one::<bool>(
         "SELECT pg_catalog.to_regclass('legacy_backup.export_begins') IS NOT NULL",
     )?
     .unwrap_or(false);

@@ -180,7 +180,7 @@ unsafe fn role_list(list: *mut pg_sys::List) -> Vec<pg_sys::Oid> {
 fn refuse_enum_rename(schema: Option<&str>, type_name: &str) {
     // Matched by name (and schema when given): an unrelated enum of the same name elsewhere is
     // refused too, which errs on the safe side.
-    let guarded = Spi::get_one_with_args::<bool>(
+    let guarded = crate::read::one_with_args::<bool>(
         "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_class c ON c.oid = a.attrelid \
                         JOIN pg_catalog.pg_extension e ON e.extname = 'legacy_backup' AND c.relnamespace = e.extnamespace \
                         JOIN pg_catalog.pg_type t ON t.oid = a.atttypid \

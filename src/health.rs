@@ -78,7 +78,7 @@ pub fn health() -> LbResult<Vec<HealthCheck>> {
     }
     // The event trigger can be disabled (ALTER EVENT TRIGGER … DISABLE); say so.
     for (guard, what) in crate::guard::EVENT_TRIGGERS {
-        let enabled = Spi::get_one_with_args::<bool>(
+        let enabled = crate::read::one_with_args::<bool>(
             "SELECT count(*) = 1 FROM pg_catalog.pg_event_trigger WHERE evtname = $1 AND evtenabled <> 'D'",
             &[(*guard).into()],
         )?
@@ -95,7 +95,7 @@ pub fn health() -> LbResult<Vec<HealthCheck>> {
     }
     // Nothing in the extension relies on the schema being closed (every name is qualified), but
     // a schema anyone may create objects in is a standing invitation; say so.
-    let public_create = Spi::get_one_with_args::<bool>(
+    let public_create = crate::read::one_with_args::<bool>(
         "SELECT pg_catalog.has_schema_privilege('public', $1, 'CREATE')",
         &[schema.as_str().into()],
     )?
@@ -112,17 +112,21 @@ pub fn health() -> LbResult<Vec<HealthCheck>> {
     checks.push(upload_lag()?);
     checks.push(sealing_key());
     checks.push(damaged_backups()?);
-    let workers = Spi::get_one::<i64>(
+    let workers = crate::read::one::<i64>(
         "SELECT count(*) FROM pg_catalog.pg_stat_activity WHERE backend_type = 'legacy_backup worker'",
     )?
     .unwrap_or(0);
     let worker_db = crate::guc::text(&crate::guc::DATABASE);
-    let this_db = Spi::get_one::<String>("SELECT current_database()::text")?.unwrap_or_default();
+    let this_db =
+        crate::read::one::<String>("SELECT current_database()::text")?.unwrap_or_default();
     let stalled_since = (workers > 0).then(worker_stalled_since).flatten();
+    // SAFETY: reads shared memory state.
+    let standby = unsafe { pg_sys::RecoveryInProgress() };
     checks.push(HealthCheck {
         check: "background worker".into(),
-        ok: workers > 0 && worker_db == this_db && stalled_since.is_none(),
+        ok: standby || (workers > 0 && worker_db == this_db && stalled_since.is_none()),
         detail: match (workers > 0, worker_db == this_db, stalled_since) {
+            _ if standby => "this server is a standby: the worker runs on the primary, and starts here when it is promoted".into(),
             (true, true, None) => "running".into(),
             (true, true, Some(since)) => format!(
                 "running, but it has finished no transaction since {since} (stalled: application code on the tables it writes, or a lock; see the legacy_backup_jobs view and the server log)"
@@ -136,17 +140,18 @@ pub fn health() -> LbResult<Vec<HealthCheck>> {
         },
     });
     let failed =
-        Spi::get_one::<i64>("SELECT count(*) FROM legacy_backup.jobs WHERE state = 'failed'")?
+        crate::read::one::<i64>("SELECT count(*) FROM legacy_backup.jobs WHERE state = 'failed'")?
             .unwrap_or(0);
     checks.push(HealthCheck {
         check: "failed jobs".into(),
         ok: failed == 0,
         detail: format!("{failed} failed job(s); see the legacy_backup_jobs view"),
     });
-    let preloaded = Spi::get_one::<String>("SELECT current_setting('shared_preload_libraries')")?
-        .unwrap_or_default()
-        .split(',')
-        .any(|lib| lib.trim().trim_matches('"') == "legacy_backup");
+    let preloaded =
+        crate::read::one::<String>("SELECT current_setting('shared_preload_libraries')")?
+            .unwrap_or_default()
+            .split(',')
+            .any(|lib| lib.trim().trim_matches('"') == "legacy_backup");
     checks.push(HealthCheck {
         check: "shared_preload_libraries".into(),
         ok: preloaded,

@@ -39,6 +39,7 @@ pub mod health;
 pub mod ids;
 pub mod partner;
 pub mod privilege;
+pub mod read;
 pub mod recovery;
 pub mod snapshot;
 pub mod storage;

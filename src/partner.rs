@@ -4,14 +4,13 @@
 
 use crate::error::{LbError, LbResult};
 use crate::ids;
-use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode;
 
 /// The actor must be an Active user whose role is one of `legacy_backup.partner_roles`
 /// (default Partner, BusinessOwner: the application's own partner check).
 pub fn require_partner(actor_id: &str) -> LbResult<()> {
     let actor = ids::validate_id("actor_id", Some(actor_id))?;
-    let role = Spi::get_one_with_args::<String>(
+    let role = crate::read::one_with_args::<String>(
         &crate::attach::sql(
             "SELECT (SELECT pg_catalog.format('%s/%s', role, status) FROM @extschema@.users WHERE id = $1)",
         )?,

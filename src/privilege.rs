@@ -80,7 +80,7 @@ pub fn as_role<R>(owner: pg_sys::Oid, f: impl FnOnce() -> LbResult<R>) -> LbResu
 
 /// The role that owns the extension.
 pub fn extension_owner() -> LbResult<pg_sys::Oid> {
-    pgrx::Spi::get_one::<pg_sys::Oid>(
+    crate::read::one::<pg_sys::Oid>(
         "SELECT extowner FROM pg_catalog.pg_extension WHERE extname = 'legacy_backup'",
     )?
     .ok_or_else(|| LbError::internal("extension legacy_backup is not installed"))
@@ -126,7 +126,7 @@ pub fn role_actor() -> String {
 
 /// Whether the authenticated role is a superuser or a member of legacy_backup_admin.
 pub fn session_is_admin() -> LbResult<bool> {
-    Ok(pgrx::Spi::get_one::<bool>(
+    Ok(crate::read::one::<bool>(
         "SELECT r.rolsuper OR pg_catalog.pg_has_role(r.oid, 'legacy_backup_admin', 'MEMBER') \
          FROM pg_catalog.pg_roles r WHERE r.rolname = session_user",
     )?
@@ -404,6 +404,22 @@ fn set_option(
             0,
             false,
         );
+    }
+    Ok(())
+}
+
+/// Refuses a function that writes when this server is a hot standby: PostgreSQL's read-only
+/// SQLSTATE (25006), said plainly, before anything else runs (without it the first write fails
+/// with an internal "cannot assign TransactionIds during recovery").
+pub fn require_primary(function: &str) -> crate::error::LbResult<()> {
+    // SAFETY: reads shared memory state; callable in any backend.
+    if unsafe { pg_sys::RecoveryInProgress() } {
+        return Err(crate::error::LbError::new(
+            pgrx::PgSqlErrorCode::ERRCODE_READ_ONLY_SQL_TRANSACTION,
+            format!("{function} cannot run on a standby"),
+        )
+        .detail("This server is a hot standby: it replays the primary's changes and accepts no writes. Health, readiness, history, legacy_categorization_at, legacy_snapshot, legacy_snapshot_fetch and the views work here.")
+        .hint("Call it on the primary (after a failover, on the promoted server)."));
     }
     Ok(())
 }

@@ -496,7 +496,7 @@ pub fn rebuild_trail(
     let rows_json = serde_json::to_string(&rows).expect("rows serialize");
     // A row is the same change when session, document, time and transaction agree: ids are this
     // database's own (a fresh database numbers its own rows, its baseline first).
-    let present = Spi::get_one_with_args::<i64>(
+    let present = crate::read::one_with_args::<i64>(
         &crate::attach::sql(&format!(
             "SELECT count(*) FROM pg_catalog.jsonb_populate_recordset(NULL::@extschema@.category_assignment_logs, $1::jsonb) s \
              WHERE {SAME_CHANGE}"
@@ -518,6 +518,7 @@ pub fn rebuild_trail(
     Spi::connect_mut(|client| -> LbResult<()> {
         // An xid before any id (the trail's shipping relies on it: worker/trail.rs).
         client.update("SELECT pg_catalog.pg_current_xact_id()", None, &[])?;
+        crate::worker::trail::ensure_cursor(client)?;
         // Inserted with new ids, in their original order; `undone_by` then points at the new id
         // of the undo's own row. The new ids are shipped already (they are in these segments).
         let mapping = client

@@ -150,7 +150,7 @@ pub fn build(session_id: &str, previous: Option<String>) -> LbResult<BuiltSnapsh
 
 /// The chain link: the sha256 of the session's newest snapshot in the extension's own record.
 fn previous_sha256(session_id: &str) -> LbResult<Option<String>> {
-    Ok(Spi::get_one_with_args::<String>(
+    Ok(crate::read::one_with_args::<String>(
         "SELECT (SELECT sha256 FROM legacy_backup.snapshots WHERE session_id = $1 ORDER BY snapshot_at DESC, id DESC LIMIT 1)",
         &[session_id.into()],
     )?)
@@ -336,7 +336,7 @@ pub struct TakenSnapshot {
 pub fn resolve_actor(actor_id: Option<&str>) -> LbResult<String> {
     if let Some(actor) = actor_id {
         let actor = ids::validate_id("actor_id", Some(actor))?;
-        let exists = Spi::get_one_with_args::<bool>(
+        let exists = crate::read::one_with_args::<bool>(
             &crate::attach::sql("SELECT EXISTS (SELECT 1 FROM @extschema@.users WHERE id = $1)")?,
             &[actor.as_str().into()],
         )?
@@ -372,7 +372,7 @@ pub fn take(session_id: &str, actor: &str) -> LbResult<TakenSnapshot> {
 
     // Until ALTER EXTENSION … UPDATE to 0.6.0 the table has no column for the link (the
     // document carries it either way).
-    let link_column = Spi::get_one::<bool>(
+    let link_column = crate::read::one::<bool>(
         "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute WHERE attrelid = 'legacy_backup.snapshots'::pg_catalog.regclass \
          AND attname = 'previous_sha256' AND NOT attisdropped)",
     )?

@@ -196,12 +196,12 @@ pub extern "C-unwind" fn legacy_backup_launcher_main(_arg: pg_sys::Datum) {
             child = None;
         }
         let found = crate::privilege::bounded_transaction(|| {
-            let role = Spi::get_one_with_args::<pg_sys::Oid>(
+            let role = crate::read::one_with_args::<pg_sys::Oid>(
                 "SELECT oid FROM pg_catalog.pg_roles WHERE rolname = $1",
                 &[WORKER_ROLE.into()],
             )?;
             // One left over by an earlier launcher (it was restarted) keeps running.
-            let running = Spi::get_one_with_args::<i64>(
+            let running = crate::read::one_with_args::<i64>(
                 "SELECT count(*) FROM pg_catalog.pg_stat_activity WHERE backend_type = $1",
                 &[WORKER_TYPE.into()],
             )?;

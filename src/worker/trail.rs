@@ -170,7 +170,8 @@ impl Runner {
 /// Returns whether rows were left for the next cycle.
 fn cut(client: &mut pgrx::spi::SpiClient<'_>) -> Result<bool, String> {
     let spi = |e: pgrx::spi::SpiError| e.to_string();
-    // One statement: the rows, the largest visible id and the snapshot they were read under.
+    ensure_cursor(client).map_err(spi)?;
+    // One statement: the rows, the largest visible id, and whether the floor may move.
     let read = crate::attach::sql(
         "WITH c AS (SELECT floor, pending_floor, pending_xid FROM legacy_backup.trail_cursor), \
          n AS (SELECT l.id, l.session_id, pg_catalog.to_jsonb(l) AS r FROM @extschema@.category_assignment_logs l, c \
@@ -254,6 +255,18 @@ fn cut(client: &mut pgrx::spi::SpiClient<'_>) -> Result<bool, String> {
             .map_err(spi)?;
     }
     Ok(truncated)
+}
+
+/// The cursor's one row, made on first use (not at CREATE EXTENSION, so that a restored dump,
+/// which brings its own row, does not collide with it).
+pub fn ensure_cursor(client: &mut pgrx::spi::SpiClient<'_>) -> Result<(), pgrx::spi::SpiError> {
+    client
+        .update(
+            "INSERT INTO legacy_backup.trail_cursor DEFAULT VALUES ON CONFLICT DO NOTHING",
+            None,
+            &[],
+        )
+        .map(|_| ())
 }
 
 /// Stores the next segment of a session's trail, linked to the one before.

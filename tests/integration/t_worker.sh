@@ -44,7 +44,7 @@ check "all 2,500 objects gone" 0 "$(find "$BUCKET_DIR/pst/w1" "$BUCKET_DIR/docum
 check "neighbour prefix documents/w1x/ kept" 1 "$(find "$BUCKET_DIR/documents/w1x" -type f | wc -l)"
 check "neighbour prefix legacy-import/w1x/ kept" 1 "$(find "$BUCKET_DIR/legacy-import/w1x" -type f | wc -l)"
 check "other session kept" 1 "$(find "$BUCKET_DIR/documents/other" -type f | wc -l)"
-check "backups/ kept" 1 "$(find "$BUCKET_DIR/backups" -type f | wc -l)"
+check "backups/ kept" 1 "$(find "$BUCKET_DIR/backups" -type f -name 'categorization-*' | wc -l)"
 check "R2_CLEANUP_COMPLETED with the count" 2500 "$(q app -c "SELECT details->>'deleted' FROM legacy_import_audit_logs WHERE action = 'R2_CLEANUP_COMPLETED'")"
 check "first 10 keys recorded" 10 "$(q app -c "SELECT jsonb_array_length(details->'firstKeys') FROM legacy_import_audit_logs WHERE action = 'R2_CLEANUP_COMPLETED'")"
 

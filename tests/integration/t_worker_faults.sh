@@ -53,7 +53,7 @@ check_completed() { # sid snapshot_id
   wait_for "$1: cleanup completed" "SELECT cleaned_up_at IS NOT NULL FROM legacy_import_sessions WHERE id = '$1'" t 90
   check "$1: every object gone" 0 "$(left "$1")"
   check "$1: neighbour prefix kept" 1 "$(left "${1}x")"
-  check "$1: both snapshots kept in backups/" 2 "$(find "$BUCKET_DIR/backups/$1" -type f | wc -l)"
+  check "$1: both snapshots kept in backups/" 2 "$(find "$BUCKET_DIR/backups/$1" -type f -name 'categorization-*' | wc -l)"
   check "$1: one completion audit row" 1 "$(q app -c "SELECT count(*) FROM legacy_import_audit_logs WHERE action = 'R2_CLEANUP_COMPLETED' AND session_id = '$1'")"
 }
 
@@ -124,7 +124,7 @@ check "not marked cleaned up early" t "$(q app -c "SELECT cleaned_up_at IS NULL 
 wait_for "cleanup resumed and finished after the crash restart" "SELECT cleaned_up_at IS NOT NULL FROM legacy_import_sessions WHERE id = 'f1'" t 60
 check "all 12,000 objects gone" 0 "$(left f1)"
 check "neighbour kept" 1 "$(left f1x)"
-check "snapshot kept" 1 "$(find "$BUCKET_DIR/backups/f1" -type f | wc -l)"
+check "snapshot kept" 1 "$(find "$BUCKET_DIR/backups/f1" -type f -name 'categorization-*' | wc -l)"
 check "the interrupted job was requeued and completed" "succeeded" "$(q app -c "SELECT string_agg(state, ',') FROM legacy_backup.jobs WHERE kind = 'cleanup' AND session_id = 'f1'")"
 check "one completion audit row" 1 "$(q app -c "SELECT count(*) FROM legacy_import_audit_logs WHERE action = 'R2_CLEANUP_COMPLETED' AND session_id = 'f1'")"
 
