@@ -18,7 +18,9 @@ rm -rf "$S3_DIR"; mkdir -p "$S3_DIR/data/legacy-import"
 nohup s3s-fs --host 127.0.0.1 --port "$S3_PORT" --access-key demo-access --secret-key demo-secret-key \
   "$S3_DIR/data" >"$S3_DIR/s3s.log" 2>&1 &
 echo $! >"$S3_DIR/pid"
-printf 'R2_ACCESS_KEY_ID=demo-access\nR2_SECRET_ACCESS_KEY=demo-secret-key\n' >"$S3_DIR/r2.env"
+# Backups sealed with a key of the demo's own (docs/operations.md, Sealed backups).
+printf 'R2_ACCESS_KEY_ID=demo-access\nR2_SECRET_ACCESS_KEY=demo-secret-key\nLEGACY_BACKUP_KEY=%s\n' \
+  "$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')" >"$S3_DIR/r2.env"
 chown postgres "$S3_DIR/r2.env"; chmod 600 "$S3_DIR/r2.env"
 # A few files of the session in "R2", as the application's import left them.
 mkdir -p "$S3_DIR/data/legacy-import/pst/demo-session" "$S3_DIR/data/legacy-import/documents/demo-session/Inbox"

@@ -92,7 +92,10 @@ SELECT status, cleanup_scheduled_at IS NOT NULL AS was_scheduled, cleaned_up_at 
 SELECT kind, state, progress->>'deleted' AS deleted, progress->'prefixes' AS prefixes FROM legacy_backup_jobs WHERE kind = 'cleanup';
 SELECT action, user_id, details->>'deleted' AS deleted, details->>'snapshotKey' AS snapshot_kept
 FROM legacy_import_audit_logs WHERE action = 'R2_CLEANUP_COMPLETED';
-SELECT check_name, ok, detail FROM legacy_backup_health() WHERE check_name IN ('background worker', 'failed jobs', 'snapshots awaiting upload');
+SELECT check_name, ok, detail FROM legacy_backup_health() WHERE check_name IN ('background worker', 'failed jobs', 'snapshots awaiting upload', 'backup sealing key', 'backup objects');
+\echo '== The backups: sealed, chained, verified (the object key, its state)'
+SELECT snapshot_key, sealed, key_id, check_state FROM legacy_snapshots WHERE session_id = 'demo-session' ORDER BY snapshot_at;
+SELECT snapshot_key, state FROM legacy_backup_verify_all() ORDER BY 1;
 
 \echo '== Recovery: a bad bulk UPDATE wrecks the categorization; a partner restores it from the snapshot'
 SELECT snapshot_id AS good_snapshot FROM legacy_snapshots WHERE session_id = 'demo-session' ORDER BY snapshot_at DESC LIMIT 1 \gset
