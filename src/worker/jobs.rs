@@ -853,3 +853,117 @@ pub(super) fn put_backup(
         already_there,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::seal::{sha256_hex, Key, KeyRing};
+    use crate::storage::Config;
+    use std::io::{Read, Write};
+    use std::time::Duration;
+
+    /// An S3 stand-in that answers every PUT with 412 (the key exists) and serves `existing` to
+    /// GET and HEAD: what R2 does when an upload finds an object already there.
+    fn exists_server(existing: Vec<u8>) -> String {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+                    head.push(byte[0]);
+                }
+                let head = String::from_utf8_lossy(&head).to_string();
+                let answer = if head.starts_with("PUT") {
+                    b"HTTP/1.1 412 Precondition Failed\r\nConnection: close\r\nContent-Length: 0\r\n\r\n".to_vec()
+                } else {
+                    let mut a = format!(
+                        "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: {}\r\nETag: \"{}\"\r\n\r\n",
+                        existing.len(),
+                        md5_hex(&existing)
+                    )
+                    .into_bytes();
+                    if head.starts_with("GET") {
+                        a.extend_from_slice(&existing);
+                    }
+                    a
+                };
+                let _ = stream.write_all(&answer);
+            }
+        });
+        endpoint
+    }
+
+    fn storage(endpoint: &str, key: &Key) -> Storage {
+        let client = crate::storage::Client::new(Config {
+            endpoint: endpoint.into(),
+            bucket: "legacy-import".into(),
+            region: "auto".into(),
+            access_key_id: "AK".into(),
+            secret_access_key: "SK".into(),
+            connect_timeout: Duration::from_secs(2),
+            request_timeout: Duration::from_secs(5),
+            max_attempts: 1,
+            backoff: Duration::from_millis(1),
+        })
+        .unwrap();
+        Storage {
+            backups: client.for_bucket("firm-backups"),
+            source: client,
+            keys: Ok(KeyRing::with_current(key.clone())),
+        }
+    }
+
+    const BODY: &[u8] = br#"{"formatVersion":3,"sessionId":"s1"}"#;
+
+    fn recorded() -> Recorded {
+        Recorded {
+            object_key: "backups/s1/categorization-2025-12-09T10-20-30-123Z.json".into(),
+            object_id: "snap-1".into(),
+            session_id: "s1".into(),
+            sha256: sha256_hex(BODY),
+            sealed_key_id: None,
+        }
+    }
+
+    #[test]
+    fn a_412_on_the_same_content_counts_as_done() {
+        let key = Key::from_bytes([5; 32]);
+        // An earlier attempt sealed and uploaded it, then crashed before recording it.
+        let earlier = seal::seal(&key, &recorded().context(), BODY);
+        let storage = storage(&exists_server(earlier.clone()), &key);
+        let put = put_backup(&storage, &recorded(), BODY, false)
+            .unwrap_or_else(|e| panic!("{}", e.message));
+        assert!(put.already_there);
+        assert_eq!(put.etag, md5_hex(&earlier));
+        assert_eq!(put.object_bytes, earlier.len() as i64);
+        assert_eq!(put.key_id.as_deref(), Some(key.id()));
+    }
+
+    #[test]
+    fn a_412_on_other_content_is_an_alarm_never_an_overwrite() {
+        let key = Key::from_bytes([6; 32]);
+        let other = Recorded {
+            object_id: "snap-0".into(),
+            ..recorded()
+        };
+        for existing in [
+            br#"{"forged":true}"#.to_vec(),
+            seal::seal(&key, &other.context(), BODY),
+        ] {
+            let storage = storage(&exists_server(existing), &key);
+            let e = match put_backup(&storage, &recorded(), BODY, false) {
+                Ok(_) => panic!("an object that is not this snapshot was accepted"),
+                Err(e) => e,
+            };
+            assert!(e.damaged && !e.retryable, "{}", e.message);
+            assert!(
+                e.message.starts_with("refusing to overwrite"),
+                "{}",
+                e.message
+            );
+        }
+    }
+}
