@@ -17,10 +17,10 @@
 #
 # The worker keeps the default naptime (10 s; uploads are woken at commit) and the rounds start
 # once it has shipped the audit trail that CREATE EXTENSION writes (one log row per document,
-# 20,000 rows per cycle, about 20 s for 138,000 documents here). Snapshots are 1 s apart so the
-# worker's cycle after an upload (the trail cut) does not overlap the next take.
+# 138,000 here, 20,000 per cycle). Snapshots are 1 s apart so the worker's cycle after an upload
+# (its trail cut, 0.3-0.5 s at this size) does not overlap the next take.
 # Usage: scripts/bench_seal.sh [rounds=15] [seal_rounds=31]   (PG=16 or 18 for another major;
-# SKIP_INSTALL=1 when the current build is already installed). About 5 minutes with the defaults.
+# SKIP_INSTALL=1 when the current build is already installed). About 4 minutes with the defaults.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${1:-15}; SEAL_ROUNDS=${2:-31}
