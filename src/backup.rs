@@ -100,6 +100,15 @@ impl Finding {
         }
     }
 
+    /// What a check records (`verify_result`) and `legacy_snapshot_verify` returns as `result`.
+    pub fn recorded_result(&self) -> &'static str {
+        match self {
+            Finding::Sealed { .. } | Finding::Plain => "verified",
+            Finding::Missing => "missing",
+            Finding::Different(_) => "mismatch",
+        }
+    }
+
     pub fn detail(&self) -> String {
         match self {
             Finding::Sealed { key_id } => {
@@ -205,11 +214,7 @@ pub fn record_check(
     finding: &Finding,
     actor: &str,
 ) -> crate::error::LbResult<()> {
-    let state = match finding {
-        Finding::Sealed { .. } | Finding::Plain => "verified",
-        Finding::Missing => "missing",
-        Finding::Different(_) => "mismatch",
-    };
+    let state = finding.recorded_result();
     let t = client.update(
         &format!(
             "WITH old AS (SELECT verify_result FROM {table} WHERE id = $1) \

@@ -176,11 +176,7 @@ pub fn verify(snapshot_id: &str) -> LbResult<Verification> {
     // No lock is held here: the HTTP request runs before this function writes anything.
     let body = storage.backups.get_object(&key)?;
     let finding = classify(&keys, &recorded, body.as_deref());
-    let result = match &finding {
-        Finding::Missing => "missing",
-        Finding::Different(_) => "mismatch",
-        Finding::Sealed { .. } | Finding::Plain => "verified",
-    };
+    let result = finding.recorded_result();
     Spi::connect_mut(|c| record_check(c, BackupKind::Snapshot, snapshot_id, &finding, &checker()))?;
     Ok(Verification {
         snapshot_id: snapshot_id.to_string(),
