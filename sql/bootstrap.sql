@@ -132,7 +132,8 @@ COMMENT ON TYPE legacy_backup.log_change IS
 CREATE TABLE legacy_backup.cleanup_schedule (
     session_id   text PRIMARY KEY,
     scheduled_at timestamptz NOT NULL,
-    exported_at  timestamptz NOT NULL DEFAULT now(),
+    -- NULL: a session deleted without being exported.
+    exported_at  timestamptz DEFAULT now(),
     set_by       text NOT NULL,
     db_role      text NOT NULL DEFAULT session_user,
     updated_at   timestamptz NOT NULL DEFAULT now(),
@@ -141,14 +142,22 @@ CREATE TABLE legacy_backup.cleanup_schedule (
     -- visible_at + grace has passed too (a statement or transaction that ran past
     -- cleanup_delay cannot make its own cleanup due at commit).
     visible_at   timestamptz,
-    grace        interval NOT NULL DEFAULT '0'
+    grace        interval NOT NULL DEFAULT '0',
+    -- A deleted session's schedule outlives its row: the worker deletes its files when due and
+    -- records that here (a live session records it in its own cleaned_up_at).
+    deleted_at    timestamptz,
+    cleaned_up_at timestamptz CHECK (cleaned_up_at IS NULL OR deleted_at IS NOT NULL)
 );
 COMMENT ON TABLE legacy_backup.cleanup_schedule IS
-    'Scheduled cleanup per exported session, as the extension set it (export, postponement); the worker reads only this';
+    'Scheduled cleanup per exported or deleted session, as the extension set it (export, delete, postponement); the worker reads only this';
 COMMENT ON COLUMN legacy_backup.cleanup_schedule.visible_at IS
     'When the worker first saw the committed export (NULL: not yet); the cleanup is due no earlier than visible_at + grace';
 COMMENT ON COLUMN legacy_backup.cleanup_schedule.grace IS
-    'legacy_backup.cleanup_delay at the export';
+    'legacy_backup.cleanup_delay at the export (or at the delete)';
+COMMENT ON COLUMN legacy_backup.cleanup_schedule.deleted_at IS
+    'When the session row was deleted (NULL: it exists); its files are then deleted when due, exported or not';
+COMMENT ON COLUMN legacy_backup.cleanup_schedule.cleaned_up_at IS
+    'When the worker deleted a deleted session''s files';
 SELECT pg_catalog.pg_extension_config_dump('legacy_backup.cleanup_schedule', '');
 
 -- Exports under way: legacy_export_begin() pinned the session's snapshot, fresh at the time.

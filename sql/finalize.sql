@@ -111,6 +111,20 @@ BEGIN
     RETURN report;
 END $$;
 
+CREATE FUNCTION @extschema@.legacy_restore_snapshot(snapshot_id text, actor_id text, dry_run boolean DEFAULT true)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    report jsonb;
+BEGIN
+    report := legacy_backup.restore_backup(snapshot_id, actor_id, dry_run);
+    IF report ? 'refusal' THEN
+        RAISE EXCEPTION USING ERRCODE = 'LB010', MESSAGE = report->>'refusal', DETAIL = report->>'detail',
+            HINT = 'The body of this snapshot was pruned from the database and its object fails verification: see legacy_backup_verify_all(); restore from another snapshot.';
+    END IF;
+    RETURN report;
+END $$;
+
 COMMENT ON FUNCTION @extschema@.legacy_snapshot_fetch(text) IS
     'A snapshot document fetched from object storage by key, only if it verifies (sealed and opening, or plain with the recorded sha256); LB010 otherwise';
 COMMENT ON FUNCTION @extschema@.legacy_snapshot_fetch_unverified(text, text) IS
@@ -119,6 +133,8 @@ COMMENT ON FUNCTION @extschema@.legacy_trail_rebuild(text, text, boolean) IS
     'Rebuilds a session''s audit trail from its sealed, chained segments in object storage (dry run by default); partners only; LB010 on a missing, forged or reordered segment';
 COMMENT ON FUNCTION legacy_backup.trail_rebuild(text, text, boolean) IS
     'Internal: the rebuild behind legacy_trail_rebuild';
+COMMENT ON FUNCTION legacy_backup.restore_backup(text, text, boolean) IS
+    'Internal: the restore behind legacy_restore_snapshot, which raises its refusal as LB010';
 COMMENT ON FUNCTION legacy_backup.fetch_backup(text, text) IS
     'Internal: fetches and opens a backup object; the legacy_snapshot_fetch functions raise its refusals';
 COMMENT ON FUNCTION @extschema@.legacy_backup_verify_all() IS
@@ -126,7 +142,7 @@ COMMENT ON FUNCTION @extschema@.legacy_backup_verify_all() IS
 COMMENT ON FUNCTION @extschema@.legacy_backup_verify_storage() IS
     'The same walk from object storage alone, for a lost database: seals opened, chains followed, gaps found';
 COMMENT ON FUNCTION @extschema@.legacy_restore_snapshot(text, text, boolean) IS
-    'Restores a session''s categorization from a stored snapshot; dry run by default; partners only';
+    'Restores a session''s categorization from a stored snapshot (its body in the database, or its object fetched and verified when pruned; LB010 if that fails); dry run by default; partners only';
 COMMENT ON FUNCTION @extschema@.legacy_snapshot_import(json, text, boolean) IS
     'Restores a session''s categorization from a snapshot document; dry run by default; partners only';
 
@@ -159,7 +175,8 @@ REVOKE EXECUTE ON FUNCTION
     @extschema@.legacy_backup_verify_storage(),
     @extschema@.legacy_trail_rebuild(text, text, boolean),
     legacy_backup.fetch_backup(text, text),
-    legacy_backup.trail_rebuild(text, text, boolean)
+    legacy_backup.trail_rebuild(text, text, boolean),
+    legacy_backup.restore_backup(text, text, boolean)
 FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION
     @extschema@.legacy_backup_check_id(text, text),
@@ -196,10 +213,15 @@ TO legacy_backup_admin;
 REVOKE EXECUTE ON FUNCTION @extschema@.legacy_backup_log_change(), @extschema@.legacy_backup_log_flush(),
                            @extschema@.legacy_backup_id_guard(), @extschema@.legacy_backup_truncate_guard(),
                            @extschema@.legacy_backup_export_gate(), @extschema@.legacy_backup_export_check(),
-                           @extschema@.legacy_backup_log_category() FROM PUBLIC;
+                           @extschema@.legacy_backup_log_category(),
+                           @extschema@.legacy_backup_session_delete() FROM PUBLIC;
 -- Called only by the export check trigger, which runs as the extension's owner.
 REVOKE EXECUTE ON FUNCTION @extschema@.legacy_backup_export_verdict(text),
                            @extschema@.legacy_backup_audit(text, text, text, jsonb) FROM PUBLIC;
+-- Called only by legacy_backup_session_delete, which runs as the extension's owner.
+REVOKE EXECUTE ON FUNCTION legacy_backup.final_snapshot(text, text) FROM PUBLIC;
+COMMENT ON FUNCTION legacy_backup.final_snapshot(text, text) IS
+    'Internal: the final snapshot of a session being deleted (NULL when it holds no categorization work)';
 
 -- The UPDATE trail's functions are C (src/audit_trail.rs) and the only ones without a pinned
 -- search_path: the row function resolves no names, and the flush runs two prepared INSERTs

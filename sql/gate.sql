@@ -51,11 +51,35 @@ DECLARE
     recorded timestamptz;
     verdict jsonb;
 BEGIN
-    -- A deleted session takes its schedule with it: a row inserted later under the same id
-    -- must go through the export gate to get one.
+    -- A deleted session's files are deleted cleanup_delay after the delete (an exported one keeps
+    -- its schedule), whether or not it was exported; the schedule outlives the row. The worker
+    -- acts on it only while no row of that id exists (a row inserted later under the same id
+    -- gets a schedule only through the export gate). legacy_backup_session_delete took the
+    -- final snapshot before the row went.
     IF TG_OP = 'DELETE' THEN
-        DELETE FROM legacy_backup.cleanup_schedule c WHERE c.session_id = OLD.id;
         DELETE FROM legacy_backup.export_begins b WHERE b.session_id = OLD.id;
+        IF OLD.cleaned_up_at IS NOT NULL THEN
+            DELETE FROM legacy_backup.cleanup_schedule c WHERE c.session_id = OLD.id;
+            PERFORM @extschema@.legacy_backup_audit(OLD.id, actor, 'SESSION_DELETED',
+                jsonb_build_object('status', format('%s', OLD.status), 'cleanedUpAt', OLD.cleaned_up_at));
+            RETURN NULL;
+        END IF;
+        INSERT INTO legacy_backup.cleanup_schedule AS c (session_id, scheduled_at, exported_at, set_by, grace, deleted_at)
+        VALUES (OLD.id, earliest, NULL, actor, current_setting('legacy_backup.cleanup_delay')::interval, statement_timestamp())
+        ON CONFLICT (session_id) DO UPDATE
+            -- An exported session keeps its schedule; a row left by an earlier delete of the same
+            -- id starts again.
+            SET scheduled_at = CASE WHEN c.deleted_at IS NULL THEN c.scheduled_at ELSE EXCLUDED.scheduled_at END,
+                visible_at = CASE WHEN c.deleted_at IS NULL THEN c.visible_at END,
+                grace = CASE WHEN c.deleted_at IS NULL THEN c.grace ELSE EXCLUDED.grace END,
+                exported_at = CASE WHEN c.deleted_at IS NULL THEN c.exported_at END,
+                deleted_at = EXCLUDED.deleted_at, cleaned_up_at = NULL,
+                set_by = EXCLUDED.set_by, db_role = session_user, updated_at = now()
+        RETURNING c.scheduled_at INTO recorded;
+        PERFORM @extschema@.legacy_backup_audit(OLD.id, actor, 'SESSION_DELETED',
+            jsonb_build_object('status', format('%s', OLD.status), 'cleanupScheduledAt', recorded,
+                               'finalSnapshotId', (SELECT n.id FROM legacy_backup.snapshots n WHERE n.session_id = OLD.id
+                                                   ORDER BY n.snapshot_at DESC LIMIT 1)));
         RETURN NULL;
     END IF;
     new_status := format('%s', NEW.status);
@@ -135,7 +159,8 @@ BEGIN
         VALUES (NEW.id, NEW.cleanup_scheduled_at, actor, current_setting('legacy_backup.cleanup_delay')::interval)
         ON CONFLICT (session_id) DO UPDATE
             SET scheduled_at = EXCLUDED.scheduled_at, set_by = EXCLUDED.set_by, exported_at = now(),
-                db_role = session_user, updated_at = now(), visible_at = NULL, grace = EXCLUDED.grace;
+                db_role = session_user, updated_at = now(), visible_at = NULL, grace = EXCLUDED.grace,
+                deleted_at = NULL, cleaned_up_at = NULL;
         PERFORM @extschema@.legacy_backup_audit(NEW.id, actor, 'EXPORT_SNAPSHOT_VERIFIED',
             jsonb_build_object('snapshotId', verdict->'snapshotId', 'snapshotKey', verdict->'snapshotKey',
                                'snapshotAt', verdict->'lastSnapshotAt', 'snapshotAgeMinutes', verdict->'snapshotAgeMinutes',
@@ -162,7 +187,8 @@ BEGIN
 
     -- Any other change of cleanup_scheduled_at must be the extension's own (it mirrors the record).
     IF TG_OP = 'INSERT' OR NEW.cleanup_scheduled_at IS DISTINCT FROM OLD.cleanup_scheduled_at THEN
-        SELECT c.scheduled_at INTO recorded FROM legacy_backup.cleanup_schedule c WHERE c.session_id = NEW.id;
+        SELECT c.scheduled_at INTO recorded FROM legacy_backup.cleanup_schedule c
+        WHERE c.session_id = NEW.id AND c.deleted_at IS NULL;
         IF NEW.cleanup_scheduled_at IS DISTINCT FROM recorded THEN
             RAISE EXCEPTION 'cleanup_scheduled_at of session "%" may only be changed by legacy_backup', NEW.id
                 USING ERRCODE = 'LB005',
@@ -174,4 +200,18 @@ BEGIN
     RETURN NULL;
 END $$;
 COMMENT ON FUNCTION @extschema@.legacy_backup_export_check() IS
-    'Trigger (AFTER): refuses Exported without a fresh snapshot (LB001-LB003, LB007), records the cleanup schedule, refuses other schedule changes (LB005), guards cleaned_up_at (LB004) and ids (LB008), drops the schedule of a deleted session; audited';
+    'Trigger (AFTER): refuses Exported without a fresh snapshot (LB001-LB003, LB007), records the cleanup schedule, refuses other schedule changes (LB005), guards cleaned_up_at (LB004) and ids (LB008), keeps a deleted session''s files scheduled for cleanup; audited';
+
+-- BEFORE DELETE on legacy_import_sessions: the final snapshot of a session that holds
+-- categorization work, in the deleting transaction, while its documents still exist. The
+-- schedule that deletes its files later is recorded by legacy_backup_export_check (AFTER DELETE),
+-- which fires only if the row is really deleted.
+CREATE FUNCTION @extschema@.legacy_backup_session_delete() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM legacy_backup.final_snapshot(OLD.id,
+        coalesce(nullif(current_setting('legacy_backup.actor', true), ''), 'pg:' || session_user));
+    RETURN OLD;
+END $$;
+COMMENT ON FUNCTION @extschema@.legacy_backup_session_delete() IS
+    'Trigger (BEFORE DELETE): takes the final snapshot of a session that holds categorization work, inside the deleting transaction';

@@ -62,6 +62,26 @@ fn legacy_snapshot_take(
     JsonB(serde_json::to_value(taken).expect("snapshot summary serializes"))
 }
 
+/// Internal: the final snapshot of a session being deleted (`legacy_backup_session_delete`,
+/// its BEFORE DELETE trigger, sql/gate.sql); NULL when the session holds no categorization work.
+#[pg_extern(sql = r#"
+CREATE FUNCTION legacy_backup."final_snapshot"("session_id" TEXT, "actor_id" TEXT)
+RETURNS jsonb
+VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c AS 'MODULE_PATHNAME', 'legacy_backup_final_snapshot_wrapper';
+"#)]
+fn legacy_backup_final_snapshot(session_id: Option<&str>, actor_id: Option<&str>) -> Option<JsonB> {
+    let session_id = ids::validate_id("session_id", session_id).or_raise();
+    let actor = actor_id
+        .ok_or_else(|| crate::error::LbError::null_value("actor_id"))
+        .or_raise();
+    attach::ensure_attached().or_raise();
+    snapshot::take_final(&session_id, actor)
+        .or_raise()
+        .map(|taken| JsonB(serde_json::to_value(taken).expect("snapshot summary serializes")))
+}
+
 /// Attaches to the application's tables (idempotent) and reports each step. SECURITY DEFINER
 /// (EXECUTE is granted to legacy_backup_admin only): it creates triggers on the application's
 /// tables with functions no one else may execute.
@@ -327,13 +347,20 @@ fn legacy_backup_verify_storage() -> TableIterator<
     )
 }
 
-/// Restores a session's categorization from a stored snapshot (dry run by default). Partners only.
-#[pg_extern(volatile, parallel_unsafe, security_definer)]
-#[search_path(pg_catalog, pg_temp)]
-fn legacy_restore_snapshot(
+/// Internal: a session's categorization restored from a stored snapshot; a refusal (body pruned
+/// and its object failing verification) comes back as `{refusal, detail}`, which
+/// `legacy_restore_snapshot` (sql/finalize.sql) raises as `LB010`.
+#[pg_extern(sql = r#"
+CREATE FUNCTION legacy_backup."restore_backup"("snapshot_id" TEXT, "actor_id" TEXT, "dry_run" bool)
+RETURNS jsonb
+VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c AS 'MODULE_PATHNAME', 'legacy_backup_restore_backup_wrapper';
+"#)]
+fn legacy_backup_restore_backup(
     snapshot_id: Option<&str>,
     actor_id: Option<&str>,
-    dry_run: default!(Option<bool>, "true"),
+    dry_run: Option<bool>,
 ) -> JsonB {
     crate::privilege::require_primary("legacy_restore_snapshot").or_raise();
     let snapshot_id = ids::validate_id("snapshot_id", snapshot_id).or_raise();
@@ -343,9 +370,29 @@ fn legacy_restore_snapshot(
         .or_raise();
     attach::ensure_attached().or_raise();
     JsonB(
-        serde_json::to_value(recovery::restore_snapshot(&snapshot_id, &actor, dry_run).or_raise())
-            .expect("serializes"),
+        match recovery::restore_snapshot(&snapshot_id, &actor, dry_run).or_raise() {
+            Ok(report) => serde_json::to_value(report).expect("serializes"),
+            Err(refusal) => {
+                serde_json::json!({"refusal": refusal.message, "detail": refusal.detail})
+            }
+        },
     )
+}
+
+/// The C entry point of legacy_restore_snapshot up to 0.5.0, kept so the install scripts of
+/// those versions load on an update path; 0.6.0's update replaces the function.
+#[pg_extern(sql = false)]
+fn legacy_restore_snapshot(
+    _snapshot_id: Option<&str>,
+    _actor_id: Option<&str>,
+    _dry_run: Option<bool>,
+) -> JsonB {
+    crate::error::LbError::new(
+        pgrx::PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+        "this legacy_restore_snapshot is from an older version of the extension",
+    )
+    .hint("ALTER EXTENSION legacy_backup UPDATE; a restore then verifies what it fetches.")
+    .raise()
 }
 
 /// Restores from a snapshot document (e.g. legacy_snapshot_fetch(key)), dry run by default.

@@ -290,6 +290,15 @@ pub const TRIGGERS: &[TriggerDef] = &[
         "FOR EACH ROW WHEN (pg_catalog.enum_eq(NEW.status, 'Exported'))",
         "legacy_backup_export_gate",
     ),
+    // Deleting a session takes its final snapshot first, while its documents are still there
+    // (the foreign keys' cascades run after the row is gone).
+    (
+        "legacy_backup_session_delete",
+        "BEFORE DELETE",
+        "legacy_import_sessions",
+        "FOR EACH ROW",
+        "legacy_backup_session_delete",
+    ),
     // AFTER row triggers see the row as it is stored, after every BEFORE trigger (including the
     // application's, which may fire after the gate): they are the authority on exports and on
     // the cleanup schedule.
@@ -881,5 +890,6 @@ mod tests {
             firing("legacy_backup_export_check_insert"),
             (5, false, false)
         );
+        assert_eq!(firing("legacy_backup_session_delete"), (11, false, false));
     }
 }

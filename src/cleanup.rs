@@ -14,10 +14,16 @@ use std::time::Instant;
 
 struct Target {
     cleanup_scheduled_at: Option<String>,
-    snapshot_id: String,
-    snapshot_key: String,
-    snapshot_bytes: i64,
-    snapshot_etag: String,
+    /// None only for a deleted session that never had a snapshot (no categorization work).
+    snapshot: Option<Snapshot>,
+    session_deleted: bool,
+}
+
+struct Snapshot {
+    id: String,
+    key: String,
+    bytes: i64,
+    etag: String,
 }
 
 fn state(message: String) -> LbError {
@@ -27,48 +33,70 @@ fn state(message: String) -> LbError {
     )
 }
 
-/// Exported, not cleaned up, and a snapshot uploaded; then checked in R2 right now.
+/// A session that exists: exported, not cleaned up, a snapshot uploaded. A deleted session: its
+/// schedule outlived it, not cleaned up, and its final snapshot (if it had any) uploaded. The
+/// snapshot is then checked in object storage right now.
 fn preconditions(session_id: &str) -> LbResult<Target> {
-    let target = Spi::connect(|c| -> LbResult<Target> {
+    Spi::connect(|c| -> LbResult<Target> {
         let t = c.select(
-            &crate::attach::sql("SELECT pg_catalog.format('%s', s.status), s.cleaned_up_at IS NOT NULL, c.scheduled_at::text, n.id, n.snapshot_key, coalesce(n.object_bytes, n.bytes), n.etag \
-             FROM @extschema@.legacy_import_sessions s \
-             LEFT JOIN legacy_backup.cleanup_schedule c ON c.session_id = s.id \
-             LEFT JOIN LATERAL (SELECT id, snapshot_key, bytes, object_bytes, etag FROM legacy_backup.snapshots \
-                                WHERE session_id = s.id AND upload_state = 'uploaded' ORDER BY snapshot_at DESC LIMIT 1) n ON true \
-             WHERE s.id = $1")?,
+            &crate::attach::sql("SELECT s.id IS NOT NULL, pg_catalog.format('%s', s.status), \
+                    coalesce(s.cleaned_up_at, c.cleaned_up_at) IS NOT NULL, c.scheduled_at::text, c.deleted_at IS NOT NULL, \
+                    u.id, u.snapshot_key, u.bytes, u.etag, n.upload_state \
+             FROM (SELECT $1::text AS id) k \
+             LEFT JOIN @extschema@.legacy_import_sessions s ON s.id = k.id \
+             LEFT JOIN legacy_backup.cleanup_schedule c ON c.session_id = k.id \
+             LEFT JOIN LATERAL (SELECT id, snapshot_key, coalesce(object_bytes, bytes) AS bytes, etag FROM legacy_backup.snapshots \
+                                WHERE session_id = k.id AND upload_state = 'uploaded' ORDER BY snapshot_at DESC LIMIT 1) u ON true \
+             LEFT JOIN LATERAL (SELECT upload_state FROM legacy_backup.snapshots \
+                                WHERE session_id = k.id ORDER BY snapshot_at DESC LIMIT 1) n ON true")?,
             None,
             &[session_id.into()],
         )?;
-        if t.is_empty() {
+        let r = t.first();
+        let exists = r.get::<bool>(1)?.unwrap_or(false);
+        let deleted = r.get::<bool>(5)?.unwrap_or(false);
+        if !exists && !deleted {
             return Err(LbError::not_found(format!(
                 "import session \"{session_id}\" does not exist"
-            )));
+            ))
+            .hint("A session deleted before 0.6.0, or whose files were already cleaned up, has no schedule left."));
         }
-        let r = t.first();
-        let status: String = r.get(1)?.unwrap_or_default();
-        if status != "Exported" {
-            return Err(state(format!("session \"{session_id}\" is not exported (status {status}); only exported sessions are cleaned up")));
+        if exists {
+            let status: String = r.get(2)?.unwrap_or_default();
+            if status != "Exported" {
+                return Err(state(format!("session \"{session_id}\" is not exported (status {status}); only exported or deleted sessions are cleaned up")));
+            }
         }
-        if r.get::<bool>(2)?.unwrap_or(false) {
+        if r.get::<bool>(3)?.unwrap_or(false) {
             return Err(state(format!(
                 "session \"{session_id}\" is already cleaned up"
             )));
         }
-        let snapshot_id: Option<String> = r.get(4)?;
-        let Some(snapshot_id) = snapshot_id else {
-            return Err(state(format!("session \"{session_id}\" has no snapshot uploaded to object storage"))
-                .hint("Take a snapshot (legacy_snapshot_take) and wait for the worker to upload it (legacy_snapshots view)."));
+        let snapshot_id: Option<String> = r.get(6)?;
+        let newest_state: Option<String> = r.get(10)?;
+        let snapshot = match (snapshot_id, newest_state) {
+            (_, Some(st)) if !exists && st != "uploaded" => {
+                return Err(state(format!("the final snapshot of deleted session \"{session_id}\" is not uploaded yet"))
+                    .hint("Wait for the worker to upload it (legacy_snapshots view)."))
+            }
+            (Some(id), _) => Some(Snapshot {
+                id,
+                key: r.get(7)?.unwrap_or_default(),
+                bytes: r.get(8)?.unwrap_or(0),
+                etag: r.get(9)?.unwrap_or_default(),
+            }),
+            (None, None) if !exists => None,
+            (None, _) => {
+                return Err(state(format!("session \"{session_id}\" has no snapshot uploaded to object storage"))
+                    .hint("Take a snapshot (legacy_snapshot_take) and wait for the worker to upload it (legacy_snapshots view)."))
+            }
         };
         Ok(Target {
-            cleanup_scheduled_at: r.get(3)?,
-            snapshot_id,
-            snapshot_key: r.get(5)?.unwrap_or_default(),
-            snapshot_bytes: r.get(6)?.unwrap_or(0),
-            snapshot_etag: r.get(7)?.unwrap_or_default(),
+            cleanup_scheduled_at: r.get(4)?,
+            snapshot,
+            session_deleted: !exists,
         })
-    })?;
-    Ok(target)
+    })
 }
 
 /// The prefixes a session's cleanup deletes (`legacy_backup.cleanup_prefixes`): each ends with
@@ -91,11 +119,13 @@ pub fn cleanup_session(
     let storage = settings::sql_storage()?;
     // The preview lists the source bucket; the snapshot is checked in the backup bucket.
     let client = &storage.source;
-    match storage.backups.head_object(&target.snapshot_key)? {
-        Some(i) if i.is(target.snapshot_bytes as u64, &target.snapshot_etag) => {}
-        _ => {
-            return Err(state(format!("snapshot {} is not verified in object storage", target.snapshot_key))
-                .hint("Check it with legacy_snapshot_verify(); take a new snapshot and let the worker upload it."))
+    if let Some(snapshot) = &target.snapshot {
+        match storage.backups.head_object(&snapshot.key)? {
+            Some(i) if i.is(snapshot.bytes as u64, &snapshot.etag) => {}
+            _ => {
+                return Err(state(format!("snapshot {} is not verified in object storage", snapshot.key))
+                    .hint("Check it with legacy_snapshot_verify(); take a new snapshot and let the worker upload it."))
+            }
         }
     }
     match confirm {
@@ -116,7 +146,8 @@ pub fn cleanup_session(
                 "totalObjects": objects,
                 "totalBytes": bytes,
                 "cleanupScheduledAt": target.cleanup_scheduled_at,
-                "snapshot": {"id": target.snapshot_id, "key": target.snapshot_key},
+                "sessionDeleted": target.session_deleted,
+                "snapshot": target.snapshot.as_ref().map(|s| json!({"id": s.id, "key": s.key})),
                 "confirmWith": session_id,
             }))
         }

@@ -299,18 +299,31 @@ pub fn postpone_cleanup(
     crate::partner::require_partner(actor_id)?;
     Spi::connect_mut(|client| {
         // The extension's own schedule is the one that counts (and the one the worker reads).
-        let rows = client.update(
-            &crate::attach::sql(
-                "SELECT pg_catalog.format('%s', s.status), c.scheduled_at, s.cleaned_up_at IS NOT NULL, \
-                        $2 > statement_timestamp(), $2 <= statement_timestamp() + $3::interval, \
-                        $2 > coalesce(c.scheduled_at, '-infinity'), isfinite($2) \
+        // A deleted session's schedule (no row of its id) may be postponed too: more time to
+        // undo a mistaken delete from object storage. Locked: the session row, else the schedule.
+        let checks = "$2 > statement_timestamp(), $2 <= statement_timestamp() + $3::interval, \
+                      $2 > coalesce(c.scheduled_at, '-infinity'), isfinite($2)";
+        let args = [session_id.into(), until.into(), MAX_POSTPONE.into()];
+        let mut rows = client.update(
+            &crate::attach::sql(&format!(
+                "SELECT pg_catalog.format('%s', s.status), c.scheduled_at, s.cleaned_up_at IS NOT NULL, {checks}, false \
                  FROM @extschema@.legacy_import_sessions s \
-                 LEFT JOIN legacy_backup.cleanup_schedule c ON c.session_id = s.id \
-                 WHERE s.id = $1 FOR UPDATE OF s",
-            )?,
+                 LEFT JOIN legacy_backup.cleanup_schedule c ON c.session_id = s.id AND c.deleted_at IS NULL \
+                 WHERE s.id = $1 FOR UPDATE OF s"
+            ))?,
             None,
-            &[session_id.into(), until.into(), MAX_POSTPONE.into()],
+            &args,
         )?;
+        if rows.is_empty() {
+            rows = client.update(
+                &format!(
+                    "SELECT 'Exported', c.scheduled_at, c.cleaned_up_at IS NOT NULL, {checks}, true \
+                     FROM legacy_backup.cleanup_schedule c WHERE c.session_id = $1 AND c.deleted_at IS NOT NULL FOR UPDATE"
+                ),
+                None,
+                &args,
+            )?;
+        }
         if rows.is_empty() {
             return Err(LbError::not_found(format!(
                 "import session \"{session_id}\" does not exist"
@@ -318,6 +331,7 @@ pub fn postpone_cleanup(
         }
         let row = rows.first();
         let status: String = row.get(1)?.unwrap_or_default();
+        let deleted: bool = row.get(8)?.unwrap_or(false);
         let scheduled: Option<pgrx::datum::TimestampWithTimeZone> = row.get(2)?;
         let cleaned: bool = row.get(3)?.unwrap_or(false);
         let finite: bool = row.get(7)?.unwrap_or(false);
@@ -365,16 +379,19 @@ pub fn postpone_cleanup(
             &[session_id.into(), until.into(), actor_id.into()],
         )?;
         // The application's column mirrors the record (the export check verifies exactly that).
-        let mirror = crate::attach::sql(
-            "UPDATE @extschema@.legacy_import_sessions SET cleanup_scheduled_at = $2, updated_at = pg_catalog.now() WHERE id = $1",
-        )?;
-        crate::privilege::as_owner_of("legacy_import_sessions", || {
-            client.update(&mirror, None, &[session_id.into(), until.into()])?;
-            Ok(())
-        })?;
+        if !deleted {
+            let mirror = crate::attach::sql(
+                "UPDATE @extschema@.legacy_import_sessions SET cleanup_scheduled_at = $2, updated_at = pg_catalog.now() WHERE id = $1",
+            )?;
+            crate::privilege::as_owner_of("legacy_import_sessions", || {
+                client.update(&mirror, None, &[session_id.into(), until.into()])?;
+                Ok(())
+            })?;
+        }
         let details = serde_json::json!({
             "previousCleanupScheduledAt": scheduled.map(|t| t.to_string()),
             "cleanupScheduledAt": until.to_string(),
+            "sessionDeleted": deleted,
         });
         crate::app_audit_log::write(client, session_id, actor_id, "CLEANUP_POSTPONED", &details)?;
         Ok(serde_json::json!({

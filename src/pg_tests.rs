@@ -205,4 +205,91 @@ mod tests {
             one("SELECT count(*) FROM legacy_backup_attach() WHERE outcome = 'added'");
         assert_eq!(added_again, 0);
     }
+
+    #[pg_test]
+    fn deleting_a_session_with_work_takes_a_final_snapshot_and_schedules_its_files() {
+        app_with_session("s1", 30);
+        Spi::run("SET legacy_backup.cleanup_delay = '3 days'").unwrap();
+        let before: i64 =
+            one("SELECT count(*) FROM legacy_backup.snapshots WHERE session_id = 's1'");
+        Spi::run("DELETE FROM legacy_import_sessions WHERE id = 's1'").unwrap();
+        let (documents, uncategorized): (Option<i64>, Option<i64>) = Spi::get_two(
+            "SELECT (stats->>'totalDocuments')::int8, (stats->>'uncategorizedCount')::int8 \
+             FROM legacy_backup.snapshots WHERE session_id = 's1' ORDER BY snapshot_at DESC LIMIT 1",
+        )
+        .unwrap();
+        assert_eq!(before, 0);
+        assert_eq!(
+            (documents, uncategorized),
+            (Some(30), Some(10)),
+            "the final snapshot saw every document, before the cascade deleted them"
+        );
+        let queued: i64 = one(
+            "SELECT count(*) FROM legacy_backup.jobs WHERE kind = 'upload' AND session_id = 's1'",
+        );
+        assert_eq!(queued, 1, "the final snapshot is uploaded like any other");
+        let (after_delete, exported): (Option<bool>, Option<bool>) = Spi::get_two(
+            "SELECT scheduled_at = deleted_at + interval '3 days', exported_at IS NOT NULL \
+             FROM legacy_backup.cleanup_schedule WHERE session_id = 's1'",
+        )
+        .unwrap();
+        assert_eq!((after_delete, exported), (Some(true), Some(false)));
+        let audit: String = one(
+            "SELECT string_agg(action || ':' || coalesce(details->>'occasion', details->>'finalSnapshotId', ''), ',' ORDER BY action) \
+             FROM legacy_import_audit_logs WHERE session_id = 's1' AND action IN ('CATEGORIZATION_SNAPSHOT', 'SESSION_DELETED')",
+        );
+        let final_id: String =
+            one("SELECT id FROM legacy_backup.snapshots WHERE session_id = 's1'");
+        assert_eq!(
+            audit,
+            format!("CATEGORIZATION_SNAPSHOT:sessionDeleted,SESSION_DELETED:{final_id}")
+        );
+    }
+
+    #[pg_test]
+    fn a_session_without_work_is_deleted_without_a_snapshot_but_its_files_are_scheduled() {
+        app_with_session("s1", 0);
+        Spi::run("DELETE FROM legacy_import_sessions WHERE id = 's1'").unwrap();
+        let snapshots: i64 =
+            one("SELECT count(*) FROM legacy_backup.snapshots WHERE session_id = 's1'");
+        assert_eq!(
+            snapshots, 0,
+            "nothing categorized, nothing logged: no final snapshot"
+        );
+        let scheduled: i64 = one(
+            "SELECT count(*) FROM legacy_backup.cleanup_schedule WHERE session_id = 's1' AND deleted_at IS NOT NULL",
+        );
+        assert_eq!(
+            scheduled, 1,
+            "a cancelled upload's files are deleted too, when due"
+        );
+    }
+
+    #[pg_test]
+    fn an_exported_session_deleted_keeps_its_schedule_and_a_new_row_of_its_id_starts_again() {
+        app_with_session("s1", 6);
+        // In one transaction the seeding counts as changes after any snapshot: a superuser's export
+        // past the snapshot check (audited) stands in for the application's.
+        Spi::run("SET LOCAL legacy_backup.skip_snapshot_check = on").unwrap();
+        Spi::run("UPDATE legacy_import_sessions SET status = 'Exported', updated_at = now() WHERE id = 's1'").unwrap();
+        let exported_schedule: TimestampWithTimeZone =
+            one("SELECT scheduled_at FROM legacy_backup.cleanup_schedule WHERE session_id = 's1'");
+        Spi::run("SET legacy_backup.cleanup_delay = '30 days'").unwrap();
+        Spi::run("DELETE FROM legacy_import_sessions WHERE id = 's1'").unwrap();
+        let kept: TimestampWithTimeZone =
+            one("SELECT scheduled_at FROM legacy_backup.cleanup_schedule WHERE session_id = 's1' AND deleted_at IS NOT NULL");
+        assert_eq!(kept, exported_schedule);
+        // The same id again, then deleted again: the schedule counts from the second delete.
+        app_with_session_more("s1");
+        let live: bool = one("SELECT legacy_export_readiness('s1')->>'cleanupScheduledAt' IS NULL");
+        assert!(
+            live,
+            "the new row does not inherit the deleted session's schedule"
+        );
+        Spi::run("DELETE FROM legacy_import_sessions WHERE id = 's1'").unwrap();
+        let restarted: bool = one(
+            "SELECT scheduled_at = deleted_at + interval '30 days' FROM legacy_backup.cleanup_schedule WHERE session_id = 's1'",
+        );
+        assert!(restarted);
+    }
 }

@@ -627,7 +627,7 @@ pub struct RestoreReport {
 
 /// The snapshot's bytes: from the database, or from R2 when the body was pruned (checked
 /// against the stored sha256 either way).
-fn snapshot_bytes(snapshot_id: &str) -> LbResult<(Vec<u8>, String)> {
+fn snapshot_bytes(snapshot_id: &str) -> LbResult<Result<(Vec<u8>, String), Refusal>> {
     let (key, sha, body) = Spi::connect(|c| -> LbResult<(String, String, Option<Vec<u8>>)> {
         let t = c.select(
             "SELECT snapshot_key, sha256, body FROM legacy_backup.snapshots WHERE id = $1",
@@ -649,11 +649,8 @@ fn snapshot_bytes(snapshot_id: &str) -> LbResult<(Vec<u8>, String)> {
         Some(b) => (b, "database".to_string()),
         None => match fetch(&key, None)? {
             Fetched::Trusted { body, .. } => (body, format!("object storage ({key})")),
-            Fetched::Refused(refusal) => {
-                return Err(LbError::new(PgSqlErrorCode::ERRCODE_DATA_CORRUPTED, refusal.message)
-                    .detail(refusal.detail)
-                    .hint("The body of this snapshot was pruned from the database and its object fails verification: see legacy_backup_verify_all(); restore from another snapshot."))
-            }
+            // The body was pruned and the object fails verification: refused as LB010.
+            Fetched::Refused(refusal) => return Ok(Err(refusal)),
         },
     };
     if hex::encode(Sha256::digest(&body)) != sha {
@@ -664,12 +661,21 @@ fn snapshot_bytes(snapshot_id: &str) -> LbResult<(Vec<u8>, String)> {
         .detail(format!("Source: {source}."))
         .hint("Verify it with legacy_snapshot_verify(); restore from another snapshot."));
     }
-    Ok((body, source))
+    Ok(Ok((body, source)))
 }
 
-pub fn restore_snapshot(snapshot_id: &str, actor: &str, dry_run: bool) -> LbResult<RestoreReport> {
+/// `Err(Refusal)` when the body was pruned and the object fails verification
+/// (`legacy_restore_snapshot` raises it as `LB010`); nothing is changed then.
+pub fn restore_snapshot(
+    snapshot_id: &str,
+    actor: &str,
+    dry_run: bool,
+) -> LbResult<Result<RestoreReport, Refusal>> {
     crate::partner::require_partner(actor)?;
-    let (bytes, source) = snapshot_bytes(snapshot_id)?;
+    let (bytes, source) = match snapshot_bytes(snapshot_id)? {
+        Ok(found) => found,
+        Err(refusal) => return Ok(Err(refusal)),
+    };
     let parsed = parse_snapshot(&bytes)?;
     restore(
         parsed,
@@ -678,6 +684,7 @@ pub fn restore_snapshot(snapshot_id: &str, actor: &str, dry_run: bool) -> LbResu
         format!("snapshot {snapshot_id} from the {source}"),
         Some(snapshot_id),
     )
+    .map(Ok)
 }
 
 pub fn import_snapshot(json: &str, actor: &str, dry_run: bool) -> LbResult<RestoreReport> {

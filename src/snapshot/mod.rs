@@ -350,17 +350,70 @@ pub fn resolve_actor(actor_id: Option<&str>) -> LbResult<String> {
     Ok(crate::guc::actor().unwrap_or_else(crate::privilege::role_actor))
 }
 
+/// Why a snapshot is taken.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Occasion {
+    /// `legacy_snapshot_take`, `legacy_export_begin`.
+    Requested,
+    /// The session row is being deleted (its BEFORE DELETE trigger): the DELETE already holds the
+    /// row exclusively, and the row must not be updated (PostgreSQL refuses a DELETE of a row its
+    /// own BEFORE trigger changed).
+    SessionDeleted,
+}
+
 /// Builds, stores and records a snapshot, all in the caller's transaction.
 pub fn take(session_id: &str, actor: &str) -> LbResult<TakenSnapshot> {
+    take_on(session_id, actor, Occasion::Requested)
+}
+
+/// Whether a session holds categorization work: a document categorized or skipped now, or a
+/// logged change that ever gave or took a category or a status (work later undone, or
+/// documents deleted before the session).
+fn holds_work(session_id: &str) -> LbResult<bool> {
+    crate::privilege::pin_for_this_call();
+    let documents = crate::attach::sql(
+        "SELECT EXISTS (SELECT 1 FROM @extschema@.extracted_documents d WHERE d.session_id = $1 \
+                          AND (d.category_id IS NOT NULL OR pg_catalog.format('%s', d.status) <> 'Uncategorized'))",
+    )?;
+    let categorized = crate::privilege::as_owner_of("extracted_documents", || {
+        Ok(crate::read::one_with_args::<bool>(
+            &documents,
+            &[session_id.into()],
+        )?)
+    })?;
+    if categorized == Some(true) {
+        return Ok(true);
+    }
+    let logged = crate::attach::sql(
+        "SELECT EXISTS (SELECT 1 FROM @extschema@.category_assignment_logs l WHERE l.session_id = $1 \
+                          AND (l.old_category_id IS NOT NULL OR l.new_category_id IS NOT NULL \
+                               OR coalesce(l.old_status, 'Uncategorized') <> 'Uncategorized' \
+                               OR coalesce(l.new_status, 'Uncategorized') <> 'Uncategorized'))",
+    )?;
+    Ok(crate::read::one_with_args::<bool>(&logged, &[session_id.into()])?.unwrap_or(false))
+}
+
+/// The final snapshot of a session being deleted, taken inside the deleting transaction when
+/// the session holds categorization work (None otherwise). Uploaded and kept like any other.
+pub fn take_final(session_id: &str, actor: &str) -> LbResult<Option<TakenSnapshot>> {
+    if !holds_work(session_id)? {
+        return Ok(None);
+    }
+    take_on(session_id, actor, Occasion::SessionDeleted).map(Some)
+}
+
+fn take_on(session_id: &str, actor: &str, occasion: Occasion) -> LbResult<TakenSnapshot> {
     // One snapshot of a session at a time, so each links to the one before (the row lock the
     // take's own UPDATE of the session takes anyway, taken first).
-    let lock = crate::attach::sql(
-        "SELECT 1 FROM @extschema@.legacy_import_sessions WHERE id = $1 FOR NO KEY UPDATE",
-    )?;
-    crate::privilege::as_owner_of("legacy_import_sessions", || {
-        Spi::run_with_args(&lock, &[session_id.into()])?;
-        Ok(())
-    })?;
+    if occasion == Occasion::Requested {
+        let lock = crate::attach::sql(
+            "SELECT 1 FROM @extschema@.legacy_import_sessions WHERE id = $1 FOR NO KEY UPDATE",
+        )?;
+        crate::privilege::as_owner_of("legacy_import_sessions", || {
+            Spi::run_with_args(&lock, &[session_id.into()])?;
+            Ok(())
+        })?;
+    }
     let built = build(session_id, previous_sha256(session_id)?)?;
     let json = built.json_bytes();
     let sha256 = hex::encode(Sha256::digest(json));
@@ -434,7 +487,10 @@ pub fn take(session_id: &str, actor: &str) -> LbResult<TakenSnapshot> {
             stats: summary.stats,
             consistency_issues: summary.inconsistencies,
         };
-        let details = serde_json::to_value(&taken).expect("details serialize");
+        let mut details = serde_json::to_value(&taken).expect("details serialize");
+        if occasion == Occasion::SessionDeleted {
+            details["occasion"] = "sessionDeleted".into();
+        }
         crate::app_audit_log::write(
             client,
             session_id,
@@ -449,6 +505,9 @@ pub fn take(session_id: &str, actor: &str) -> LbResult<TakenSnapshot> {
             &[session_id.into(), taken.snapshot_id.as_str().into(), actor.into()],
         )?;
         crate::worker::wake_at_commit();
+        if occasion == Occasion::SessionDeleted {
+            return Ok(taken);
+        }
         let touch = crate::attach::sql(
             "UPDATE @extschema@.legacy_import_sessions SET last_snapshot_at = 'epoch'::timestamptz + $2::int8 * interval '1 microsecond', \
              updated_at = pg_catalog.now() WHERE id = $1",

@@ -20,7 +20,7 @@
 //! key under a fixed label: it names the key without revealing it. Nothing here formats a key
 //! into a message.
 
-use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
+use chacha20poly1305::aead::{Aead, AeadCore, AeadInPlace, KeyInit, OsRng, Payload};
 use chacha20poly1305::XChaCha20Poly1305;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -254,17 +254,15 @@ pub fn seal(key: &Key, context: &Context, plaintext: &[u8]) -> Vec<u8> {
     out.extend_from_slice(&(header.len() as u16).to_be_bytes());
     out.extend_from_slice(&header);
     out.extend_from_slice(&nonce);
+    // One body-sized buffer: the plaintext is encrypted where it lands in the envelope.
+    let aad_len = out.len();
+    out.extend_from_slice(plaintext);
+    let (aad, body) = out.split_at_mut(aad_len);
     let cipher = XChaCha20Poly1305::new(key.bytes.as_slice().into());
-    let sealed = cipher
-        .encrypt(
-            &nonce,
-            Payload {
-                msg: plaintext,
-                aad: &out,
-            },
-        )
+    let tag = cipher
+        .encrypt_in_place_detached(&nonce, aad, body)
         .expect("encryption of an in-memory buffer does not fail");
-    out.extend_from_slice(&sealed);
+    out.extend_from_slice(&tag);
     out
 }
 

@@ -356,21 +356,22 @@ impl Runner {
             .map_err(|e| JobError::permanent(e.message))?;
         let manual = job.manual;
         let guard = job_transaction(|client| cleanup_guard(client, &session_id, manual))??;
-        let (snapshot_key, snapshot_bytes, snapshot_etag) = guard;
         let storage = self.storage()?;
-        let info = storage.backups.head_object(&snapshot_key)?;
+        if let Some(UploadedSnapshot { key, bytes, etag }) = &guard.snapshot {
+            match storage.backups.head_object(key)? {
+                Some(i) if i.is(*bytes as u64, etag) => {}
+                Some(i) => {
+                    return Err(JobError::permanent(format!(
+                        "refusing cleanup: snapshot {key} in object storage is {} bytes with ETag {}, not the {bytes} bytes / {etag} uploaded",
+                        i.size, i.etag
+                    )))
+                }
+                None => return Err(JobError::transient(format!("refusing cleanup: snapshot {key} is not in object storage"))),
+            }
+        }
+        let snapshot_key = guard.snapshot.map(|s| s.key);
         // Deletes reach the source bucket only, never the backups.
         let client = &storage.source;
-        match info {
-            Some(i) if i.is(snapshot_bytes as u64, &snapshot_etag) => {}
-            Some(i) => {
-                return Err(JobError::permanent(format!(
-                    "refusing cleanup: snapshot {snapshot_key} in object storage is {} bytes with ETag {}, not the {snapshot_bytes} bytes / {snapshot_etag} uploaded",
-                    i.size, i.etag
-                )))
-            }
-            None => return Err(JobError::transient(format!("refusing cleanup: snapshot {snapshot_key} is not in object storage"))),
-        }
         let prefixes = crate::cleanup::cleanup_prefixes(&session_id);
         let mut deleted_total: i64 = 0;
         let mut first_keys: Vec<String> = Vec::new();
@@ -420,67 +421,114 @@ impl Runner {
             )));
         }
         Ok(
-            json!({"deleted": deleted_total, "firstKeys": first_keys, "snapshotKey": snapshot_key, "prefixes": prefixes}),
+            json!({"deleted": deleted_total, "firstKeys": first_keys, "snapshotKey": snapshot_key,
+                  "prefixes": prefixes, "sessionDeleted": guard.session_deleted}),
         )
     }
 }
 
-/// The cleanup guards, checked in the database: exported, due (unless a partner confirmed it),
-/// not cleaned, a snapshot uploaded. Returns the newest uploaded snapshot's key, size and ETag.
+/// The snapshot a cleanup checks in object storage before deleting anything.
+struct UploadedSnapshot {
+    key: String,
+    bytes: i64,
+    etag: String,
+}
+
+/// What the guards let a cleanup do.
+struct CleanupTarget {
+    /// None only for a deleted session that never had a snapshot (it held no categorization work).
+    snapshot: Option<UploadedSnapshot>,
+    session_deleted: bool,
+}
+
+/// The cleanup guards, checked in the database. A session that exists: exported, due (unless a
+/// partner confirmed it), not cleaned, a snapshot uploaded (its newest uploaded one is checked).
+/// A deleted session: its schedule marks it deleted and not cleaned, due (unless confirmed), no
+/// row of its id exists again, and its newest snapshot (the final one, if it held work) uploaded.
 fn cleanup_guard(
     client: &mut SpiClient<'_>,
     session_id: &str,
     manual: bool,
-) -> Result<(String, i64, String), JobError> {
+) -> Result<CleanupTarget, JobError> {
     let t = client
         .update(
             // Due by the extension's own schedule, never by the application's column.
-            &crate::attach::sql(&format!("SELECT pg_catalog.format('%s', s.status) AS status, \
-                    coalesce((SELECT {CLEANUP_DUE} FROM legacy_backup.cleanup_schedule c WHERE c.session_id = s.id), false) AS due, \
-                    s.cleaned_up_at IS NOT NULL AS cleaned, n.snapshot_key, n.bytes, n.etag \
-             FROM @extschema@.legacy_import_sessions s \
+            &crate::attach::sql(&format!("SELECT s.id IS NOT NULL AS exists, pg_catalog.format('%s', s.status) AS status, \
+                    coalesce({CLEANUP_DUE}, false) AS due, c.deleted_at IS NOT NULL AS deleted, \
+                    coalesce(s.cleaned_up_at, c.cleaned_up_at) IS NOT NULL AS cleaned, \
+                    u.snapshot_key, u.bytes, u.etag, n.upload_state AS newest_state \
+             FROM (SELECT $1::text AS id) k \
+             LEFT JOIN @extschema@.legacy_import_sessions s ON s.id = k.id \
+             LEFT JOIN legacy_backup.cleanup_schedule c ON c.session_id = k.id \
              LEFT JOIN LATERAL (SELECT snapshot_key, coalesce(object_bytes, bytes) AS bytes, etag FROM legacy_backup.snapshots \
-                                WHERE session_id = s.id AND upload_state = 'uploaded' ORDER BY snapshot_at DESC LIMIT 1) n ON true \
-             WHERE s.id = $1"))
+                                WHERE session_id = k.id AND upload_state = 'uploaded' ORDER BY snapshot_at DESC LIMIT 1) u ON true \
+             LEFT JOIN LATERAL (SELECT upload_state FROM legacy_backup.snapshots \
+                                WHERE session_id = k.id ORDER BY snapshot_at DESC LIMIT 1) n ON true"))
             .map_err(lb_error)?,
             None,
             &[session_id.into()],
         )
         .map_err(spi_error)?;
-    if t.is_empty() {
-        return Err(JobError::permanent(format!(
-            "session {session_id} no longer exists"
-        )));
-    }
     let r = t.first();
-    let status: String = r
-        .get_by_name("status")
-        .map_err(spi_error)?
-        .unwrap_or_default();
-    if status != "Exported" {
+    let flag = |name: &str| -> Result<bool, JobError> {
+        Ok(r.get_by_name::<bool, _>(name).map_err(spi_error)? == Some(true))
+    };
+    let (exists, deleted) = (flag("exists")?, flag("deleted")?);
+    if !exists && !deleted {
         return Err(JobError::permanent(format!(
-            "refusing cleanup: session is {status}, not Exported"
+            "session {session_id} no longer exists and has no cleanup scheduled"
         )));
     }
-    if r.get_by_name::<bool, _>("cleaned").map_err(spi_error)? == Some(true) {
+    if exists {
+        let status: String = r
+            .get_by_name("status")
+            .map_err(spi_error)?
+            .unwrap_or_default();
+        if status != "Exported" {
+            return Err(JobError::permanent(format!(
+                "refusing cleanup: session is {status}, not Exported"
+            )));
+        }
+    }
+    if flag("cleaned")? {
         return Err(JobError::permanent("session is already cleaned up"));
     }
-    if !manual && r.get_by_name::<bool, _>("due").map_err(spi_error)? != Some(true) {
+    if !manual && !flag("due")? {
         return Err(JobError::permanent(
             "refusing cleanup: its scheduled time has not come (postponed?)",
         ));
     }
+    let newest_state: Option<String> = r.get_by_name("newest_state").map_err(spi_error)?;
     let key: Option<String> = r.get_by_name("snapshot_key").map_err(spi_error)?;
-    let key = key.ok_or_else(|| {
-        JobError::transient("refusing cleanup: no snapshot of this session is uploaded yet")
-    })?;
-    let bytes: Option<i64> = r.get_by_name("bytes").map_err(spi_error)?;
-    let etag: Option<String> = r.get_by_name("etag").map_err(spi_error)?;
-    Ok((
-        key,
-        bytes.ok_or_else(|| JobError::permanent("the uploaded snapshot has no size"))?,
-        etag.ok_or_else(|| JobError::permanent("the uploaded snapshot has no ETag"))?,
-    ))
+    let snapshot = match (key, newest_state) {
+        // A deleted session is cleaned up only once its final snapshot is uploaded.
+        (_, Some(state)) if !exists && state != "uploaded" => {
+            return Err(JobError::transient(
+                "refusing cleanup: the deleted session's final snapshot is not uploaded yet",
+            ))
+        }
+        (Some(key), _) => {
+            let bytes: Option<i64> = r.get_by_name("bytes").map_err(spi_error)?;
+            let etag: Option<String> = r.get_by_name("etag").map_err(spi_error)?;
+            Some(UploadedSnapshot {
+                key,
+                bytes: bytes
+                    .ok_or_else(|| JobError::permanent("the uploaded snapshot has no size"))?,
+                etag: etag
+                    .ok_or_else(|| JobError::permanent("the uploaded snapshot has no ETag"))?,
+            })
+        }
+        (None, None) if !exists => None,
+        (None, _) => {
+            return Err(JobError::transient(
+                "refusing cleanup: no snapshot of this session is uploaded yet",
+            ))
+        }
+    };
+    Ok(CleanupTarget {
+        snapshot,
+        session_deleted: !exists,
+    })
 }
 
 /// When a scheduled cleanup is due, over `legacy_backup.cleanup_schedule c`: its time has come,
@@ -514,12 +562,19 @@ fn prune() -> Result<serde_json::Value, JobError> {
 /// Queues what is due: uploads of pending snapshots without a job (e.g. after a restore),
 /// cleanups of due sessions, and a prune at most hourly.
 fn schedule(client: &mut SpiClient<'_>) {
+    // An exported session with a snapshot uploaded; or a deleted one (no row of its id exists)
+    // whose newest snapshot, if it has any, is uploaded. cleanup_guard checks it all again.
     let cleanups = format!("INSERT INTO legacy_backup.jobs (kind, session_id, requested_by) \
-         SELECT 'cleanup', s.id, 'schedule' FROM legacy_backup.cleanup_schedule c \
-         JOIN @extschema@.legacy_import_sessions s ON s.id = c.session_id \
-         WHERE {CLEANUP_DUE} AND pg_catalog.format('%s', s.status) OPERATOR(pg_catalog.=) 'Exported' AND s.cleaned_up_at IS NULL \
-           AND EXISTS (SELECT 1 FROM legacy_backup.snapshots n WHERE n.session_id = s.id AND n.upload_state = 'uploaded') \
-           AND NOT EXISTS (SELECT 1 FROM legacy_backup.jobs j WHERE j.kind = 'cleanup' AND j.session_id = s.id \
+         SELECT 'cleanup', c.session_id, 'schedule' FROM legacy_backup.cleanup_schedule c \
+         LEFT JOIN @extschema@.legacy_import_sessions s ON s.id = c.session_id \
+         WHERE {CLEANUP_DUE} \
+           AND CASE WHEN s.id IS NULL \
+                    THEN c.deleted_at IS NOT NULL AND c.cleaned_up_at IS NULL \
+                         AND coalesce((SELECT n.upload_state = 'uploaded' FROM legacy_backup.snapshots n \
+                                       WHERE n.session_id = c.session_id ORDER BY n.snapshot_at DESC LIMIT 1), true) \
+                    ELSE pg_catalog.format('%s', s.status) OPERATOR(pg_catalog.=) 'Exported' AND s.cleaned_up_at IS NULL \
+                         AND EXISTS (SELECT 1 FROM legacy_backup.snapshots n WHERE n.session_id = s.id AND n.upload_state = 'uploaded') END \
+           AND NOT EXISTS (SELECT 1 FROM legacy_backup.jobs j WHERE j.kind = 'cleanup' AND j.session_id = c.session_id \
                            AND (j.state IN ('queued', 'running', 'retrying') \
                                 OR (j.state = 'failed' AND j.finished_at > now() - interval '1 hour'))) \
          ON CONFLICT DO NOTHING");
@@ -728,6 +783,29 @@ fn record_success(
             .map_err(lb_error)?;
             Ok(details.clone())
         }
+        JobKind::Cleanup if details["sessionDeleted"] == json!(true) => {
+            // A deleted session's end is recorded in its schedule, which outlived the row.
+            let marked = client
+                .update(
+                    &crate::attach::sql(
+                        "UPDATE legacy_backup.cleanup_schedule c SET cleaned_up_at = pg_catalog.now(), updated_at = pg_catalog.now() \
+                         WHERE c.session_id = $1 AND c.deleted_at IS NOT NULL AND c.cleaned_up_at IS NULL \
+                           AND NOT EXISTS (SELECT 1 FROM @extschema@.legacy_import_sessions s WHERE s.id = c.session_id) \
+                         RETURNING 1",
+                    )
+                    .map_err(lb_error)?,
+                    None,
+                    &[job.session_id.as_deref().into()],
+                )
+                .map_err(spi_error)?
+                .len();
+            if marked == 0 {
+                return Err(JobError::permanent(
+                    "deleted session changed during cleanup (re-created or already cleaned); not marked",
+                ));
+            }
+            write_cleanup_completed(client, job, details)
+        }
         JobKind::Cleanup => {
             // Written as the sessions table's owner: the application's triggers on it run with
             // the application's rights, not the worker's.
@@ -750,27 +828,37 @@ fn record_success(
                     "session changed during cleanup (re-opened or already cleaned); not marked",
                 ));
             }
-            let mut audit = details.clone();
-            audit["triggeredManually"] = json!(job.manual);
-            audit["requestedBy"] = json!(job.requested_by);
-            audit["jobId"] = json!(job.id);
-            let by = if job.manual {
-                job.requested_by.as_deref().unwrap_or(WORKER_ACTOR)
-            } else {
-                WORKER_ACTOR
-            };
-            crate::app_audit_log::write(
-                client,
-                job.session_id.as_deref().unwrap_or_default(),
-                by,
-                "R2_CLEANUP_COMPLETED",
-                &audit,
-            )
-            .map_err(lb_error)?;
-            Ok(details.clone())
+            write_cleanup_completed(client, job, details)
         }
         JobKind::Prune => Ok(details.clone()),
     }
+}
+
+/// The audit row of a completed cleanup, in the name of the partner who confirmed it or of the
+/// worker.
+fn write_cleanup_completed(
+    client: &mut SpiClient<'_>,
+    job: &Job,
+    details: &serde_json::Value,
+) -> Result<serde_json::Value, JobError> {
+    let mut audit = details.clone();
+    audit["triggeredManually"] = json!(job.manual);
+    audit["requestedBy"] = json!(job.requested_by);
+    audit["jobId"] = json!(job.id);
+    let by = if job.manual {
+        job.requested_by.as_deref().unwrap_or(WORKER_ACTOR)
+    } else {
+        WORKER_ACTOR
+    };
+    crate::app_audit_log::write(
+        client,
+        job.session_id.as_deref().unwrap_or_default(),
+        by,
+        "R2_CLEANUP_COMPLETED",
+        &audit,
+    )
+    .map_err(lb_error)?;
+    Ok(details.clone())
 }
 
 /// What a write-once upload left in object storage.

@@ -134,6 +134,11 @@ check "the repaired objects are sealed again and open" "2" \
 check "health: backup objects not ok while k1 is damaged" f "$(health 'backup objects')"
 q app -c "SELECT detail FROM legacy_backup_health() WHERE check_name = 'backup objects'" | sed 's/^/  info: /'
 check "a damaged object without its body in the database stays damaged" mismatch "$(q app -c "SELECT verify_result FROM legacy_backup.snapshots WHERE id = '$a1'")"
+before=$(q app -c "SELECT md5(string_agg(id || coalesce(category_id, '') || status, ',' ORDER BY id)) FROM extracted_documents WHERE session_id = 's1'")
+check "restoring a1 (body pruned, object flipped) is refused: LB010" "LB010" \
+  "$(q app -c "SELECT left(sqlstate_of(\$q\$SELECT legacy_restore_snapshot('$a1', 'u-partner', false)\$q\$), 5)")"
+check "the refused restore changed nothing" "$before" \
+  "$(q app -c "SELECT md5(string_agg(id || coalesce(category_id, '') || status, ',' ORDER BY id)) FROM extracted_documents WHERE session_id = 's1'")"
 q postgres -c "ALTER SYSTEM SET legacy_backup.scrub_interval = '1h'" -c "SELECT pg_reload_conf()" >/dev/null
 
 echo "the storage-only walk finds a deleted middle snapshot"

@@ -394,10 +394,17 @@ refused_with "A29 a session id made only of dots" 22023 "$(state_of "SELECT lega
 echo "10. TRUNCATE and DELETE"
 refused_with "A30 TRUNCATE extracted_documents (no row trigger would see it)" LB009 "$(state_of "TRUNCATE extracted_documents")"
 refused_with "A30s TRUNCATE legacy_import_sessions CASCADE" LB009 "$(state_of "TRUNCATE legacy_import_sessions CASCADE")"
-had=$(q app -c "SELECT count(*) FROM legacy_backup.cleanup_schedule WHERE session_id = 's5'")
+had=$(q app -c "SELECT scheduled_at FROM legacy_backup.cleanup_schedule WHERE session_id = 's5'")
 qa -c "DELETE FROM legacy_import_sessions WHERE id = 's5'" >/dev/null
-left=$(q app -c "SELECT count(*) FROM legacy_backup.cleanup_schedule WHERE session_id = 's5'")
-if [ "$had" = 1 ] && [ "$left" = 0 ]; then verdict "A30d a deleted session leaves its schedule for a row re-inserted under its id" 1; else verdict "A30d a deleted session leaves its schedule for a row re-inserted under its id" 0 "schedule rows before $had, after $left"; fi
+kept=$(q app -c "SELECT scheduled_at FROM legacy_backup.cleanup_schedule WHERE session_id = 's5' AND deleted_at IS NOT NULL")
+if [ -n "$had" ] && [ "$had" = "$kept" ]; then verdict "A30d a deleted exported session keeps its schedule (no earlier cleanup by deleting)" 1; else verdict "A30d a deleted exported session keeps its schedule (no earlier cleanup by deleting)" 0 "schedule before [$had], after [$kept]"; fi
+# The application re-creates the id, exports it through the gate, then deletes it again: the
+# schedule counts from the export, never from the first delete.
+qa -c "INSERT INTO legacy_import_sessions (id, firm_id, pst_file_name, pst_file_size, uploaded_by, status, updated_at) VALUES ('s5', 'f', 'x.pst', 1, 'u', 'InProgress', now())" >/dev/null
+refused_with "A30e a row re-created under a deleted session's id cannot claim its schedule" LB005 \
+  "$(state_of "UPDATE legacy_import_sessions SET cleanup_scheduled_at = '$had', updated_at = now() WHERE id = 's5'")"
+refused_with "A30f the application cannot mark a deleted session's files cleaned up" 42501 \
+  "$(state_of "UPDATE legacy_backup.cleanup_schedule SET cleaned_up_at = now() WHERE session_id = 's5'")"
 
 echo "11. the UPDATE trail's buffer and the export pin (0.4.0)"
 qa -v sid=s7 -v docs=30 -f "$ROOT/tests/fixtures/seed.sql" >/dev/null 2>&1

@@ -204,14 +204,19 @@ RESET SESSION AUTHORIZATION;
 SET SESSION AUTHORIZATION guide_app;
 SELECT code, message FROM regress.error_of($$UPDATE legacy_import_sessions SET cleaned_up_at = now(), updated_at = now() WHERE id = 'guide-4'$$);
 SELECT legacy_export_readiness('guide-4')->>'cleanedUpAt' IS NOT NULL AS marked_cleaned_up;
--- Deleting a session (/api/upload-pst): its documents' deletions are logged, its snapshots stay,
--- its schedule goes, and the manual cleanup no longer knows it.
+-- Deleting a session (/api/upload-pst): a final snapshot first, its documents' deletions
+-- logged, its snapshots kept, its files scheduled for cleanup_delay after the delete; the manual
+-- cleanup knows it (and waits for the final snapshot's upload).
 SELECT count(*) AS snapshots_before FROM legacy_snapshots WHERE session_id = 'guide-2' \gset
 DELETE FROM legacy_import_sessions WHERE id = 'guide-2';
 SELECT count(*) AS deletions_logged FROM category_assignment_logs WHERE session_id = 'guide-2' AND new_status IS NULL;
-SELECT count(*) - :snapshots_before AS snapshots_lost FROM legacy_snapshots WHERE session_id = 'guide-2';
+SELECT count(*) - :snapshots_before AS final_snapshots FROM legacy_snapshots WHERE session_id = 'guide-2';
+SELECT action, details->>'occasion' AS occasion FROM legacy_import_audit_logs
+WHERE session_id = 'guide-2' AND (action = 'SESSION_DELETED' OR details->>'occasion' = 'sessionDeleted') ORDER BY action;
 RESET SESSION AUTHORIZATION;
-SELECT count(*) AS schedules_left FROM legacy_backup.cleanup_schedule WHERE session_id = 'guide-2';
+-- guide-2 was exported, its cleanup postponed: it keeps that schedule.
+SELECT deleted_at IS NOT NULL AS deleted, scheduled_at = :'until'::timestamptz AS kept_its_schedule, cleaned_up_at
+FROM legacy_backup.cleanup_schedule WHERE session_id = 'guide-2';
 SET SESSION AUTHORIZATION guide_cleanup;
 SELECT code, message FROM regress.error_of($$SELECT legacy_cleanup_session('guide-2', 'u-partner') AS preview$$);
 RESET SESSION AUTHORIZATION;

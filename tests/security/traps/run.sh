@@ -127,7 +127,7 @@ scenario() {
     || { echo "setup failed: cluster"; exit 1; }
   DB=postgres qs -c "CREATE ROLE $APP LOGIN" -c "CREATE DATABASE app OWNER $APP" >/dev/null || { echo "setup failed: roles"; exit 1; }
   qa -f "$ROOT/tests/fixtures/app_schema.sql" >/dev/null 2>&1 || { echo "setup failed: schema"; exit 1; }
-  for s in s1:200 s2:40 s3:40 s4:20 s5:20 s6:20; do
+  for s in s1:200 s2:40 s3:40 s4:20 s5:20 s6:20 s7:20; do
     qa -v sid="${s%%:*}" -v docs="${s#*:}" -v cats=12 -v months=6 -f "$ROOT/tests/fixtures/seed.sql" >/dev/null 2>&1 \
       || { echo "setup failed: seed $s"; exit 1; }
   done
@@ -181,7 +181,8 @@ scenario() {
 INDIRECT="legacy_backup_on_create:E01 legacy_backup_export_gate:E27 legacy_backup_export_check:E27
 legacy_backup_export_verdict:E27 legacy_backup_audit:E27 legacy_backup_log_change:E09 legacy_backup_log_flush:E09
 drop_guard:E34h sql_drop_guard:E34c trigger_guard:E34 rewrite_guard:E34i legacy_backup_id_guard:E34j
-legacy_backup_truncate_guard:E34e legacy_backup_log_category:E40 fetch_backup:E23 trail_rebuild:E24g"
+legacy_backup_truncate_guard:E34e legacy_backup_log_category:E40 fetch_backup:E23 trail_rebuild:E24g
+restore_backup:E20 final_snapshot:E41 legacy_backup_session_delete:E41"
 check_coverage() {
   local name missing="" body
   body=$(sed -n '/^run_entry_points() {/,/^}/p' "$HERE/run.sh")
@@ -316,6 +317,20 @@ audit: $(qs -c "SELECT count(*) FROM public.legacy_import_audit_logs WHERE actio
   ep E40-categories app -c "UPDATE import_categories SET name = name || ' (renamed)', updated_at = now() WHERE id = 's4-cat-001'" \
      -c "UPDATE import_categories SET merged_into = 's4-cat-002', updated_at = now() WHERE id = 's4-cat-003'" \
      -c "SELECT category_id, change, old_name, new_name, new_merged_into, changed_by FROM category_change_logs WHERE session_id = 's4' AND change <> 'created' ORDER BY id"
+  # Deleting a session with work (s7): the final snapshot in the deleting transaction, then the
+  # worker's cleanup of a deleted session's files (cleanup_delay 0 for lb_app).
+  before=$(cd "$BUCKET_DIR" && find . -type f ! -path './backups/*' | sort)
+  qs -c "ALTER ROLE $APP IN DATABASE app SET legacy_backup.cleanup_delay = '0'" >/dev/null
+  ep E41-delete-session app -c "DELETE FROM legacy_import_sessions WHERE id = 's7' RETURNING id" \
+     -c "SELECT session_id, taken_by, upload_state, documents FROM legacy_snapshots WHERE session_id = 's7' ORDER BY snapshot_at"
+  qs -c "ALTER ROLE $APP IN DATABASE app RESET legacy_backup.cleanup_delay" >/dev/null
+  set_phase W42-deleted-cleanup
+  if poll "SELECT cleaned_up_at IS NOT NULL FROM legacy_backup.cleanup_schedule WHERE session_id = 's7'" t 30; then
+    after=$(cd "$BUCKET_DIR" && find . -type f ! -path './backups/*' | sort)
+    record W42-deleted-cleanup "cleaned up; deleted: $(comm -23 <(echo "$before") <(echo "$after") | tr '\n' ' ')"
+  else
+    record W42-deleted-cleanup "not cleaned up in 30 s: $(qs -c "SELECT string_agg(state || ' ' || coalesce(last_error, ''), '; ') FROM legacy_backup.jobs WHERE kind = 'cleanup' AND session_id = 's7'")"
+  fi
   set_phase done
   SNAP1=$snap1; KEY1=$key1; DOC2=$doc2
   SNAP3=$(qs -c "SELECT id FROM legacy_backup.snapshots WHERE session_id = 's3' ORDER BY snapshot_at DESC LIMIT 1")
