@@ -19,7 +19,7 @@
 # once it has shipped the audit trail that CREATE EXTENSION writes (one log row per document,
 # 138,000 here, 20,000 per cycle). Snapshots are 1 s apart so the worker's cycle after an upload
 # (its trail cut, 0.3-0.5 s at this size) does not overlap the next take.
-# Usage: scripts/bench_seal.sh [rounds=15] [seal_rounds=31]   (PG=16 or 18 for another major;
+# Usage: scripts/bench_seal.sh [rounds=15] [seal_rounds=31]   (PG=16, 17 or 18 for another major;
 # SKIP_INSTALL=1 when the current build is already installed). About 4 minutes with the defaults.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds and installs the extension (release profile) into the PostgreSQL that PG selects
-# (scripts/pg.sh: 15, 16 or 18); cargo-pgrx picks the matching pgXX feature from its pg_config.
+# (scripts/pg.sh: 15, 16, 17 or 18); cargo-pgrx picks the matching pgXX feature from its pg_config.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/pg.sh

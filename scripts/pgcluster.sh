@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A private PostgreSQL cluster (PG=15, 16 or 18: scripts/pg.sh) for the demo, regress, integration tests and benches.
+# A private PostgreSQL cluster (PG=15, 16, 17 or 18: scripts/pg.sh) for the demo, regress, integration tests and benches.
 # Runs as the postgres OS user (initdb refuses root), on a private socket directory and port,
 # listening on 127.0.0.1 only, with legacy_backup preloaded.
 #   scripts/pgcluster.sh start DIR PORT [extra postgresql.conf lines...]
