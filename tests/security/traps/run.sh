@@ -37,7 +37,7 @@
 # Then, for information only, raise mode: which superuser calls fail when the traps raise.
 # Ends with the plain line 'traps: N passed, N failed'; exits non-zero on any failure.
 #
-# Environment: PG (15, 16, 18; scripts/pg.sh), TRAPS_BOUND (10), TRAPS_SLEEP (30), TRAPS_VERBOSE,
+# Environment: PG (15, 16, 17, 18; scripts/pg.sh), TRAPS_BOUND (10), TRAPS_SLEEP (30), TRAPS_VERBOSE,
 # TRAPS_USER_SCHEMA (1: lb_app, which owns the database, also creates a schema named after the
 # bootstrap superuser, first on every superuser's default search_path, and plants there too).
 set -uo pipefail
@@ -146,6 +146,8 @@ scenario() {
   echo pst >"$BUCKET_DIR/pst/s2/archive.pst"; echo imp >"$BUCKET_DIR/legacy-import/s2/x.pdf"
   echo keep >"$BUCKET_DIR/documents/s20/keep.pdf"; echo keep >"$BUCKET_DIR/documents/s3/keep.pdf"
   for i in 1 2 3; do echo "s6 $i" >"$BUCKET_DIR/documents/s6/b/f$i.pdf"; done
+  mkdir -p "$BUCKET_DIR/pst/s7" "$BUCKET_DIR/documents/s70"; echo pst >"$BUCKET_DIR/pst/s7/archive.pst"
+  echo keep >"$BUCKET_DIR/documents/s70/keep.pdf"
   chown -R postgres "$S3_DIR" 2>/dev/null
 
   if [ "$SCEN" = traps ]; then
