@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The whole test suite, all levels, on PostgreSQL 15, 16 and 18. Sets up the machine first
-# (idempotent). MAJORS="15 16 18" by default; e.g. MAJORS=16 bash scripts/test.sh for one.
+# The whole test suite, all levels, on PostgreSQL 15, 16, 17 and 18. Sets up the machine first
+# (idempotent). MAJORS="15 16 17 18" by default; e.g. MAJORS=16 bash scripts/test.sh for one.
 #   0. gates                 cargo fmt --check, cargo clippy -D warnings (pg15 + pg_test)
 #   1. cargo test            pure Rust (ids, snapshot format, storage client, settings)
 #   2. cargo pgrx test       #[pg_test] in a temporary cluster, as the postgres user, per major
@@ -9,14 +9,15 @@
 #   4. security              the trap harness (tests/security/traps, the class test) on every
 #                            major; the red-team suite (tests/security/run.sh, docs/security.md)
 #   5. integration           real clusters across processes: all on 15; on 16 (the application's
-#                            major) the worker, recovery, dump/restore and upgrade tests
+#                            major) the worker, recovery, dump/restore and upgrade tests; on 17
+#                            and 18 failover and sealed backups
 # Order matters per major: `cargo pgrx test` installs its debug test build into that PostgreSQL,
 # so the release build is installed after it, before the suites that use it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 bash scripts/setup.sh
-MAJORS=${MAJORS:-15 16 18}
+MAJORS=${MAJORS:-15 16 17 18}
 
 step() { printf '\n=== %s\n' "$*"; }
 step "gates: cargo fmt --check, cargo clippy -D warnings"
@@ -54,6 +55,12 @@ for major in $MAJORS; do
       # the fault and scale suites stay on 15.
       step "PostgreSQL 16: integration tests (worker, recovery, dump/restore, upgrade, sealed backups, failover); t_load skipped: no test_decoding in this build"
       SKIP_INSTALL=1 bash tests/integration/run.sh t_worker t_recovery t_dump_restore t_upgrade t_concurrent_snapshot t_sealed t_standby
+      ;;
+    17)
+      step "PostgreSQL 17: red-team suite"
+      bash tests/security/run.sh
+      step "PostgreSQL 17: integration tests (failover, sealed backups)"
+      SKIP_INSTALL=1 bash tests/integration/run.sh t_standby t_sealed
       ;;
     18)
       step "PostgreSQL 18: red-team suite"
