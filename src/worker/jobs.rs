@@ -337,9 +337,10 @@ impl Runner {
             JobError::permanent("the snapshot's body was pruned before it was uploaded")
         })?;
         let storage = self.storage()?;
-        let put = put_backup(storage, &recorded, &body, false)?;
+        let bytes = body.len();
+        let put = put_backup(storage, &recorded, body, false)?;
         Ok(json!({
-            "snapshotKey": recorded.object_key, "etag": put.etag, "bytes": body.len(),
+            "snapshotKey": recorded.object_key, "etag": put.etag, "bytes": bytes,
             "objectBytes": put.object_bytes, "sealedKeyId": put.key_id, "sha256": recorded.sha256,
             "alreadyThere": put.already_there,
         }))
@@ -874,7 +875,7 @@ pub(super) struct PutBackup {
 pub(super) fn put_backup(
     storage: &Storage,
     recorded: &Recorded,
-    body: &[u8],
+    body: Vec<u8>,
     replace: bool,
 ) -> Result<PutBackup, JobError> {
     let keys = storage.keys.as_ref().map_err(|e| {
@@ -884,8 +885,8 @@ pub(super) fn put_backup(
     })?;
     let current = keys.current();
     let object = match current {
-        Some(key) => seal::seal(key, &recorded.context(), body),
-        None => body.to_vec(),
+        Some(key) => seal::seal_owned(key, &recorded.context(), body),
+        None => body,
     };
     let client = &storage.backups;
     let key = &recorded.object_key;
@@ -906,7 +907,12 @@ pub(super) fn put_backup(
                     let etag = md5_hex(&existing);
                     (existing, Some(key_id), etag, true)
                 }
-                Finding::Plain => (body.to_vec(), None, md5_hex(body), true),
+                // The recorded sha256, plain: the body itself.
+                Finding::Plain => {
+                    let existing = existing.expect("found");
+                    let etag = md5_hex(&existing);
+                    (existing, None, etag, true)
+                }
                 Finding::Missing => {
                     return Err(JobError::transient(format!(
                         "{key} answered 412 (exists) but then was not found; will retry"
@@ -1022,7 +1028,7 @@ mod tests {
         // An earlier attempt sealed and uploaded it, then crashed before recording it.
         let earlier = seal::seal(&key, &recorded().context(), BODY);
         let storage = storage(&exists_server(earlier.clone()), &key);
-        let put = put_backup(&storage, &recorded(), BODY, false)
+        let put = put_backup(&storage, &recorded(), BODY.to_vec(), false)
             .unwrap_or_else(|e| panic!("{}", e.message));
         assert!(put.already_there);
         assert_eq!(put.etag, md5_hex(&earlier));
@@ -1042,7 +1048,7 @@ mod tests {
             seal::seal(&key, &other.context(), BODY),
         ] {
             let storage = storage(&exists_server(existing), &key);
-            let e = match put_backup(&storage, &recorded(), BODY, false) {
+            let e = match put_backup(&storage, &recorded(), BODY.to_vec(), false) {
                 Ok(_) => panic!("an object that is not this snapshot was accepted"),
                 Err(e) => e,
             };

@@ -79,7 +79,13 @@ fn my_proc_number() -> i32 {
     #[cfg(any(feature = "pg13", feature = "pg14", feature = "pg15", feature = "pg16"))]
     // SAFETY: MyProc is this process's PGPROC, valid for its whole life.
     let procno = unsafe { (*pg_sys::MyProc).pgprocno };
-    #[cfg(not(any(feature = "pg13", feature = "pg14", feature = "pg15", feature = "pg16")))]
+    #[cfg(not(any(
+        feature = "pg13",
+        feature = "pg14",
+        feature = "pg15",
+        feature = "pg16",
+        feature = "pg17"
+    )))]
     // SAFETY: set once at backend start, constant afterwards.
     let procno = unsafe { pg_sys::MyProcNumber };
     procno
@@ -153,13 +159,25 @@ extern "C-unwind" {
 /// worker's writes included (a flag alone would wait for a sleeping trigger to return).
 fn die_on_sigterm() {
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
-    // SAFETY: die is PostgreSQL's own SIGTERM handler for backends. (PostgreSQL 17 renamed the
+    // SAFETY: die is PostgreSQL's own SIGTERM handler for backends. (PostgreSQL 18 renamed the
     // backend's pqsignal to pqsignal_be, keeping the name as a macro.)
-    #[cfg(any(feature = "pg13", feature = "pg14", feature = "pg15", feature = "pg16"))]
+    #[cfg(any(
+        feature = "pg13",
+        feature = "pg14",
+        feature = "pg15",
+        feature = "pg16",
+        feature = "pg17"
+    ))]
     unsafe {
         pg_sys::pqsignal(libc::SIGTERM, Some(postgres_die))
     };
-    #[cfg(not(any(feature = "pg13", feature = "pg14", feature = "pg15", feature = "pg16")))]
+    #[cfg(not(any(
+        feature = "pg13",
+        feature = "pg14",
+        feature = "pg15",
+        feature = "pg16",
+        feature = "pg17"
+    )))]
     unsafe {
         pg_sys::pqsignal_be(libc::SIGTERM, Some(postgres_die))
     };

@@ -129,7 +129,7 @@ impl Runner {
         let Ok(Some(Ok(Some(body)))) = body else {
             return Ok(());
         };
-        let put = put_backup(storage, r, &body, finding != Finding::Missing)?;
+        let put = put_backup(storage, r, body, finding != Finding::Missing)?;
         let found = detail;
         record(move |client| {
             let t = client.update(

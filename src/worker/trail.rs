@@ -102,7 +102,7 @@ impl Runner {
                 break;
             }
             let put = match self.storage() {
-                Ok(storage) => put_backup(storage, &recorded, &body, false),
+                Ok(storage) => put_backup(storage, &recorded, body, false),
                 Err(e) => Err(e),
             };
             let id = recorded.object_id.clone();
