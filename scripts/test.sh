@@ -71,4 +71,13 @@ for major in $MAJORS; do
   esac
 done
 
+# 6. packages: the 15 .deb installed into a clean Debian root with no Rust, smoke-tested there.
+# Only the legacy_backup crate is recompiled when another major was built last (1 to 1.5 min idle).
+case " $MAJORS " in *" 15 "*)
+  step "packages: the PostgreSQL 15 package, installed and smoke-tested in a clean Debian root"
+  MAJORS=15 bash scripts/package.sh
+  bash tests/package/t_clean_root.sh
+  ;;
+esac
+
 step "all test levels passed on PostgreSQL $MAJORS"
