@@ -79,13 +79,7 @@ fn my_proc_number() -> i32 {
     #[cfg(any(feature = "pg13", feature = "pg14", feature = "pg15", feature = "pg16"))]
     // SAFETY: MyProc is this process's PGPROC, valid for its whole life.
     let procno = unsafe { (*pg_sys::MyProc).pgprocno };
-    #[cfg(not(any(
-        feature = "pg13",
-        feature = "pg14",
-        feature = "pg15",
-        feature = "pg16",
-        feature = "pg17"
-    )))]
+    #[cfg(not(any(feature = "pg13", feature = "pg14", feature = "pg15", feature = "pg16")))]
     // SAFETY: set once at backend start, constant afterwards.
     let procno = unsafe { pg_sys::MyProcNumber };
     procno
