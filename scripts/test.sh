@@ -9,8 +9,10 @@
 #   4. security              the trap harness (tests/security/traps, the class test) on every
 #                            major; the red-team suite (tests/security/run.sh, docs/security.md)
 #   5. integration           real clusters across processes: all on 15; on 16 (the application's
-#                            major) the worker, recovery, dump/restore and upgrade tests; on 17
-#                            and 18 failover and sealed backups
+#                            major) the worker, recovery, dump/restore, upgrade, failover and
+#                            deleted-session tests; on 17 and 18 failover and sealed backups
+#   6. packages              the 15 .deb (make package) installed into a clean Debian root
+#                            (debootstrap, no Rust) and smoke-tested there
 # Order matters per major: `cargo pgrx test` installs its debug test build into that PostgreSQL,
 # so the release build is installed after it, before the suites that use it.
 set -euo pipefail
@@ -53,8 +55,8 @@ for major in $MAJORS; do
       bash tests/security/run.sh
       # The 16 build lacks test_decoding, which the load test's independent witness needs;
       # the fault and scale suites stay on 15.
-      step "PostgreSQL 16: integration tests (worker, recovery, dump/restore, upgrade, sealed backups, failover); t_load skipped: no test_decoding in this build"
-      SKIP_INSTALL=1 bash tests/integration/run.sh t_worker t_recovery t_dump_restore t_upgrade t_concurrent_snapshot t_sealed t_standby
+      step "PostgreSQL 16: integration tests (worker, recovery, dump/restore, upgrade, sealed backups, failover, deleted sessions); t_load skipped: no test_decoding in this build"
+      SKIP_INSTALL=1 bash tests/integration/run.sh t_worker t_recovery t_dump_restore t_upgrade t_concurrent_snapshot t_sealed t_standby t_deleted_session
       ;;
     17)
       step "PostgreSQL 17: red-team suite"
