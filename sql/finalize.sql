@@ -221,7 +221,7 @@ REVOKE EXECUTE ON FUNCTION @extschema@.legacy_backup_export_verdict(text),
 -- Called only by legacy_backup_session_delete, which runs as the extension's owner.
 REVOKE EXECUTE ON FUNCTION legacy_backup.final_snapshot(text, text) FROM PUBLIC;
 COMMENT ON FUNCTION legacy_backup.final_snapshot(text, text) IS
-    'Internal: the final snapshot of a session being deleted (NULL when it holds no categorization work)';
+    'Internal: the final snapshot of a session being deleted (NULL when it holds no work: no document, no category, no logged change)';
 
 -- The UPDATE trail's functions are C (src/audit_trail.rs) and the only ones without a pinned
 -- search_path: the row function resolves no names, and the flush runs two prepared INSERTs

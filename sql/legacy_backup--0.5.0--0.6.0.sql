@@ -279,7 +279,7 @@ SET search_path TO pg_catalog, pg_temp
 LANGUAGE c AS 'MODULE_PATHNAME', 'legacy_backup_final_snapshot_wrapper';
 REVOKE EXECUTE ON FUNCTION legacy_backup.final_snapshot(text, text) FROM PUBLIC;
 COMMENT ON FUNCTION legacy_backup.final_snapshot(text, text) IS
-    'Internal: the final snapshot of a session being deleted (NULL when it holds no categorization work)';
+    'Internal: the final snapshot of a session being deleted (NULL when it holds no work: no document, no category, no logged change)';
 
 CREATE FUNCTION @extschema@.legacy_backup_session_delete() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -289,7 +289,7 @@ BEGIN
     RETURN OLD;
 END $$;
 COMMENT ON FUNCTION @extschema@.legacy_backup_session_delete() IS
-    'Trigger (BEFORE DELETE): takes the final snapshot of a session that holds categorization work, inside the deleting transaction';
+    'Trigger (BEFORE DELETE): takes the final snapshot of a session that holds any work, inside the deleting transaction';
 REVOKE EXECUTE ON FUNCTION @extschema@.legacy_backup_session_delete() FROM PUBLIC;
 
 CREATE OR REPLACE FUNCTION @extschema@.legacy_backup_export_check() RETURNS trigger
@@ -310,26 +310,24 @@ BEGIN
     -- final snapshot before the row went.
     IF TG_OP = 'DELETE' THEN
         DELETE FROM legacy_backup.export_begins b WHERE b.session_id = OLD.id;
-        IF OLD.cleaned_up_at IS NOT NULL THEN
-            DELETE FROM legacy_backup.cleanup_schedule c WHERE c.session_id = OLD.id;
-            PERFORM @extschema@.legacy_backup_audit(OLD.id, actor, 'SESSION_DELETED',
-                jsonb_build_object('status', format('%s', OLD.status), 'cleanedUpAt', OLD.cleaned_up_at));
-            RETURN NULL;
-        END IF;
+        -- Also after a cleanup: whatever was put under its prefixes since goes too.
         INSERT INTO legacy_backup.cleanup_schedule AS c (session_id, scheduled_at, exported_at, set_by, grace, deleted_at)
         VALUES (OLD.id, earliest, NULL, actor, current_setting('legacy_backup.cleanup_delay')::interval, statement_timestamp())
         ON CONFLICT (session_id) DO UPDATE
-            -- An exported session keeps its schedule; a row left by an earlier delete of the same
-            -- id starts again.
-            SET scheduled_at = CASE WHEN c.deleted_at IS NULL THEN c.scheduled_at ELSE EXCLUDED.scheduled_at END,
-                visible_at = CASE WHEN c.deleted_at IS NULL THEN c.visible_at END,
-                grace = CASE WHEN c.deleted_at IS NULL THEN c.grace ELSE EXCLUDED.grace END,
+            -- An exported session not yet cleaned up keeps its schedule; any other row (a cleanup
+            -- done, an earlier delete of the same id) starts again, never earlier than it was (a
+            -- partner may have postponed it).
+            SET scheduled_at = CASE WHEN c.deleted_at IS NULL AND OLD.cleaned_up_at IS NULL THEN c.scheduled_at
+                                    ELSE greatest(c.scheduled_at, EXCLUDED.scheduled_at) END,
+                visible_at = CASE WHEN c.deleted_at IS NULL AND OLD.cleaned_up_at IS NULL THEN c.visible_at END,
+                grace = CASE WHEN c.deleted_at IS NULL AND OLD.cleaned_up_at IS NULL THEN c.grace ELSE EXCLUDED.grace END,
                 exported_at = CASE WHEN c.deleted_at IS NULL THEN c.exported_at END,
                 deleted_at = EXCLUDED.deleted_at, cleaned_up_at = NULL,
                 set_by = EXCLUDED.set_by, db_role = session_user, updated_at = now()
         RETURNING c.scheduled_at INTO recorded;
         PERFORM @extschema@.legacy_backup_audit(OLD.id, actor, 'SESSION_DELETED',
             jsonb_build_object('status', format('%s', OLD.status), 'cleanupScheduledAt', recorded,
+                               'cleanedUpAt', OLD.cleaned_up_at,
                                'finalSnapshotId', (SELECT n.id FROM legacy_backup.snapshots n WHERE n.session_id = OLD.id
                                                    ORDER BY n.snapshot_at DESC LIMIT 1)));
         RETURN NULL;

@@ -63,7 +63,7 @@ fn legacy_snapshot_take(
 }
 
 /// Internal: the final snapshot of a session being deleted (`legacy_backup_session_delete`,
-/// its BEFORE DELETE trigger, sql/gate.sql); NULL when the session holds no categorization work.
+/// its BEFORE DELETE trigger, sql/gate.sql); NULL when the session holds no work.
 #[pg_extern(sql = r#"
 CREATE FUNCTION legacy_backup."final_snapshot"("session_id" TEXT, "actor_id" TEXT)
 RETURNS jsonb

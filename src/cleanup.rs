@@ -14,7 +14,7 @@ use std::time::Instant;
 
 struct Target {
     cleanup_scheduled_at: Option<String>,
-    /// None only for a deleted session that never had a snapshot (no categorization work).
+    /// None only for a deleted session that never had a snapshot (no document, no category, no logged change).
     snapshot: Option<Snapshot>,
     session_deleted: bool,
 }
@@ -34,21 +34,21 @@ fn state(message: String) -> LbError {
 }
 
 /// A session that exists: exported, not cleaned up, a snapshot uploaded. A deleted session: its
-/// schedule outlived it, not cleaned up, and its final snapshot (if it had any) uploaded. The
-/// snapshot is then checked in object storage right now.
+/// schedule outlived it, not cleaned up, and every snapshot of it (the final one, if it had
+/// work) uploaded. The newest uploaded snapshot is then checked in object storage right now.
 fn preconditions(session_id: &str) -> LbResult<Target> {
     Spi::connect(|c| -> LbResult<Target> {
         let t = c.select(
             &crate::attach::sql("SELECT s.id IS NOT NULL, pg_catalog.format('%s', s.status), \
                     coalesce(s.cleaned_up_at, c.cleaned_up_at) IS NOT NULL, c.scheduled_at::text, c.deleted_at IS NOT NULL, \
-                    u.id, u.snapshot_key, u.bytes, u.etag, n.upload_state \
+                    u.id, u.snapshot_key, u.bytes, u.etag, \
+                    EXISTS (SELECT 1 FROM legacy_backup.snapshots n WHERE n.session_id = k.id), \
+                    EXISTS (SELECT 1 FROM legacy_backup.snapshots n WHERE n.session_id = k.id AND n.upload_state <> 'uploaded') \
              FROM (SELECT $1::text AS id) k \
              LEFT JOIN @extschema@.legacy_import_sessions s ON s.id = k.id \
              LEFT JOIN legacy_backup.cleanup_schedule c ON c.session_id = k.id \
              LEFT JOIN LATERAL (SELECT id, snapshot_key, coalesce(object_bytes, bytes) AS bytes, etag FROM legacy_backup.snapshots \
-                                WHERE session_id = k.id AND upload_state = 'uploaded' ORDER BY snapshot_at DESC LIMIT 1) u ON true \
-             LEFT JOIN LATERAL (SELECT upload_state FROM legacy_backup.snapshots \
-                                WHERE session_id = k.id ORDER BY snapshot_at DESC LIMIT 1) n ON true")?,
+                                WHERE session_id = k.id AND upload_state = 'uploaded' ORDER BY snapshot_at DESC LIMIT 1) u ON true")?,
             None,
             &[session_id.into()],
         )?;
@@ -73,19 +73,18 @@ fn preconditions(session_id: &str) -> LbResult<Target> {
             )));
         }
         let snapshot_id: Option<String> = r.get(6)?;
-        let newest_state: Option<String> = r.get(10)?;
-        let snapshot = match (snapshot_id, newest_state) {
-            (_, Some(st)) if !exists && st != "uploaded" => {
-                return Err(state(format!("the final snapshot of deleted session \"{session_id}\" is not uploaded yet"))
-                    .hint("Wait for the worker to upload it (legacy_snapshots view)."))
-            }
+        if !exists && r.get::<bool>(11)?.unwrap_or(false) {
+            return Err(state(format!("a snapshot of deleted session \"{session_id}\" (its final one?) is not uploaded yet"))
+                .hint("Wait for the worker to upload it (legacy_snapshots view)."));
+        }
+        let snapshot = match (snapshot_id, r.get::<bool>(10)?.unwrap_or(false)) {
             (Some(id), _) => Some(Snapshot {
                 id,
                 key: r.get(7)?.unwrap_or_default(),
                 bytes: r.get(8)?.unwrap_or(0),
                 etag: r.get(9)?.unwrap_or_default(),
             }),
-            (None, None) if !exists => None,
+            (None, false) if !exists => None,
             (None, _) => {
                 return Err(state(format!("session \"{session_id}\" has no snapshot uploaded to object storage"))
                     .hint("Take a snapshot (legacy_snapshot_take) and wait for the worker to upload it (legacy_snapshots view)."))

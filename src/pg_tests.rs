@@ -248,7 +248,9 @@ mod tests {
 
     #[pg_test]
     fn a_session_without_work_is_deleted_without_a_snapshot_but_its_files_are_scheduled() {
-        app_with_session("s1", 0);
+        // A cancelled upload: the session row only, no document, no category.
+        app_with_session("s0", 0);
+        app_with_session_more("s1");
         Spi::run("DELETE FROM legacy_import_sessions WHERE id = 's1'").unwrap();
         let snapshots: i64 =
             one("SELECT count(*) FROM legacy_backup.snapshots WHERE session_id = 's1'");
@@ -263,6 +265,23 @@ mod tests {
             scheduled, 1,
             "a cancelled upload's files are deleted too, when due"
         );
+    }
+
+    #[pg_test]
+    fn a_session_with_documents_only_gets_a_final_snapshot() {
+        // Nothing categorized yet, but the pipeline's and the validators' work is in its rows.
+        app_with_session("s0", 0);
+        app_with_session_more("s1");
+        Spi::run(
+            "INSERT INTO extracted_documents (id, session_id, file_name, file_extension, file_size_bytes, storage_path, folder_path, status, updated_at) \
+             VALUES ('s1-d1', 's1', 'a.pdf', 'pdf', 1, 'documents/s1/a.pdf', 'Inbox', 'Uncategorized', now())",
+        )
+        .unwrap();
+        Spi::run("DELETE FROM legacy_import_sessions WHERE id = 's1'").unwrap();
+        let documents: i64 = one(
+            "SELECT (stats->>'totalDocuments')::int8 FROM legacy_backup.snapshots WHERE session_id = 's1'",
+        );
+        assert_eq!(documents, 1);
     }
 
     #[pg_test]

@@ -366,35 +366,35 @@ pub fn take(session_id: &str, actor: &str) -> LbResult<TakenSnapshot> {
     take_on(session_id, actor, Occasion::Requested)
 }
 
-/// Whether a session holds categorization work: a document categorized or skipped now, or a
-/// logged change that ever gave or took a category or a status (work later undone, or
-/// documents deleted before the session).
+/// Whether a session holds work a final snapshot must keep: any document or category (the
+/// assistants' categories and statuses, and the validation, skip reasons and clusters the
+/// snapshot carries too), or any logged change (documents deleted before the session).
+/// Only a session that never got past its upload holds none.
 fn holds_work(session_id: &str) -> LbResult<bool> {
     crate::privilege::pin_for_this_call();
-    let documents = crate::attach::sql(
-        "SELECT EXISTS (SELECT 1 FROM @extschema@.extracted_documents d WHERE d.session_id = $1 \
-                          AND (d.category_id IS NOT NULL OR pg_catalog.format('%s', d.status) <> 'Uncategorized'))",
-    )?;
-    let categorized = crate::privilege::as_owner_of("extracted_documents", || {
-        Ok(crate::read::one_with_args::<bool>(
-            &documents,
-            &[session_id.into()],
-        )?)
-    })?;
-    if categorized == Some(true) {
-        return Ok(true);
+    // Each table read as its owner (privilege::as_owner_of).
+    for table in ["extracted_documents", "import_categories"] {
+        let query = crate::attach::sql(&format!(
+            "SELECT EXISTS (SELECT 1 FROM @extschema@.{table} t WHERE t.session_id = $1)"
+        ))?;
+        let found = crate::privilege::as_owner_of(table, || {
+            Ok(crate::read::one_with_args::<bool>(
+                &query,
+                &[session_id.into()],
+            )?)
+        })?;
+        if found == Some(true) {
+            return Ok(true);
+        }
     }
     let logged = crate::attach::sql(
-        "SELECT EXISTS (SELECT 1 FROM @extschema@.category_assignment_logs l WHERE l.session_id = $1 \
-                          AND (l.old_category_id IS NOT NULL OR l.new_category_id IS NOT NULL \
-                               OR coalesce(l.old_status, 'Uncategorized') <> 'Uncategorized' \
-                               OR coalesce(l.new_status, 'Uncategorized') <> 'Uncategorized'))",
+        "SELECT EXISTS (SELECT 1 FROM @extschema@.category_assignment_logs l WHERE l.session_id = $1)",
     )?;
     Ok(crate::read::one_with_args::<bool>(&logged, &[session_id.into()])?.unwrap_or(false))
 }
 
 /// The final snapshot of a session being deleted, taken inside the deleting transaction when
-/// the session holds categorization work (None otherwise). Uploaded and kept like any other.
+/// the session holds any work (None otherwise). Uploaded and kept like any other.
 pub fn take_final(session_id: &str, actor: &str) -> LbResult<Option<TakenSnapshot>> {
     if !holds_work(session_id)? {
         return Ok(None);

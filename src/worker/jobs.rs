@@ -385,6 +385,14 @@ impl Runner {
                         "interrupted by shutdown after {deleted_total} objects; will resume"
                     )));
                 }
+                // A session re-created (deleted path) or re-opened (exported path) while this
+                // runs stops it before the next request.
+                if !job_transaction(|c| may_go_on(c, &session_id, guard.session_deleted))?? {
+                    return Err(JobError::permanent(format!(
+                        "stopped after {deleted_total} objects: the session was {} during the cleanup",
+                        if guard.session_deleted { "created again" } else { "re-opened or marked" }
+                    )));
+                }
                 let outcome = client.delete_batch(batch)?;
                 deleted_total += outcome.deleted.len() as i64;
                 for k in outcome.deleted.iter() {
@@ -445,7 +453,7 @@ struct CleanupTarget {
 /// The cleanup guards, checked in the database. A session that exists: exported, due (unless a
 /// partner confirmed it), not cleaned, a snapshot uploaded (its newest uploaded one is checked).
 /// A deleted session: its schedule marks it deleted and not cleaned, due (unless confirmed), no
-/// row of its id exists again, and its newest snapshot (the final one, if it held work) uploaded.
+/// row of its id exists again, and every snapshot of it (the final one, if it held work) uploaded.
 fn cleanup_guard(
     client: &mut SpiClient<'_>,
     session_id: &str,
@@ -457,14 +465,14 @@ fn cleanup_guard(
             &crate::attach::sql(&format!("SELECT s.id IS NOT NULL AS exists, pg_catalog.format('%s', s.status) AS status, \
                     coalesce({CLEANUP_DUE}, false) AS due, c.deleted_at IS NOT NULL AS deleted, \
                     coalesce(s.cleaned_up_at, c.cleaned_up_at) IS NOT NULL AS cleaned, \
-                    u.snapshot_key, u.bytes, u.etag, n.upload_state AS newest_state \
+                    u.snapshot_key, u.bytes, u.etag, \
+                    EXISTS (SELECT 1 FROM legacy_backup.snapshots n WHERE n.session_id = k.id) AS any_snapshot, \
+                    EXISTS (SELECT 1 FROM legacy_backup.snapshots n WHERE n.session_id = k.id AND n.upload_state <> 'uploaded') AS not_uploaded \
              FROM (SELECT $1::text AS id) k \
              LEFT JOIN @extschema@.legacy_import_sessions s ON s.id = k.id \
              LEFT JOIN legacy_backup.cleanup_schedule c ON c.session_id = k.id \
              LEFT JOIN LATERAL (SELECT snapshot_key, coalesce(object_bytes, bytes) AS bytes, etag FROM legacy_backup.snapshots \
-                                WHERE session_id = k.id AND upload_state = 'uploaded' ORDER BY snapshot_at DESC LIMIT 1) u ON true \
-             LEFT JOIN LATERAL (SELECT upload_state FROM legacy_backup.snapshots \
-                                WHERE session_id = k.id ORDER BY snapshot_at DESC LIMIT 1) n ON true"))
+                                WHERE session_id = k.id AND upload_state = 'uploaded' ORDER BY snapshot_at DESC LIMIT 1) u ON true"))
             .map_err(lb_error)?,
             None,
             &[session_id.into()],
@@ -499,15 +507,15 @@ fn cleanup_guard(
             "refusing cleanup: its scheduled time has not come (postponed?)",
         ));
     }
-    let newest_state: Option<String> = r.get_by_name("newest_state").map_err(spi_error)?;
     let key: Option<String> = r.get_by_name("snapshot_key").map_err(spi_error)?;
-    let snapshot = match (key, newest_state) {
-        // A deleted session is cleaned up only once its final snapshot is uploaded.
-        (_, Some(state)) if !exists && state != "uploaded" => {
-            return Err(JobError::transient(
-                "refusing cleanup: the deleted session's final snapshot is not uploaded yet",
-            ))
-        }
+    // A deleted session is cleaned up only once every snapshot of it, the final one among them,
+    // is uploaded.
+    if !exists && flag("not_uploaded")? {
+        return Err(JobError::transient(
+            "refusing cleanup: a snapshot of the deleted session (its final one?) is not uploaded yet",
+        ));
+    }
+    let snapshot = match (key, flag("any_snapshot")?) {
         (Some(key), _) => {
             let bytes: Option<i64> = r.get_by_name("bytes").map_err(spi_error)?;
             let etag: Option<String> = r.get_by_name("etag").map_err(spi_error)?;
@@ -519,7 +527,7 @@ fn cleanup_guard(
                     .ok_or_else(|| JobError::permanent("the uploaded snapshot has no ETag"))?,
             })
         }
-        (None, None) if !exists => None,
+        (None, false) if !exists => None,
         (None, _) => {
             return Err(JobError::transient(
                 "refusing cleanup: no snapshot of this session is uploaded yet",
@@ -530,6 +538,27 @@ fn cleanup_guard(
         snapshot,
         session_deleted: !exists,
     })
+}
+
+/// Whether a cleanup under way may delete its next batch: a deleted session has no row of its id
+/// again; an exported one is still exported and not cleaned up.
+fn may_go_on(
+    client: &mut SpiClient<'_>,
+    session_id: &str,
+    deleted: bool,
+) -> Result<bool, JobError> {
+    let query = crate::attach::sql(if deleted {
+        "SELECT NOT EXISTS (SELECT 1 FROM @extschema@.legacy_import_sessions s WHERE s.id = $1)"
+    } else {
+        "SELECT EXISTS (SELECT 1 FROM @extschema@.legacy_import_sessions s WHERE s.id = $1 \
+                          AND pg_catalog.format('%s', s.status) OPERATOR(pg_catalog.=) 'Exported' AND s.cleaned_up_at IS NULL)"
+    })
+    .map_err(lb_error)?;
+    client
+        .select(&query, None, &[session_id.into()])
+        .and_then(|t| t.first().get_one::<bool>())
+        .map_err(spi_error)
+        .map(|b| b == Some(true))
 }
 
 /// When a scheduled cleanup is due, over `legacy_backup.cleanup_schedule c`: its time has come,
@@ -564,15 +593,15 @@ fn prune() -> Result<serde_json::Value, JobError> {
 /// cleanups of due sessions, and a prune at most hourly.
 fn schedule(client: &mut SpiClient<'_>) {
     // An exported session with a snapshot uploaded; or a deleted one (no row of its id exists)
-    // whose newest snapshot, if it has any, is uploaded. cleanup_guard checks it all again.
+    // whose snapshots, if it has any, are all uploaded. cleanup_guard checks it all again.
     let cleanups = format!("INSERT INTO legacy_backup.jobs (kind, session_id, requested_by) \
          SELECT 'cleanup', c.session_id, 'schedule' FROM legacy_backup.cleanup_schedule c \
          LEFT JOIN @extschema@.legacy_import_sessions s ON s.id = c.session_id \
          WHERE {CLEANUP_DUE} \
            AND CASE WHEN s.id IS NULL \
                     THEN c.deleted_at IS NOT NULL AND c.cleaned_up_at IS NULL \
-                         AND coalesce((SELECT n.upload_state = 'uploaded' FROM legacy_backup.snapshots n \
-                                       WHERE n.session_id = c.session_id ORDER BY n.snapshot_at DESC LIMIT 1), true) \
+                         AND NOT EXISTS (SELECT 1 FROM legacy_backup.snapshots n \
+                                         WHERE n.session_id = c.session_id AND n.upload_state <> 'uploaded') \
                     ELSE pg_catalog.format('%s', s.status) OPERATOR(pg_catalog.=) 'Exported' AND s.cleaned_up_at IS NULL \
                          AND EXISTS (SELECT 1 FROM legacy_backup.snapshots n WHERE n.session_id = s.id AND n.upload_state = 'uploaded') END \
            AND NOT EXISTS (SELECT 1 FROM legacy_backup.jobs j WHERE j.kind = 'cleanup' AND j.session_id = c.session_id \

@@ -7,7 +7,8 @@
 #   d3  exported, then deleted: keeps its (later) schedule; a partner's legacy_cleanup_session
 #       previews and runs it; the jobs view shows the job;
 #   d4  deleted, then created again under its id before the cleanup is due: nothing deleted;
-#   d5  deleted, then its cleanup postponed by a partner: nothing deleted when first due.
+#   d5  deleted, then its cleanup postponed by a partner: nothing deleted when first due;
+#   d6  exported and cleaned up, then deleted: scheduled again from the delete.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/s3.sh"
 start_s3
@@ -116,5 +117,18 @@ sleep 4
 check "nothing deleted at the first due time" 5 "$(files d5)"
 check "CLEANUP_POSTPONED names the deleted session" true \
   "$(q app -c "SELECT details->>'sessionDeleted' FROM legacy_import_audit_logs WHERE session_id = 'd5' AND action = 'CLEANUP_POSTPONED'")"
+
+echo "d6: exported, cleaned up, then deleted"
+q app -v sid=d6 -v docs=10 -f "$ROOT/tests/fixtures/seed.sql" >/dev/null
+q app -c "SELECT legacy_snapshot_take('d6', 'u-partner')" >/dev/null
+wait_for "d6's snapshot uploaded" "SELECT upload_state FROM legacy_backup.snapshots WHERE session_id = 'd6'" uploaded 10
+export_and_make_due d6
+wait_for "d6 cleaned up" "SELECT cleaned_up_at IS NOT NULL FROM legacy_import_sessions WHERE id = 'd6'" t 20
+put_files d6   # put there after the cleanup
+delete_session d6 '1 hour'
+check "its schedule starts again from the delete, not from the spent export schedule" t \
+  "$(q app -c "SELECT scheduled_at = deleted_at + interval '1 hour' AND cleaned_up_at IS NULL FROM legacy_backup.cleanup_schedule WHERE session_id = 'd6'")"
+sleep 2
+check "nothing deleted before then" 5 "$(files d6)"
 check "no worker error in the log" 0 "$(grep -c 'legacy_backup worker.*ERROR\|ERROR.*legacy_backup worker' "$CLUSTER/server.log" || true)"
 echo "t_deleted_session: all checks passed"
