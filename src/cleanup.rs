@@ -8,22 +8,112 @@ use crate::partner::require_partner;
 use crate::worker::jobs::JobState;
 use crate::worker::settings;
 use pgrx::prelude::*;
+use pgrx::spi::SpiClient;
 use pgrx::PgSqlErrorCode;
 use serde_json::json;
 use std::time::Instant;
 
-struct Target {
-    cleanup_scheduled_at: Option<String>,
-    /// None only for a deleted session that never had a snapshot (no document, no category, no logged change).
-    snapshot: Option<Snapshot>,
-    session_deleted: bool,
+/// The snapshot a cleanup checks in object storage before deleting anything: the session's
+/// newest uploaded one.
+pub struct UploadedSnapshot {
+    pub id: String,
+    pub key: String,
+    pub bytes: i64,
+    pub etag: Option<String>,
 }
 
-struct Snapshot {
-    id: String,
-    key: String,
-    bytes: i64,
-    etag: String,
+/// What the guards let a cleanup do.
+pub struct Plan {
+    /// None only for a deleted session that never had a snapshot (no document, no category, no
+    /// logged change).
+    pub snapshot: Option<UploadedSnapshot>,
+    pub session_deleted: bool,
+    pub scheduled_at: Option<String>,
+}
+
+/// Why the guards refuse a cleanup.
+pub enum Refused {
+    /// No row of the id, and no schedule of a deleted session.
+    Unknown,
+    NotExported(String),
+    Cleaned,
+    /// Its scheduled time has not come (checked only when asked: a partner's cleanup skips it).
+    NotDue,
+    /// A snapshot of a deleted session (its final one?) is not uploaded yet.
+    SnapshotPending,
+    /// No snapshot of the session is uploaded.
+    NoSnapshot,
+}
+
+/// When a scheduled cleanup is due, over `legacy_backup.cleanup_schedule c`: its time has come,
+/// and so has the grace counted from when the worker first saw the export (or delete) committed.
+pub const CLEANUP_DUE: &str =
+    "(c.scheduled_at <= now() AND c.visible_at IS NOT NULL AND c.visible_at + c.grace <= now())";
+
+/// The cleanup guards, checked in the database, for the worker's cleanup and the partner's alike.
+/// A session that exists: exported, not cleaned up, due (with `require_due`), a snapshot
+/// uploaded. A deleted session: its schedule outlived it, not cleaned up, due (with
+/// `require_due`), no row of its id exists again, and every snapshot of it (the final one, if it
+/// had work) uploaded. The newest uploaded snapshot is then to be checked in object storage.
+pub fn plan(
+    client: &SpiClient<'_>,
+    session_id: &str,
+    require_due: bool,
+) -> LbResult<Result<Plan, Refused>> {
+    // Due by the extension's own schedule, never by the application's column.
+    let t = client.select(
+        &crate::attach::sql(&format!("SELECT s.id IS NOT NULL, pg_catalog.format('%s', s.status), \
+                coalesce(s.cleaned_up_at, c.cleaned_up_at) IS NOT NULL, c.scheduled_at::text, c.deleted_at IS NOT NULL, \
+                coalesce({CLEANUP_DUE}, false), u.id, u.snapshot_key, u.bytes, u.etag, \
+                EXISTS (SELECT 1 FROM legacy_backup.snapshots n WHERE n.session_id = k.id), \
+                EXISTS (SELECT 1 FROM legacy_backup.snapshots n WHERE n.session_id = k.id AND n.upload_state <> 'uploaded') \
+         FROM (SELECT $1::text AS id) k \
+         LEFT JOIN @extschema@.legacy_import_sessions s ON s.id = k.id \
+         LEFT JOIN legacy_backup.cleanup_schedule c ON c.session_id = k.id \
+         LEFT JOIN LATERAL (SELECT id, snapshot_key, coalesce(object_bytes, bytes) AS bytes, etag FROM legacy_backup.snapshots \
+                            WHERE session_id = k.id AND upload_state = 'uploaded' ORDER BY snapshot_at DESC LIMIT 1) u ON true"))?,
+        None,
+        &[session_id.into()],
+    )?;
+    let r = t.first();
+    let flag = |i: usize| -> LbResult<bool> { Ok(r.get::<bool>(i)?.unwrap_or(false)) };
+    let (exists, deleted) = (flag(1)?, flag(5)?);
+    if !exists && !deleted {
+        return Ok(Err(Refused::Unknown));
+    }
+    if exists {
+        let status: String = r.get(2)?.unwrap_or_default();
+        if status != "Exported" {
+            return Ok(Err(Refused::NotExported(status)));
+        }
+    }
+    if flag(3)? {
+        return Ok(Err(Refused::Cleaned));
+    }
+    if require_due && !flag(6)? {
+        return Ok(Err(Refused::NotDue));
+    }
+    if !exists && flag(12)? {
+        return Ok(Err(Refused::SnapshotPending));
+    }
+    let snapshot_id: Option<String> = r.get(7)?;
+    let snapshot = match (snapshot_id, flag(11)?) {
+        (Some(id), _) => Some(UploadedSnapshot {
+            id,
+            key: r.get(8)?.unwrap_or_default(),
+            bytes: r
+                .get(9)?
+                .ok_or_else(|| LbError::internal("the uploaded snapshot has no size"))?,
+            etag: r.get(10)?,
+        }),
+        (None, false) if !exists => None,
+        (None, _) => return Ok(Err(Refused::NoSnapshot)),
+    };
+    Ok(Ok(Plan {
+        snapshot,
+        session_deleted: !exists,
+        scheduled_at: r.get(4)?,
+    }))
 }
 
 fn state(message: String) -> LbError {
@@ -33,69 +123,24 @@ fn state(message: String) -> LbError {
     )
 }
 
-/// A session that exists: exported, not cleaned up, a snapshot uploaded. A deleted session: its
-/// schedule outlived it, not cleaned up, and every snapshot of it (the final one, if it had
-/// work) uploaded. The newest uploaded snapshot is then checked in object storage right now.
-fn preconditions(session_id: &str) -> LbResult<Target> {
-    Spi::connect(|c| -> LbResult<Target> {
-        let t = c.select(
-            &crate::attach::sql("SELECT s.id IS NOT NULL, pg_catalog.format('%s', s.status), \
-                    coalesce(s.cleaned_up_at, c.cleaned_up_at) IS NOT NULL, c.scheduled_at::text, c.deleted_at IS NOT NULL, \
-                    u.id, u.snapshot_key, u.bytes, u.etag, \
-                    EXISTS (SELECT 1 FROM legacy_backup.snapshots n WHERE n.session_id = k.id), \
-                    EXISTS (SELECT 1 FROM legacy_backup.snapshots n WHERE n.session_id = k.id AND n.upload_state <> 'uploaded') \
-             FROM (SELECT $1::text AS id) k \
-             LEFT JOIN @extschema@.legacy_import_sessions s ON s.id = k.id \
-             LEFT JOIN legacy_backup.cleanup_schedule c ON c.session_id = k.id \
-             LEFT JOIN LATERAL (SELECT id, snapshot_key, coalesce(object_bytes, bytes) AS bytes, etag FROM legacy_backup.snapshots \
-                                WHERE session_id = k.id AND upload_state = 'uploaded' ORDER BY snapshot_at DESC LIMIT 1) u ON true")?,
-            None,
-            &[session_id.into()],
-        )?;
-        let r = t.first();
-        let exists = r.get::<bool>(1)?.unwrap_or(false);
-        let deleted = r.get::<bool>(5)?.unwrap_or(false);
-        if !exists && !deleted {
-            return Err(LbError::not_found(format!(
-                "import session \"{session_id}\" does not exist"
-            ))
-            .hint("A session deleted before 0.6.0, or whose files were already cleaned up, has no schedule left."));
-        }
-        if exists {
-            let status: String = r.get(2)?.unwrap_or_default();
-            if status != "Exported" {
-                return Err(state(format!("session \"{session_id}\" is not exported (status {status}); only exported or deleted sessions are cleaned up")));
-            }
-        }
-        if r.get::<bool>(3)?.unwrap_or(false) {
-            return Err(state(format!(
-                "session \"{session_id}\" is already cleaned up"
-            )));
-        }
-        let snapshot_id: Option<String> = r.get(6)?;
-        if !exists && r.get::<bool>(11)?.unwrap_or(false) {
-            return Err(state(format!("a snapshot of deleted session \"{session_id}\" (its final one?) is not uploaded yet"))
-                .hint("Wait for the worker to upload it (legacy_snapshots view)."));
-        }
-        let snapshot = match (snapshot_id, r.get::<bool>(10)?.unwrap_or(false)) {
-            (Some(id), _) => Some(Snapshot {
-                id,
-                key: r.get(7)?.unwrap_or_default(),
-                bytes: r.get(8)?.unwrap_or(0),
-                etag: r.get(9)?.unwrap_or_default(),
-            }),
-            (None, false) if !exists => None,
-            (None, _) => {
-                return Err(state(format!("session \"{session_id}\" has no snapshot uploaded to object storage"))
-                    .hint("Take a snapshot (legacy_snapshot_take) and wait for the worker to upload it (legacy_snapshots view)."))
-            }
-        };
-        Ok(Target {
-            cleanup_scheduled_at: r.get(4)?,
-            snapshot,
-            session_deleted: !exists,
-        })
-    })
+/// The guards for a partner's cleanup, refusals as errors.
+fn preconditions(session_id: &str) -> LbResult<Plan> {
+    match Spi::connect(|c| plan(c, session_id, false))? {
+        Ok(plan) => Ok(plan),
+        Err(Refused::Unknown) => Err(LbError::not_found(format!(
+            "import session \"{session_id}\" does not exist"
+        ))
+        .hint("A session deleted before 0.6.0, or whose files were already cleaned up, has no schedule left.")),
+        Err(Refused::NotExported(status)) => Err(state(format!("session \"{session_id}\" is not exported (status {status}); only exported or deleted sessions are cleaned up"))),
+        Err(Refused::Cleaned) => Err(state(format!(
+            "session \"{session_id}\" is already cleaned up"
+        ))),
+        Err(Refused::NotDue) => unreachable!("a partner's cleanup does not wait for the schedule"),
+        Err(Refused::SnapshotPending) => Err(state(format!("a snapshot of deleted session \"{session_id}\" (its final one?) is not uploaded yet"))
+            .hint("Wait for the worker to upload it (legacy_snapshots view).")),
+        Err(Refused::NoSnapshot) => Err(state(format!("session \"{session_id}\" has no snapshot uploaded to object storage"))
+            .hint("Take a snapshot (legacy_snapshot_take) and wait for the worker to upload it (legacy_snapshots view).")),
+    }
 }
 
 /// The prefixes a session's cleanup deletes (`legacy_backup.cleanup_prefixes`): each ends with
@@ -120,7 +165,7 @@ pub fn cleanup_session(
     let client = &storage.source;
     if let Some(snapshot) = &target.snapshot {
         match storage.backups.head_object(&snapshot.key)? {
-            Some(i) if i.is(snapshot.bytes as u64, &snapshot.etag) => {}
+            Some(i) if i.is(snapshot.bytes as u64, snapshot.etag.as_deref().unwrap_or_default()) => {}
             _ => {
                 return Err(state(format!("snapshot {} is not verified in object storage", snapshot.key))
                     .hint("Check it with legacy_snapshot_verify(); take a new snapshot and let the worker upload it."))
@@ -144,7 +189,7 @@ pub fn cleanup_session(
                 "prefixes": prefixes,
                 "totalObjects": objects,
                 "totalBytes": bytes,
-                "cleanupScheduledAt": target.cleanup_scheduled_at,
+                "cleanupScheduledAt": target.scheduled_at,
                 "sessionDeleted": target.session_deleted,
                 "snapshot": target.snapshot.as_ref().map(|s| json!({"id": s.id, "key": s.key})),
                 "confirmWith": session_id,

@@ -256,7 +256,7 @@ mod tests {
             one("SELECT count(*) FROM legacy_backup.snapshots WHERE session_id = 's1'");
         assert_eq!(
             snapshots, 0,
-            "nothing categorized, nothing logged: no final snapshot"
+            "no document, no category, nothing logged: no final snapshot"
         );
         let scheduled: i64 = one(
             "SELECT count(*) FROM legacy_backup.cleanup_schedule WHERE session_id = 's1' AND deleted_at IS NOT NULL",

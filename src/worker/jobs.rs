@@ -5,6 +5,7 @@
 use super::settings;
 use super::shutdown_requested;
 use crate::backup::{classify, Finding, Recorded};
+use crate::cleanup::{Plan, Refused, UploadedSnapshot, CLEANUP_DUE};
 use crate::guc;
 use crate::ids;
 use crate::storage::{md5_hex, seal, StorageError};
@@ -358,7 +359,13 @@ impl Runner {
         let manual = job.manual;
         let guard = job_transaction(|client| cleanup_guard(client, &session_id, manual))??;
         let storage = self.storage()?;
-        if let Some(UploadedSnapshot { key, bytes, etag }) = &guard.snapshot {
+        if let Some(UploadedSnapshot {
+            key, bytes, etag, ..
+        }) = &guard.snapshot
+        {
+            let etag = etag
+                .as_deref()
+                .ok_or_else(|| JobError::permanent("the uploaded snapshot has no ETag"))?;
             match storage.backups.head_object(key)? {
                 Some(i) if i.is(*bytes as u64, etag) => {}
                 Some(i) => {
@@ -436,108 +443,32 @@ impl Runner {
     }
 }
 
-/// The snapshot a cleanup checks in object storage before deleting anything.
-struct UploadedSnapshot {
-    key: String,
-    bytes: i64,
-    etag: String,
-}
-
-/// What the guards let a cleanup do.
-struct CleanupTarget {
-    /// None only for a deleted session that never had a snapshot (it held no categorization work).
-    snapshot: Option<UploadedSnapshot>,
-    session_deleted: bool,
-}
-
-/// The cleanup guards, checked in the database. A session that exists: exported, due (unless a
-/// partner confirmed it), not cleaned, a snapshot uploaded (its newest uploaded one is checked).
-/// A deleted session: its schedule marks it deleted and not cleaned, due (unless confirmed), no
-/// row of its id exists again, and every snapshot of it (the final one, if it held work) uploaded.
+/// The cleanup guards (`cleanup::plan`, the partner's cleanup's too), due unless a partner
+/// confirmed it; a refusal for want of an uploaded snapshot is worth another attempt.
 fn cleanup_guard(
     client: &mut SpiClient<'_>,
     session_id: &str,
     manual: bool,
-) -> Result<CleanupTarget, JobError> {
-    let t = client
-        .update(
-            // Due by the extension's own schedule, never by the application's column.
-            &crate::attach::sql(&format!("SELECT s.id IS NOT NULL AS exists, pg_catalog.format('%s', s.status) AS status, \
-                    coalesce({CLEANUP_DUE}, false) AS due, c.deleted_at IS NOT NULL AS deleted, \
-                    coalesce(s.cleaned_up_at, c.cleaned_up_at) IS NOT NULL AS cleaned, \
-                    u.snapshot_key, u.bytes, u.etag, \
-                    EXISTS (SELECT 1 FROM legacy_backup.snapshots n WHERE n.session_id = k.id) AS any_snapshot, \
-                    EXISTS (SELECT 1 FROM legacy_backup.snapshots n WHERE n.session_id = k.id AND n.upload_state <> 'uploaded') AS not_uploaded \
-             FROM (SELECT $1::text AS id) k \
-             LEFT JOIN @extschema@.legacy_import_sessions s ON s.id = k.id \
-             LEFT JOIN legacy_backup.cleanup_schedule c ON c.session_id = k.id \
-             LEFT JOIN LATERAL (SELECT snapshot_key, coalesce(object_bytes, bytes) AS bytes, etag FROM legacy_backup.snapshots \
-                                WHERE session_id = k.id AND upload_state = 'uploaded' ORDER BY snapshot_at DESC LIMIT 1) u ON true"))
-            .map_err(lb_error)?,
-            None,
-            &[session_id.into()],
-        )
-        .map_err(spi_error)?;
-    let r = t.first();
-    let flag = |name: &str| -> Result<bool, JobError> {
-        Ok(r.get_by_name::<bool, _>(name).map_err(spi_error)? == Some(true))
-    };
-    let (exists, deleted) = (flag("exists")?, flag("deleted")?);
-    if !exists && !deleted {
-        return Err(JobError::permanent(format!(
+) -> Result<Plan, JobError> {
+    match crate::cleanup::plan(client, session_id, !manual).map_err(lb_error)? {
+        Ok(plan) => Ok(plan),
+        Err(Refused::Unknown) => Err(JobError::permanent(format!(
             "session {session_id} no longer exists and has no cleanup scheduled"
-        )));
-    }
-    if exists {
-        let status: String = r
-            .get_by_name("status")
-            .map_err(spi_error)?
-            .unwrap_or_default();
-        if status != "Exported" {
-            return Err(JobError::permanent(format!(
-                "refusing cleanup: session is {status}, not Exported"
-            )));
-        }
-    }
-    if flag("cleaned")? {
-        return Err(JobError::permanent("session is already cleaned up"));
-    }
-    if !manual && !flag("due")? {
-        return Err(JobError::permanent(
+        ))),
+        Err(Refused::NotExported(status)) => Err(JobError::permanent(format!(
+            "refusing cleanup: session is {status}, not Exported"
+        ))),
+        Err(Refused::Cleaned) => Err(JobError::permanent("session is already cleaned up")),
+        Err(Refused::NotDue) => Err(JobError::permanent(
             "refusing cleanup: its scheduled time has not come (postponed?)",
-        ));
-    }
-    let key: Option<String> = r.get_by_name("snapshot_key").map_err(spi_error)?;
-    // A deleted session is cleaned up only once every snapshot of it, the final one among them,
-    // is uploaded.
-    if !exists && flag("not_uploaded")? {
-        return Err(JobError::transient(
+        )),
+        Err(Refused::SnapshotPending) => Err(JobError::transient(
             "refusing cleanup: a snapshot of the deleted session (its final one?) is not uploaded yet",
-        ));
+        )),
+        Err(Refused::NoSnapshot) => Err(JobError::transient(
+            "refusing cleanup: no snapshot of this session is uploaded yet",
+        )),
     }
-    let snapshot = match (key, flag("any_snapshot")?) {
-        (Some(key), _) => {
-            let bytes: Option<i64> = r.get_by_name("bytes").map_err(spi_error)?;
-            let etag: Option<String> = r.get_by_name("etag").map_err(spi_error)?;
-            Some(UploadedSnapshot {
-                key,
-                bytes: bytes
-                    .ok_or_else(|| JobError::permanent("the uploaded snapshot has no size"))?,
-                etag: etag
-                    .ok_or_else(|| JobError::permanent("the uploaded snapshot has no ETag"))?,
-            })
-        }
-        (None, false) if !exists => None,
-        (None, _) => {
-            return Err(JobError::transient(
-                "refusing cleanup: no snapshot of this session is uploaded yet",
-            ))
-        }
-    };
-    Ok(CleanupTarget {
-        snapshot,
-        session_deleted: !exists,
-    })
 }
 
 /// Whether a cleanup under way may delete its next batch: a deleted session has no row of its id
@@ -560,11 +491,6 @@ fn may_go_on(
         .map_err(spi_error)
         .map(|b| b == Some(true))
 }
-
-/// When a scheduled cleanup is due, over `legacy_backup.cleanup_schedule c`: its time has come,
-/// and so has the grace counted from when the worker first saw the export committed.
-const CLEANUP_DUE: &str =
-    "(c.scheduled_at <= now() AND c.visible_at IS NOT NULL AND c.visible_at + c.grace <= now())";
 
 /// Drops bodies of uploaded snapshots older than the retention; never the newest uploaded one of
 /// a session. Metadata stays.
